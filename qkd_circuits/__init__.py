@@ -1,0 +1,1 @@
+"""qkd_circuits."""

@@ -1,0 +1,66 @@
+"""The exceptions raised by qkd_circuits.
+
+Every error the package raises on purpose derives from :class:`QKDError`::
+
+    QKDError
+    ├── ConfigurationError      a bad parameter, spec string or combination (also a ValueError)
+    ├── BackendError            a quantum backend could not be found, reached or used
+    │   └── MissingExtraError   an optional dependency is not installed (names the extra)
+    ├── RecordError             a measurement record or job handle file is corrupt or foreign
+    └── ProtocolAborted         the protocol stopped on purpose; carries the measured values
+        └── QBERTooHigh         the QBER upper bound exceeds the abort threshold
+
+Programmer errors (wrong types) stay plain ``TypeError``.  Messages name the offending value and,
+where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class QKDError(Exception):
+    """Base class of every error raised on purpose by qkd_circuits."""
+
+
+class ConfigurationError(QKDError, ValueError):
+    """A parameter, spec string or combination of options is invalid."""
+
+
+class BackendError(QKDError):
+    """A quantum backend could not be found, reached or used."""
+
+
+class MissingExtraError(BackendError, ImportError):
+    """An optional dependency is missing; the message names the extra that installs it."""
+
+    def __init__(self, extra: str, module: str, purpose: str) -> None:
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"{purpose} needs the optional package {module!r}, which is not installed; "
+            f"install it with: pip install 'qkd_circuits[{extra}]'"
+        )
+
+
+class RecordError(QKDError):
+    """A saved measurement record or job handle is corrupt, truncated or from another version."""
+
+
+class ProtocolAborted(QKDError):
+    """The protocol stopped on purpose; ``reason`` is a short machine-readable string."""
+
+    reason = "aborted"
+
+
+class QBERTooHigh(ProtocolAborted):
+    """The upper confidence bound on the QBER is above the abort threshold."""
+
+    reason = "qber_too_high"
+
+    def __init__(self, upper: float, threshold: float, estimate: float) -> None:
+        self.upper = upper
+        self.threshold = threshold
+        self.estimate = estimate
+        super().__init__(
+            f"QBER upper bound {upper:.4f} (estimate {estimate:.4f}) exceeds the abort "
+            f"threshold {threshold:.4f}"
+        )

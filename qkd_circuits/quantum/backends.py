@@ -1,0 +1,190 @@
+"""Quantum backends behind one interface: the Qiskit V2 sampler.
+
+A backend spec string names where circuits run:
+
+``aer``
+    Qiskit Aer's ``SamplerV2`` on this machine (default; no account).  Circuits of up to
+    :data:`DENSITY_MATRIX_MAX_QUBITS` qubits run with the density-matrix method, so noise channels
+    are applied exactly and all shots are sampled from one final state.
+``fake:<name>``
+    An IBM fake backend (``qiskit_ibm_runtime.fake_provider``, e.g. ``fake:fake_nairobi`` or
+    ``fake:nairobi``) through IBM Runtime's ``SamplerV2`` in local testing mode: the same ISA
+    transpilation and sampler code path as hardware, simulated with the device's noise model.
+``ibm:<name>``
+    IBM Quantum hardware through ``qiskit_ibm_runtime.SamplerV2`` in a ``Batch``; credentials
+    come from a saved account or the environment (``QiskitRuntimeService()``).
+``braket-local``
+    The Amazon Braket local state-vector simulator through qiskit-braket-provider's sampler.
+
+Every backend takes the same logical circuits from :mod:`.circuits`; :meth:`Backend.prepare`
+transpiles them to what the backend accepts.  Only Aer runs the channel-noise instructions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiskit import QuantumCircuit, transpile
+
+from ..exceptions import BackendError, ConfigurationError, MissingExtraError
+
+__all__ = ["Backend", "resolve_backend", "DENSITY_MATRIX_MAX_QUBITS"]
+
+#: Above this many qubits the density matrix (4^n entries) gets too large; Aer then picks its
+#: own method (noisy circuits fall back to per-shot trajectories, which are much slower).
+DENSITY_MATRIX_MAX_QUBITS = 12
+
+
+def _import(module: str, extra: str, purpose: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(extra, module.split(".")[0].replace("_", "-"), purpose) from None
+
+
+@dataclass
+class Backend:
+    """A resolved backend: a sampler factory plus how to prepare circuits for it.
+
+    Attributes:
+        spec: the spec string it was resolved from.
+        kind: ``"aer"``, ``"fake"``, ``"ibm"`` or ``"braket-local"``.
+        name: the backend's own name.
+        num_qubits: device size, or ``None`` when unbounded in practice.
+        runs_noise_instructions: whether Aer noise instructions can run here.
+        resumable: whether a job id can be collected later from another process.
+    """
+
+    spec: str
+    kind: str
+    name: str
+    num_qubits: int | None
+    runs_noise_instructions: bool
+    resumable: bool
+    _device: Any = field(default=None, repr=False)
+    _service: Any = field(default=None, repr=False)
+
+    def prepare(self, circuit: QuantumCircuit) -> QuantumCircuit:
+        """Transpile ``circuit`` into instructions this backend executes (ISA for devices)."""
+        if self.num_qubits is not None and circuit.num_qubits > self.num_qubits:
+            raise ConfigurationError(
+                f"the circuit needs {circuit.num_qubits} qubits but {self.name} has "
+                f"{self.num_qubits}: use fewer lanes or a larger device"
+            )
+        if self.kind == "aer":
+            return transpile(circuit, self._aer_simulator(circuit.num_qubits), optimization_level=1)
+        if self.kind in ("fake", "ibm"):
+            from qiskit.transpiler import generate_preset_pass_manager
+
+            pm = generate_preset_pass_manager(backend=self._device, optimization_level=1)
+            return pm.run(circuit)
+        return circuit  # Braket's sampler translates to its own gate set
+
+    def sampler(self, *, seed: int | None, num_qubits: int):
+        """A fresh ``BaseSamplerV2`` for circuits of ``num_qubits`` qubits."""
+        if self.kind == "aer":
+            from qiskit_aer.primitives import SamplerV2
+
+            return SamplerV2(seed=seed, options={"backend_options": {"method": _aer_method(num_qubits)}})
+        if self.kind == "fake":
+            from qiskit_ibm_runtime import SamplerV2
+
+            sampler = SamplerV2(mode=self._device)
+            if seed is not None:
+                sampler.options.simulator.seed_simulator = seed
+            return sampler
+        if self.kind == "ibm":
+            from qiskit_ibm_runtime import Batch, SamplerV2
+
+            return SamplerV2(mode=Batch(backend=self._device))
+        from qiskit_braket_provider.providers.braket_sampler import BraketSampler
+
+        return BraketSampler(self._device)
+
+    def job(self, job_id: str):
+        """Look up a job by id (IBM only: local jobs end with their process)."""
+        if not self.resumable:
+            raise BackendError(
+                f"jobs on {self.spec!r} run in this process and cannot be collected later; "
+                "only ibm:<name> jobs can be resumed"
+            )
+        return self._service.job(job_id)
+
+    def _aer_simulator(self, num_qubits: int):
+        from qiskit_aer import AerSimulator
+
+        return AerSimulator(method=_aer_method(num_qubits))
+
+
+def _aer_method(num_qubits: int) -> str:
+    return "density_matrix" if num_qubits <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
+
+
+def resolve_backend(spec: str | Backend = "aer", *, service: Any = None) -> Backend:
+    """Turn a backend spec string into a :class:`Backend`.
+
+    Args:
+        spec: ``"aer"``, ``"fake:<name>"``, ``"ibm:<name>"`` or ``"braket-local"``.
+        service: for ``ibm:``, a ``QiskitRuntimeService`` to use instead of the default account.
+
+    Raises:
+        ConfigurationError: unknown spec or device name.
+        MissingExtraError: the extra that provides the backend is not installed.
+        BackendError: the cloud service could not be reached or the device not found.
+    """
+    if isinstance(spec, Backend):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"backend must be a spec string, got {type(spec).__name__}")
+    kind, _, name = spec.partition(":")
+    if kind == "aer" and not name:
+        return Backend(spec, "aer", "aer_simulator", None, True, False)
+    if kind == "fake" and name:
+        return _fake_backend(spec, name)
+    if kind == "ibm" and name:
+        return _ibm_backend(spec, name, service)
+    if kind == "braket-local" and not name:
+        braket = _import(
+            "qiskit_braket_provider.providers.braket_backend", "braket", "The Braket local simulator"
+        )
+        logging.getLogger("braket").setLevel(logging.ERROR)
+        device = braket.BraketLocalBackend("braket_sv")
+        return Backend(spec, "braket-local", device.name, None, False, False, _device=device)
+    raise ConfigurationError(
+        f"unknown backend {spec!r}; use aer, fake:<name> (e.g. fake:nairobi), ibm:<name> "
+        "(e.g. ibm:ibm_torino) or braket-local"
+    )
+
+
+def _fake_backend(spec: str, name: str) -> Backend:
+    fake = _import("qiskit_ibm_runtime.fake_provider", "ibm", "IBM fake backends")
+    key = name.lower()
+    key = key if key.startswith("fake_") else f"fake_{key}"
+    key = key.removesuffix("v2")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some fake devices warn about their own properties
+        backends = {b.name: b for b in fake.FakeProviderForBackendV2().backends()}
+    if key not in backends:
+        raise ConfigurationError(
+            f"unknown fake backend {name!r}; known: {', '.join(sorted(backends))}"
+        )
+    device = backends[key]
+    return Backend(spec, "fake", device.name, device.num_qubits, False, False, _device=device)
+
+
+def _ibm_backend(spec: str, name: str, service: Any) -> Backend:
+    runtime = _import("qiskit_ibm_runtime", "ibm", "IBM Quantum hardware")
+    try:
+        service = service or runtime.QiskitRuntimeService()
+        device = service.backend(name)
+    except Exception as exc:  # the runtime raises many types for account/network problems
+        raise BackendError(
+            f"could not reach IBM Quantum backend {name!r}: {exc}. Save an account first with "
+            "QiskitRuntimeService.save_account(...) or set QISKIT_IBM_TOKEN"
+        ) from None
+    return Backend(spec, "ibm", device.name, device.num_qubits, False, True, _device=device, _service=service)

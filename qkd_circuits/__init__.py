@@ -1,1 +1,62 @@
-"""qkd_circuits."""
+"""qkd_circuits: BB84 quantum key distribution on real Qiskit circuits.
+
+The public API is what ``__all__`` lists; everything else is private.  Names that need Qiskit
+(circuits, backends, execution) are loaded on first use, so the classical layers import without
+it.
+
+A key made on a simulator or on a cloud QPU is known to whoever runs that simulator or QPU:
+simulated keys are for study, not for secrets.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .exceptions import (
+    BackendError,
+    ConfigurationError,
+    MissingExtraError,
+    ProtocolAborted,
+    QBERTooHigh,
+    QKDError,
+    RecordError,
+)
+from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_qber
+from .postprocessing.sifting import sift_mask
+from .quantum.models import Channel, Detector, EntanglingProbe, InterceptResend
+from .records import AliceView, BobView, EveView, MeasurementRecord, Provenance, load_record
+from .session import BB84Result, Report, report_from_record, run_bb84
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_exchange_circuit": "qkd_circuits.quantum.circuits",
+    "ExchangeTemplate": "qkd_circuits.quantum.circuits",
+    "resolve_backend": "qkd_circuits.quantum.backends",
+    "Backend": "qkd_circuits.quantum.backends",
+    "submit": "qkd_circuits.quantum.execution",
+    "run_exchanges": "qkd_circuits.quantum.execution",
+    "draw_choices": "qkd_circuits.quantum.execution",
+    "PartyChoices": "qkd_circuits.quantum.execution",
+    "PendingExchange": "qkd_circuits.quantum.execution",
+}
+
+__all__ = sorted([
+    "AliceView", "BB84Result", "BackendError", "BobView", "Channel", "ConfigurationError",
+    "Detector", "EntanglingProbe", "EveView", "InterceptResend", "MeasurementRecord",
+    "MissingExtraError", "Provenance", "ProtocolAborted", "QBEREstimate", "QBERTooHigh", "QKDError",
+    "RecordError", "Report", "clopper_pearson", "estimate_qber", "load_record",
+    "report_from_record", "run_bb84", "sift_mask", "__version__", *_LAZY,
+])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qkd_circuits' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

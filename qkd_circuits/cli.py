@@ -1,0 +1,124 @@
+"""The ``qkd`` command line.
+
+Exit codes: 0 a round completed (a key, or today the sifted key), 3 the protocol aborted (reason
+in the report), 2 bad usage, 1 a backend failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .exceptions import BackendError, QKDError
+from .quantum.models import Channel, Detector, parse_eve, parse_noise
+
+EXIT_OK, EXIT_BACKEND, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+#: Below this many pulses a run is quick and gets no progress bar.
+PROGRESS_MIN_EXCHANGES = 1 << 21
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qkd_circuits")
+def main() -> None:
+    """qkd_circuits: BB84 quantum key distribution on Qiskit circuits.
+
+    Keys made on a simulator or a cloud QPU are known to whoever runs it: they are for study.
+    """
+
+
+@main.command()
+@click.option("--exchanges", "-n", type=int, default=100_000, show_default=True, help="Pulses Alice sends.")
+@click.option("--mode", type=click.Choice(["prepared", "qrng"]), default="qrng", show_default=True,
+              help="prepared: the parties' CSPRNG choices drive the circuit; qrng: choices come from "
+                   "Hadamard-measured qubits in the circuit.")
+@click.option("--backend", default="aer", show_default=True,
+              help="aer | fake:<name> | ibm:<name> | braket-local")
+@click.option("--noise", multiple=True, metavar="MODEL:P",
+              help="depolarizing:P, dephasing:P, bit_flip:P, misalignment:P, readout:P (repeatable).")
+@click.option("--eve", default=None, metavar="SPEC",
+              help="intercept-resend:F[:random|Z|X|breidbart] or probe:STRENGTH.")
+@click.option("--distance-km", type=float, default=0.0, show_default=True, help="Fibre length.")
+@click.option("--alpha-db-per-km", type=float, default=0.2, show_default=True, help="Fibre attenuation.")
+@click.option("--detector-efficiency", type=float, default=1.0, show_default=True)
+@click.option("--dark-count", type=float, default=0.0, show_default=True, help="Dark-count probability per pulse.")
+@click.option("--seed", type=int, default=None, help="Simulation seed (choices and simulator); omit for CSPRNG choices.")
+@click.option("--lanes", default=None, help="Exchanges side by side per circuit, or 'device'.")
+@click.option("--schedule", type=click.Choice(["grouped", "sequential"]), default="grouped", show_default=True,
+              help="prepared mode: settings grouped per binding, or one binding per shot in send order.")
+@click.option("--abort-qber", type=float, default=0.11, show_default=True,
+              help="Abort when the QBER upper bound exceeds this.")
+@click.option("--save-record", type=click.Path(dir_okay=False), default=None,
+              help="Write the measurement record (.npz; holds Alice's raw bits).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report and nothing else.")
+def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
+        dark_count, seed, lanes, schedule, abort_qber, save_record, as_json) -> None:
+    """Run one BB84 round and print its report."""
+    from .session import run_bb84
+
+    try:
+        channel_kw, detector_kw = parse_noise(noise)
+        channel = Channel(distance_km=distance_km, alpha_db_per_km=alpha_db_per_km, **channel_kw)
+        detector = Detector(efficiency=detector_efficiency, dark_count_probability=dark_count, **detector_kw)
+        attacker = parse_eve(eve)
+        if lanes is not None and lanes != "device":
+            if not lanes.isdigit():
+                raise click.BadParameter(f"must be a whole number or 'device', got {lanes!r}", param_hint="--lanes")
+            lanes = int(lanes)
+        options = dict(mode=mode, backend=backend, channel=channel, detector=detector, eve=attacker,
+                       seed=seed, lanes=lanes, schedule=schedule)
+        if as_json or exchanges < PROGRESS_MIN_EXCHANGES:
+            result = run_bb84(exchanges, abort_qber=abort_qber, **options)
+        else:
+            with click.progressbar(length=exchanges, label="exchanges", file=sys.stderr) as bar:
+                result = run_bb84(exchanges, abort_qber=abort_qber,
+                                  progress=lambda done, total: bar.update(done - bar.pos), **options)
+    except click.BadParameter:
+        raise
+    except BackendError as exc:
+        code = EXIT_USAGE if isinstance(exc, ImportError) else EXIT_BACKEND
+        _fail(str(exc), code)
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if save_record:
+        result.record.save(save_record)
+    report = result.report
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), default=_json_default))
+    else:
+        _print_report(report)
+    sys.exit(EXIT_ABORTED if report.aborted else EXIT_OK)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print_report(report) -> None:
+    q = report.qber
+    lines = [
+        f"BB84 round on {report.backend} ({report.mode} mode, seed {report.seed})",
+        f"  exchanges      {report.exchanges:>12,}",
+        f"  detected       {report.detected:>12,}",
+        f"  sifted         {report.sifted:>12,}",
+        f"  QBER           {q['estimate']:>12.4%}   upper bound {q['upper']:.4%} (eps {q['epsilon']:g})",
+    ]
+    if report.eve:
+        e = report.eve
+        lines.append(f"  Eve            attacked {e['attacked_fraction']:.1%} of the sifted key; "
+                     f"her error where her basis was right: {e['guess_error_right_basis']}")
+    lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
+    if report.aborted:
+        lines.append(f"  ABORTED: {report.abort_reason} (upper bound {q['upper']:.4f} > {q['threshold']})")
+    else:
+        lines.append("  sifted key ready; error correction and privacy amplification are not built yet")
+    lines.append("  (simulated: the simulator's operator knows every bit of this key)")
+    click.echo("\n".join(lines))

@@ -81,7 +81,11 @@ class Backend:
 
             pm = generate_preset_pass_manager(backend=self._device, optimization_level=1)
             return pm.run(circuit)
-        return circuit  # Braket's sampler translates to its own gate set
+        # Braket: decompose controlled rotations ourselves.  amazon-braket-default-simulator
+        # 1.41 drops gates written with a control modifier (``ctrl @ ry``) in some 4-qubit
+        # circuits (seen here: H on q0 and q2, CNOT q0->q3, then ctrl@ry q1->q3 is lost), which
+        # is what qiskit-braket-provider emits for cry/crx; plain cnot/ccnot/cswap are fine.
+        return transpile(circuit, basis_gates=_BRAKET_SAFE_GATES, optimization_level=0)
 
     def sampler(self, *, seed: int | None, num_qubits: int):
         """A fresh ``BaseSamplerV2`` for circuits of ``num_qubits`` qubits."""
@@ -117,6 +121,9 @@ class Backend:
         from qiskit_aer import AerSimulator
 
         return AerSimulator(method=_aer_method(num_qubits))
+
+
+_BRAKET_SAFE_GATES = ["cx", "ccx", "cswap", "rx", "ry", "rz", "h", "x", "measure"]
 
 
 def _aer_method(num_qubits: int) -> str:

@@ -4,8 +4,8 @@ One circuit holds ``lanes`` independent exchanges side by side (lane = one pulse
 it is one run of every lane.  Every role has its own quantum and classical register, so a
 result's ``data.<role>`` is that role's bits, one column per lane.
 
-States and measurements, on the signal qubit, with RY rotations only (so they run on hardware
-and in the Clifford-friendly part of every simulator)::
+States and measurements on the signal qubit are RY rotations (native on every device after
+transpilation)::
 
     Alice: RY(π·bit + π/2·basis)|0>  ->  |0>, |1>, |+>, -|->       (basis 0 = Z, 1 = X)
     Bob:   RY(−π/2·basis), then measure Z

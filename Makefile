@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS := ibm,braket,notebooks,test
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+## A full BB84 round on the embedded defaults (Aer simulator), with a little channel noise.
+demo: $(STAMP)
+	$(BIN)/qkd run --exchanges 200000 --noise depolarizing:0.04 --distance-km 10
+
+## The default suite (slow studies excluded); doctests and notebooks included.
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+## Everything, slow statistical studies too.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,0 +1,74 @@
+"""The `qkd` command: the JSON contract and the exit codes (run as a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qkd_circuits as qkd
+
+QKD = str(Path(sys.executable).with_name("qkd"))
+CONTRACT_FIELDS = {"exchanges", "detected", "sifted", "qber", "aborted", "abort_reason",
+                   "final_key_bits", "timings_s", "backend", "mode", "seed"}
+
+
+def qkd_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([QKD, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_run_json_prints_one_report_with_the_agreed_fields():
+    proc = qkd_cli("run", "--json", "--exchanges", "20000", "--seed", "7", "--noise", "depolarizing:0.04",
+                   "--distance-km", "10", "--dark-count", "1e-4")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # exactly one JSON document on stdout
+    assert CONTRACT_FIELDS <= set(report)
+    assert set(report["qber"]) >= {"estimate", "upper"}
+    assert report["qber"]["estimate"] < report["qber"]["upper"] < 0.11
+    assert (report["exchanges"], report["backend"], report["mode"], report["seed"]) == (20000, "aer", "qrng", 7)
+    assert report["aborted"] is False and report["abort_reason"] is None
+    assert report["final_key_bits"] is None  # post-processing is not built yet: not computed
+    assert {"quantum", "sifting", "estimation"} <= set(report["timings_s"])
+    assert report["sifted"] <= report["detected"] <= report["exchanges"]
+
+
+def test_run_aborts_with_exit_3_under_full_intercept_resend():
+    proc = qkd_cli("run", "--json", "-n", "20000", "--seed", "1", "--mode", "prepared",
+                   "--eve", "intercept-resend:1:breidbart")
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["aborted"] is True and report["abort_reason"] == "qber_too_high"
+    assert report["qber"]["upper"] > 0.11
+    assert report["eve"]["attack"]["basis"] == "breidbart"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--exchanges", "0"], "exchanges must be a whole number >= 1, got 0"),
+    (["--exchanges", "-5"], "exchanges must be a whole number >= 1, got -5"),
+    (["--noise", "depolarizing:1.5"], r"depolarizing must be a probability in [0, 1], got 1.5"),
+    (["--noise", "gravity:0.1"], "unknown noise model 'gravity'"),
+    (["--eve", "intercept-resend:2"], "intercept fraction must be a probability"),
+    (["--backend", "nowhere"], "unknown backend 'nowhere'"),
+    (["--mode", "classical"], "Invalid value for '--mode'"),
+    (["--lanes", "many"], "must be a whole number or 'device'"),
+    (["--distance-km", "-1"], "distance_km must be a finite number >= 0"),
+    (["--backend", "braket-local", "--noise", "dephasing:0.1"], "cannot run them"),
+])
+def test_bad_usage_exits_2_with_a_clear_message(args, message):
+    proc = qkd_cli("run", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_human_report_and_saved_record(tmp_path):
+    path = tmp_path / "rec.npz"
+    proc = qkd_cli("run", "-n", "5000", "--seed", "3", "--save-record", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "sifted" in proc.stdout and "simulated" in proc.stdout
+    assert len(qkd.load_record(path)) == 5000

@@ -145,3 +145,9 @@ def test_chunks_are_independent_and_seeds_reproduce():
 def test_unseeded_prepared_choices_come_from_the_csprng():
     a, b = qkd.draw_choices(256), qkd.draw_choices(256)
     assert (a.alice_bits != b.alice_bits).any()
+
+
+def test_progress_is_reported_per_job_up_to_the_total():
+    seen = []
+    qkd.run_exchanges(25_000, mode="qrng", seed=6, chunk=10_000, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(10_000, 25_000), (20_000, 25_000), (25_000, 25_000)]

@@ -66,6 +66,7 @@ class Backend:
     resumable: bool
     _device: Any = field(default=None, repr=False)
     _service: Any = field(default=None, repr=False)
+    _batch: Any = field(default=None, repr=False)
 
     def prepare(self, circuit: QuantumCircuit) -> QuantumCircuit:
         """Transpile ``circuit`` into instructions this backend executes (ISA for devices)."""
@@ -103,10 +104,19 @@ class Backend:
         if self.kind == "ibm":
             from qiskit_ibm_runtime import Batch, SamplerV2
 
-            return SamplerV2(mode=Batch(backend=self._device))
+            # One Batch per submission: its jobs are scheduled together on the device.
+            if self._batch is None:
+                self._batch = Batch(backend=self._device)
+            return SamplerV2(mode=self._batch)
         from qiskit_braket_provider.providers.braket_sampler import BraketSampler
 
         return BraketSampler(self._device)
+
+    def close_batch(self) -> None:
+        """Stop the open IBM Batch taking new jobs; its submitted jobs still run to the end."""
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
 
     def job(self, job_id: str):
         """Look up a job by id (IBM only: local jobs end with their process)."""

@@ -375,6 +375,7 @@ def submit(
         except Exception as exc:
             raise BackendError(f"{backend.spec} refused the job: {exc}") from None
         chunks.append(c)
+    backend.close_batch()
     return PendingExchange(backend=backend, template=template, exchanges=exchanges,
                            schedule=schedule, seed=seed, models=_models_dict(channel, detector, eve),
                            choices=choices, chunks=chunks, jobs=jobs, circuit_info=circuit_info)

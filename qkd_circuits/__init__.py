@@ -1,6 +1,8 @@
 """qkd_circuits: BB84 quantum key distribution on real Qiskit circuits.
 
-The public API is what ``__all__`` lists; everything else is private.  Names that need Qiskit
+The public API is what ``__all__`` lists; everything else is private, except the raw primitives
+(Cascade, universal hashing, Toeplitz hashing, message codec), which :mod:`qkd_circuits.hazmat`
+exposes for studies and tests: sharp tools, easy to misuse.  Names that need Qiskit
 (circuits, backends, execution) are loaded on first use, so the classical layers import without
 it.
 
@@ -17,15 +19,20 @@ from .exceptions import (
     ConfigurationError,
     MissingExtraError,
     ProtocolAborted,
+    ProtocolError,
     QBERTooHigh,
     QKDError,
     RecordError,
 )
+from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
+from .postprocessing.keylength import KeyLength, binary_entropy, finite_key_length, shor_preskill_rate
+from .postprocessing.ledger import LeakageLedger
+from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
 from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_qber
 from .postprocessing.sifting import sift_mask
 from .quantum.models import Channel, Detector, EntanglingProbe, InterceptResend
 from .records import AliceView, BobView, EveView, MeasurementRecord, Provenance, load_record
-from .session import BB84Result, Report, report_from_record, run_bb84
+from .session import BB84Result, Report, postprocess, run_bb84
 
 __version__ = "0.1.0"
 
@@ -42,11 +49,13 @@ _LAZY = {
 }
 
 __all__ = sorted([
-    "AliceView", "BB84Result", "BackendError", "BobView", "Channel", "ConfigurationError",
-    "Detector", "EntanglingProbe", "EveView", "InterceptResend", "MeasurementRecord",
-    "MissingExtraError", "Provenance", "ProtocolAborted", "QBEREstimate", "QBERTooHigh", "QKDError",
-    "RecordError", "Report", "clopper_pearson", "estimate_qber", "load_record",
-    "report_from_record", "run_bb84", "sift_mask", "__version__", *_LAZY,
+    "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
+    "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView", "FinalKey",
+    "InterceptResend", "KeyLength", "LeakageLedger", "MeasurementRecord", "MissingExtraError",
+    "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",
+    "QBEREstimate", "QBERTooHigh", "QKDError", "RecordError", "Report", "binary_entropy",
+    "clopper_pearson", "drive", "estimate_qber", "finite_key_length", "load_record", "postprocess",
+    "run_bb84", "shor_preskill_rate", "sift_mask", "__version__", *_LAZY,
 ])
 
 

@@ -1,7 +1,7 @@
 """The ``qkd`` command line.
 
-Exit codes: 0 a round completed (a key, or today the sifted key), 3 the protocol aborted (reason
-in the report), 2 bad usage, 1 a backend failed.
+Exit codes: 0 a key was made, 3 the protocol aborted (reason in the report), 2 bad usage,
+1 a backend failed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import sys
 
 import click
 
-from .exceptions import BackendError, QKDError
+from .exceptions import BackendError, ConfigurationError, QKDError
+from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
+from .postprocessing.protocol import PostProcessingConfig
 from .quantum.models import Channel, Detector, parse_eve, parse_noise
 
 EXIT_OK, EXIT_BACKEND, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -54,11 +56,18 @@ def main() -> None:
               help="prepared mode: settings grouped per binding, or one binding per shot in send order.")
 @click.option("--abort-qber", type=float, default=0.11, show_default=True,
               help="Abort when the QBER upper bound exceeds this.")
+@click.option("--cascade", type=click.Choice(sorted(CASCADE_PRESETS)), default="option7", show_default=True,
+              help="Cascade variant for error correction.")
+@click.option("--sample-fraction", type=float, default=0.1, show_default=True,
+              help="Share of the sifted key disclosed to estimate the QBER.")
+@click.option("--eps-sec", type=float, default=1e-10, show_default=True, help="Secrecy parameter.")
+@click.option("--eps-cor", type=float, default=1e-15, show_default=True, help="Correctness parameter.")
 @click.option("--save-record", type=click.Path(dir_okay=False), default=None,
               help="Write the measurement record (.npz; holds Alice's raw bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report and nothing else.")
 def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
-        dark_count, seed, lanes, schedule, abort_qber, save_record, as_json) -> None:
+        dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor,
+        save_record, as_json) -> None:
     """Run one BB84 round and print its report."""
     from .session import run_bb84
 
@@ -71,14 +80,18 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
             if not lanes.isdigit():
                 raise click.BadParameter(f"must be a whole number or 'device', got {lanes!r}", param_hint="--lanes")
             lanes = int(lanes)
+        try:
+            config = PostProcessingConfig(sample_fraction=sample_fraction, abort_qber=abort_qber,
+                                          cascade=cascade, eps_sec=eps_sec, eps_cor=eps_cor)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         options = dict(mode=mode, backend=backend, channel=channel, detector=detector, eve=attacker,
-                       seed=seed, lanes=lanes, schedule=schedule)
+                       seed=seed, lanes=lanes, schedule=schedule, config=config)
         if as_json or exchanges < PROGRESS_MIN_EXCHANGES:
-            result = run_bb84(exchanges, abort_qber=abort_qber, **options)
+            result = run_bb84(exchanges, **options)
         else:
             with click.progressbar(length=exchanges, label="exchanges", file=sys.stderr) as bar:
-                result = run_bb84(exchanges, abort_qber=abort_qber,
-                                  progress=lambda done, total: bar.update(done - bar.pos), **options)
+                result = run_bb84(exchanges, progress=lambda done, total: bar.update(done - bar.pos), **options)
     except click.BadParameter:
         raise
     except BackendError as exc:
@@ -102,6 +115,10 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{value:.4%}"
+
+
 def _print_report(report) -> None:
     q = report.qber
     lines = [
@@ -109,16 +126,23 @@ def _print_report(report) -> None:
         f"  exchanges      {report.exchanges:>12,}",
         f"  detected       {report.detected:>12,}",
         f"  sifted         {report.sifted:>12,}",
-        f"  QBER           {q['estimate']:>12.4%}   upper bound {q['upper']:.4%} (eps {q['epsilon']:g})",
+        f"  QBER           {_percent(q.get('estimate')):>12}   upper bound {_percent(q.get('upper'))} "
+        f"on {report.sample_bits:,} sampled bits",
     ]
+    if report.cascade:
+        c = report.cascade
+        eff = f", efficiency {c['efficiency']:.3f}" if "efficiency" in c else ""
+        lines.append(f"  Cascade        {c['variant']}: {c['leaked_bits']:,} parity bits, "
+                     f"{c['channel_uses']} round trips{eff}")
     if report.eve:
         e = report.eve
         lines.append(f"  Eve            attacked {e['attacked_fraction']:.1%} of the sifted key; "
                      f"her error where her basis was right: {e['guess_error_right_basis']}")
     lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
     if report.aborted:
-        lines.append(f"  ABORTED: {report.abort_reason} (upper bound {q['upper']:.4f} > {q['threshold']})")
+        lines.append(f"  ABORTED: {report.abort_reason}; no key was output")
     else:
-        lines.append("  sifted key ready; error correction and privacy amplification are not built yet")
+        lines.append(f"  final key      {report.final_key_bits:>12,} bits  (sha256 {report.alice_key_sha256[:16]}…, "
+                     f"{'same at both ends' if report.alice_key_sha256 == report.bob_key_sha256 else 'KEYS DIFFER'})")
     lines.append("  (simulated: the simulator's operator knows every bit of this key)")
     click.echo("\n".join(lines))

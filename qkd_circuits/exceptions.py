@@ -7,6 +7,7 @@ Every error the package raises on purpose derives from :class:`QKDError`::
     ├── BackendError            a quantum backend could not be found, reached or used
     │   └── MissingExtraError   an optional dependency is not installed (names the extra)
     ├── RecordError             a measurement record or job handle file is corrupt or foreign
+    ├── ProtocolError           a peer's message is malformed, oversized or out of order
     └── ProtocolAborted         the protocol stopped on purpose; carries the measured values
         └── QBERTooHigh         the QBER upper bound exceeds the abort threshold
 
@@ -43,6 +44,10 @@ class MissingExtraError(BackendError, ImportError):
 
 class RecordError(QKDError):
     """A saved measurement record or job handle is corrupt, truncated or from another version."""
+
+
+class ProtocolError(QKDError):
+    """A message from the peer is malformed, truncated, oversized or arrives out of order."""
 
 
 class ProtocolAborted(QKDError):

@@ -1,38 +1,40 @@
 """One BB84 round, end to end, and its report.
 
-Today the round ends at sifting: the quantum exchange on a real circuit, the sifted key and its
-QBER with an exact confidence bound, and an abort when that bound exceeds the threshold.  Error
-correction, privacy amplification and the final key length arrive with the post-processing
-issue; until then ``final_key_bits`` is ``None`` ("not computed"), never a made-up number.
+The quantum exchange runs on a real circuit (:mod:`qkd_circuits.quantum`); then Alice and Bob,
+as two parties that share only messages (:mod:`qkd_circuits.postprocessing.protocol`), sift,
+estimate the QBER on a disclosed sample, reconcile with Cascade, verify with a universal hash
+and amplify privacy with Toeplitz hashing to the finite-key length.  The report says what each
+step disclosed and cost.
 
-The QBER here is computed over *all* sifted bits from the simulator's view of both parties (the
-"raw exchange" statistics); the parties' own sampled estimate replaces it with post-processing.
+The messages travel over a plain in-memory call today; the authenticated channel comes with the
+authentication issue.  A key made on a simulator is known to the simulator's operator.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .exceptions import ConfigurationError, QBERTooHigh
-from .postprocessing.estimation import QBEREstimate, estimate_qber
+from .exceptions import ProtocolAborted, QBERTooHigh
+from .postprocessing.estimation import estimate_qber
+from .postprocessing.keylength import binary_entropy
+from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
 from .postprocessing.sifting import sift_mask
 from .records import MeasurementRecord
 
-__all__ = ["Report", "BB84Result", "run_bb84", "report_from_record"]
-
-#: Shor–Preskill: 1 − 2h(Q) > 0 needs Q < 11.0% (PRL 85, 441 (2000)).
-SHOR_PRESKILL_QBER = 0.110
-
+__all__ = ["Report", "BB84Result", "run_bb84", "postprocess"]
 
 @dataclass(frozen=True)
 class Report:
     """The report of one round; ``to_dict()`` is what ``qkd run --json`` prints.
 
     Field names are a contract (scripts and notebooks read them): add, never rename.
+    ``qber`` is what the parties measured on their disclosed sample (``estimate``, ``upper``...)
+    plus ``true_sifted``, the simulator's count over every sifted bit (for studies only).
     """
 
     exchanges: int
@@ -41,12 +43,19 @@ class Report:
     qber: dict
     aborted: bool
     abort_reason: str | None
-    final_key_bits: int | None
+    final_key_bits: int
     timings_s: dict
     backend: str
     mode: str
     seed: int | None
-    stage: str = "sifted"
+    stage: str = "final"
+    sample_bits: int = 0
+    leaked_ec_bits: int = 0
+    cascade: dict | None = None
+    verification: dict | None = None
+    key_length: dict | None = None
+    alice_key_sha256: str | None = None
+    bob_key_sha256: str | None = None
     eve: dict | None = None
     provenance: dict = field(default_factory=dict)
 
@@ -55,17 +64,27 @@ class Report:
 
     def raise_for_abort(self) -> None:
         """Raise the :class:`~qkd_circuits.ProtocolAborted` this round ended with, if any."""
-        if self.aborted:
-            q = self.qber
+        if not self.aborted:
+            return
+        q = self.qber
+        if self.abort_reason == QBERTooHigh.reason:
             raise QBERTooHigh(q["upper"], q["threshold"], q["estimate"])
+        error = ProtocolAborted(f"the round aborted: {self.abort_reason}")
+        error.reason = self.abort_reason
+        raise error
 
 
 @dataclass(frozen=True)
 class BB84Result:
-    """A round's :class:`Report` and the :class:`MeasurementRecord` behind it."""
+    """A round's :class:`Report`, the record behind it and both parties' keys (``None`` when aborted).
+
+    In a simulation one process holds both keys; a deployment would have each party keep its own.
+    """
 
     report: Report
     record: MeasurementRecord
+    alice_key: FinalKey | None = None
+    bob_key: FinalKey | None = None
 
 
 def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> dict | None:
@@ -86,52 +105,71 @@ def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> dict | None:
     }
 
 
-def report_from_record(record: MeasurementRecord, *, abort_qber: float = SHOR_PRESKILL_QBER,
-                       epsilon: float = 1e-10, timings_s: dict | None = None) -> Report:
-    """Sift ``record``, estimate the QBER and decide whether the round aborts."""
-    if not 0.0 < abort_qber <= 0.5:
-        raise ConfigurationError(f"abort_qber must be in (0, 0.5], got {abort_qber!r}")
-    timings = dict(timings_s or {})
-    t0 = time.perf_counter()
+def _random_sources(seed: int | None):
+    """The parties' public random choices: CSPRNG, or seeded for a reproducible simulation."""
+    if seed is None:
+        return secrets.token_bytes, secrets.token_bytes
+    return (np.random.default_rng([seed, 1]).bytes,  # sim-rng: seeded simulation only
+            np.random.default_rng([seed, 2]).bytes)  # sim-rng
+
+
+def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None = None, *,
+                timings_s: dict | None = None) -> BB84Result:
+    """Run the two-party post-processing on ``record`` and build the report.
+
+    Alice gets only ``record.alice_view()`` and Bob only ``record.bob_view()``; the simulator's
+    view is used for the report's study fields (``qber.true_sifted``, efficiency, Eve).  With a
+    seeded record the parties' public random choices are seeded too, so the whole round
+    (final key included) is reproducible; unseeded, they come from :mod:`secrets`.
+    """
+    config = config or PostProcessingConfig()
+    alice_random, bob_random = _random_sources(record.provenance.seed)
+    alice = AliceParty(record.alice_view(), config, random_bytes=alice_random)
+    bob = BobParty(record.bob_view(), config, random_bytes=bob_random)
+    ob = drive(bob, alice.handle)
+    oa = alice.outcome
     sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
-    timings["sifting"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
-    q: QBEREstimate = estimate_qber(errors, int(sifted.sum()), epsilon=epsilon)
-    timings["estimation"] = time.perf_counter() - t0
-    aborted = q.upper > abort_qber
+    true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
+    true_q = estimate_qber(true_errors, int(sifted.sum()), epsilon=config.qber_epsilon)
+    qber = {"threshold": config.abort_qber, "method": "sampled (Clopper-Pearson)",
+            "true_sifted": true_q.estimate if true_q.n else None}
+    qber.update(ob.qber.to_dict() if ob.qber else {"estimate": None, "upper": None})
+    cascade = dict(ob.cascade) if ob.cascade else None
+    if cascade and ob.reconciled_key is not None and true_q.n and 0 < true_q.estimate < 0.5:
+        cascade["efficiency"] = cascade["leaked_bits"] / (ob.reconciled_key.size * binary_entropy(true_q.estimate))
+    aborted = oa.aborted or ob.aborted
     p = record.provenance
-    return Report(
-        exchanges=len(record), detected=int(record.detected.sum()), sifted=int(sifted.sum()),
-        qber={**q.to_dict(), "threshold": abort_qber, "method": "all sifted bits (simulator view)"},
-        aborted=aborted, abort_reason=QBERTooHigh.reason if aborted else None,
-        final_key_bits=None, timings_s=timings, backend=p.backend, mode=p.mode, seed=p.seed,
+    report = Report(
+        exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits, qber=qber,
+        aborted=aborted, abort_reason=ob.abort_reason or oa.abort_reason,
+        final_key_bits=0 if aborted or ob.key is None else len(ob.key),
+        timings_s={**(timings_s or {}), **ob.timings_s}, backend=p.backend, mode=p.mode, seed=p.seed,
+        sample_bits=ob.ledger.sample_bits, leaked_ec_bits=ob.ledger.leak_ec, cascade=cascade,
+        verification=ob.verification, key_length=ob.key_length.to_dict() if ob.key_length else None,
+        alice_key_sha256=oa.key.sha256() if oa.key else None, bob_key_sha256=ob.key.sha256() if ob.key else None,
         eve=_eve_summary(record, sifted), provenance=p.to_dict(),
     )
+    return BB84Result(report, record, oa.key, ob.key)
 
 
-def run_bb84(exchanges: int = 10_000, *, abort_qber: float = SHOR_PRESKILL_QBER,
-             epsilon: float = 1e-10, progress: Callable[[int, int], None] | None = None,
-             **exchange_options) -> BB84Result:
-    """Run one BB84 round: circuits on a backend, sifting, QBER with its bound.
+def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = None,
+             progress: Callable[[int, int], None] | None = None, **exchange_options) -> BB84Result:
+    """Run one BB84 round: circuits on a backend, then the two-party post-processing.
 
     Args:
         exchanges: pulses Alice sends.
-        abort_qber: abort when the QBER upper bound exceeds this (default: the Shor–Preskill
-            11% limit for one-way post-processing).
-        epsilon: failure probability of the QBER bound.
-        progress: called as ``progress(done, total)`` after each job.
+        config: the post-processing parameters (sample fraction, abort threshold, Cascade
+            preset, ε's); defaults to :class:`PostProcessingConfig`'s.
+        progress: called as ``progress(done, total)`` after each quantum job.
         **exchange_options: ``mode``, ``backend``, ``channel``, ``detector``, ``eve``,
             ``seed``, ``lanes``, ``schedule``, as for :func:`qkd_circuits.submit`.
 
     Returns:
-        A :class:`BB84Result`; an aborted round has ``report.aborted`` set (it does not raise:
-        call ``report.raise_for_abort()`` for that).
+        A :class:`BB84Result`.  An aborted round has ``report.aborted`` set and no keys; it does
+        not raise (``report.raise_for_abort()`` does).
     """
     from .quantum.execution import submit  # the only route to qiskit from here
 
     t0 = time.perf_counter()
     record = submit(exchanges, **exchange_options).result(progress=progress)
-    timings = {"quantum": time.perf_counter() - t0}
-    report = report_from_record(record, abort_qber=abort_qber, epsilon=epsilon, timings_s=timings)
-    return BB84Result(report=report, record=record)
+    return postprocess(record, config, timings_s={"quantum": time.perf_counter() - t0})

@@ -11,13 +11,15 @@ import pytest
 import qkd_circuits as qkd
 
 PUBLIC = {
-    "AliceView", "BB84Result", "Backend", "BackendError", "BobView", "Channel", "ConfigurationError",
-    "Detector", "EntanglingProbe", "EveView", "ExchangeTemplate", "InterceptResend",
-    "MeasurementRecord", "MissingExtraError", "PartyChoices", "PendingExchange", "Provenance",
-    "ProtocolAborted", "QBEREstimate", "QBERTooHigh", "QKDError", "RecordError", "Report",
-    "__version__", "build_exchange_circuit", "clopper_pearson", "draw_choices", "estimate_qber",
-    "load_record", "report_from_record", "resolve_backend", "run_bb84", "run_exchanges",
-    "sift_mask", "submit",
+    "AliceParty", "AliceView", "BB84Result", "Backend", "BackendError", "BobParty", "BobView",
+    "CASCADE_PRESETS", "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView",
+    "ExchangeTemplate", "FinalKey", "InterceptResend", "KeyLength", "LeakageLedger",
+    "MeasurementRecord", "MissingExtraError", "PartyChoices", "PartyOutcome", "PendingExchange",
+    "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError", "QBEREstimate",
+    "QBERTooHigh", "QKDError", "RecordError", "Report", "__version__", "binary_entropy",
+    "build_exchange_circuit", "clopper_pearson", "draw_choices", "drive", "estimate_qber",
+    "finite_key_length", "load_record", "postprocess", "resolve_backend", "run_bb84", "run_exchanges",
+    "shor_preskill_rate", "sift_mask", "submit",
 }
 
 
@@ -36,8 +38,9 @@ def test_classical_layers_import_without_qiskit():
                 if name == "qiskit" or name.startswith(("qiskit.", "qiskit_")):
                     raise ImportError("qiskit is blocked in this test")
         sys.meta_path.insert(0, Block())
-        import qkd_circuits, qkd_circuits.records, qkd_circuits.session
+        import qkd_circuits, qkd_circuits.records, qkd_circuits.session, qkd_circuits.hazmat
         import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
+        import qkd_circuits.postprocessing.protocol
         import qkd_circuits.quantum.models
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:

@@ -23,17 +23,19 @@ def qkd_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_run_json_prints_one_report_with_the_agreed_fields():
-    proc = qkd_cli("run", "--json", "--exchanges", "20000", "--seed", "7", "--noise", "depolarizing:0.04",
+    proc = qkd_cli("run", "--json", "--exchanges", "200000", "--seed", "7", "--noise", "depolarizing:0.04",
                    "--distance-km", "10", "--dark-count", "1e-4")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # exactly one JSON document on stdout
     assert CONTRACT_FIELDS <= set(report)
     assert set(report["qber"]) >= {"estimate", "upper"}
     assert report["qber"]["estimate"] < report["qber"]["upper"] < 0.11
-    assert (report["exchanges"], report["backend"], report["mode"], report["seed"]) == (20000, "aer", "qrng", 7)
+    assert (report["exchanges"], report["backend"], report["mode"], report["seed"]) == (200000, "aer", "qrng", 7)
     assert report["aborted"] is False and report["abort_reason"] is None
-    assert report["final_key_bits"] is None  # post-processing is not built yet: not computed
-    assert {"quantum", "sifting", "estimation"} <= set(report["timings_s"])
+    assert report["final_key_bits"] > 0 and report["alice_key_sha256"] == report["bob_key_sha256"]
+    assert {"sample_bits", "leaked_ec_bits", "cascade", "verification", "key_length"} <= set(report)
+    assert report["cascade"]["variant"] == "option7" and report["verification"]["ok"] is True
+    assert {"quantum", "sifting", "estimation", "reconciliation", "verification", "amplification"} <= set(report["timings_s"])
     assert report["sifted"] <= report["detected"] <= report["exchanges"]
 
 
@@ -57,6 +59,8 @@ def test_run_aborts_with_exit_3_under_full_intercept_resend():
     (["--mode", "classical"], "Invalid value for '--mode'"),
     (["--lanes", "many"], "must be a whole number or 'device'"),
     (["--distance-km", "-1"], "distance_km must be a finite number >= 0"),
+    (["--sample-fraction", "1.5"], "sample_fraction must be in (0, 1)"),
+    (["--cascade", "turbo"], "Invalid value for '--cascade'"),
     (["--backend", "braket-local", "--noise", "dephasing:0.1"], "cannot run them"),
 ])
 def test_bad_usage_exits_2_with_a_clear_message(args, message):
@@ -68,7 +72,13 @@ def test_bad_usage_exits_2_with_a_clear_message(args, message):
 
 def test_human_report_and_saved_record(tmp_path):
     path = tmp_path / "rec.npz"
-    proc = qkd_cli("run", "-n", "5000", "--seed", "3", "--save-record", str(path))
+    proc = qkd_cli("run", "-n", "60000", "--seed", "3", "--save-record", str(path))
     assert proc.returncode == 0, proc.stderr
-    assert "sifted" in proc.stdout and "simulated" in proc.stdout
-    assert len(qkd.load_record(path)) == 5000
+    assert "final key" in proc.stdout and "same at both ends" in proc.stdout and "simulated" in proc.stdout
+    assert len(qkd.load_record(path)) == 60000
+
+
+def test_too_short_a_round_exits_3():
+    proc = qkd_cli("run", "--json", "-n", "10000", "--seed", "3", "--noise", "depolarizing:0.04")
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout)["abort_reason"] == "key_too_short"

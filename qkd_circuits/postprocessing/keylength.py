@@ -1,0 +1,79 @@
+"""How many secret bits a round may output: finite-key and asymptotic bounds.
+
+Finite key (Tomamichel, Lim, Gisin, Renner, "Tight finite-key analysis for quantum
+cryptography", Nat. Commun. 3, 634 (2012), Eq. (2) with the statistical term of their Methods):
+with n bits kept for the key and k sampled for parameter estimation, a protocol that aborts when
+the sampled error rate exceeds Q_tol is ε_sec-secret and ε_cor-correct if
+
+    ℓ ≤ n·[q − h(Q_tol + μ)] − leak_EC − log2( 2 / (ε_sec² · ε_cor) ),
+    μ = sqrt( (n + k)/(n·k) · (k + 1)/k · ln(2/ε_sec) ),
+
+with q = 1 for ideal BB84 (the preparation quality; 1 for perfectly complementary bases).  The
+constants follow the published version as given in ../shared/REFERENCES.md; the arXiv v1
+(1103.4130) differs slightly in the logarithm terms.
+
+Asymptotic (Shor & Preskill, PRL 85, 441 (2000)): r = 1 − 2h(Q) per sifted bit, and with an
+error-correction inefficiency f (leak = f·n·h(Q)): r = 1 − h(Q) − f·h(Q).  Zero at Q ≈ 11.0%.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["binary_entropy", "finite_key_length", "shor_preskill_rate", "KeyLength"]
+
+
+def binary_entropy(x: float) -> float:
+    """h(x) = −x log2 x − (1−x) log2(1−x); h(0) = h(1) = 0, and h(x) = 1 for x >= 1/2 here."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 0.5:
+        return 1.0  # the bound is used for error rates; past 1/2 nothing is secret
+    return -x * math.log2(x) - (1 - x) * math.log2(1 - x)
+
+
+@dataclass(frozen=True)
+class KeyLength:
+    """The finite-key length and every term that went into it (bits)."""
+
+    length: int
+    n: int
+    k: int
+    qber_tolerance: float
+    mu: float
+    leak_ec: int
+    eps_sec: float
+    eps_cor: float
+    privacy_term: float  # n·h(Q_tol + μ)
+    security_term: float  # log2(2/(ε_sec² ε_cor))
+
+    def to_dict(self) -> dict:
+        return {"formula": "Tomamichel-Lim-Gisin-Renner 2012, Eq. (2)", **self.__dict__}
+
+
+def finite_key_length(n: int, k: int, qber_tolerance: float, leak_ec: int, *,
+                      eps_sec: float = 1e-10, eps_cor: float = 1e-15) -> KeyLength:
+    """The TLGR 2012 key length (see the module docstring); ``length`` is 0 when nothing is left.
+
+    Examples:
+        >>> kl = finite_key_length(10**6, 10**5, 0.02, 150_000)
+        >>> round(kl.mu, 5), kl.length
+        (0.01615, 625517)
+    """
+    if n < 1 or k < 1:
+        raise ValueError(f"need n >= 1 key bits and k >= 1 sample bits, got n={n}, k={k}")
+    if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
+        raise ValueError(f"epsilons must be in (0, 1), got eps_sec={eps_sec}, eps_cor={eps_cor}")
+    if not 0.0 <= qber_tolerance <= 1.0:
+        raise ValueError(f"qber_tolerance must be in [0, 1], got {qber_tolerance}")
+    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(2 / eps_sec))
+    privacy = n * binary_entropy(qber_tolerance + mu)
+    security = math.log2(2 / (eps_sec ** 2 * eps_cor))
+    length = max(0, math.floor(n - privacy - leak_ec - security))
+    return KeyLength(length, n, k, qber_tolerance, mu, int(leak_ec), eps_sec, eps_cor, privacy, security)
+
+
+def shor_preskill_rate(qber: float, f: float = 1.0) -> float:
+    """Asymptotic secret fraction per sifted bit, 1 − h(Q) − f·h(Q) (0 when negative)."""
+    return max(0.0, 1.0 - (1.0 + f) * binary_entropy(qber))

@@ -1,0 +1,360 @@
+"""BB84 post-processing between two parties that share nothing but messages.
+
+Alice answers, Bob drives.  :class:`AliceParty` is a state machine: :meth:`AliceParty.handle`
+takes one frame (bytes) and returns the reply frame, refusing messages that are malformed or
+arrive out of order.  :class:`BobParty` is a generator: it yields request frames and receives
+Alice's replies.  :func:`drive` connects the two through any callable that carries a frame to
+Alice and brings her reply back (here a direct call; the next layer adds authentication and TCP).
+
+The steps, each one round trip unless noted::
+
+    sift        Bob: clicks + bases               Alice: which pulses are kept
+    estimate    Bob: sample seed + his bits       Alice: her bits      -> QBER, abort check
+    reconcile   Bob: Cascade preset + seed        Alice: ack; then Cascade's questions
+    verify      Bob: hash key + his tag           Alice: match + her tag
+    amplify     Bob: final length ℓ               Alice: Toeplitz seed -> both hash to ℓ bits
+
+Both parties compute every decision (abort, block sizes, ℓ) from the same public values, and
+check each other's where a message carries one.  Public random choices (sample seed, Cascade
+seed, hash key, Toeplitz seed) come from each party's CSPRNG (:mod:`secrets`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generator
+
+import numpy as np
+
+from ..exceptions import ProtocolError
+from ..records import AliceView, BobView
+from . import messages as m
+from .amplification import toeplitz_hash
+from .cascade import CascadeAlice, CascadeBob, PRESETS
+from .estimation import QBEREstimate, estimate_qber
+from .keylength import KeyLength, finite_key_length
+from .ledger import LeakageLedger
+from .shuffle import derive_permutation
+from .universal_hash import PolyHash128
+
+__all__ = ["PostProcessingConfig", "FinalKey", "PartyOutcome", "AliceParty", "BobParty", "drive"]
+
+SAMPLE_LABEL = 0  # shuffle label of the parameter-estimation sample (Cascade uses 1..passes)
+TAG_BITS = 128
+
+
+@dataclass(frozen=True)
+class PostProcessingConfig:
+    """Public parameters both parties agree on before the round.
+
+    Attributes:
+        sample_fraction: share of the sifted key disclosed for parameter estimation.
+        abort_qber: abort when the QBER's upper confidence bound exceeds this.
+        qber_epsilon: failure probability of that bound (Clopper–Pearson).
+        cascade: Cascade preset name (see :data:`~qkd_circuits.postprocessing.cascade.PRESETS`).
+        eps_sec, eps_cor: secrecy and correctness parameters of the key-length formula.
+        qber_tolerance: Q_tol of the key-length formula; ``None`` uses the sampled QBER.
+    """
+
+    sample_fraction: float = 0.1
+    abort_qber: float = 0.11
+    qber_epsilon: float = 1e-10
+    cascade: str = "option7"
+    eps_sec: float = 1e-10
+    eps_cor: float = 1e-15
+    qber_tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sample_fraction < 1.0:
+            raise ValueError(f"sample_fraction must be in (0, 1), got {self.sample_fraction}")
+        if not 0.0 < self.abort_qber <= 0.5:
+            raise ValueError(f"abort_qber must be in (0, 0.5], got {self.abort_qber}")
+        if self.cascade not in PRESETS:
+            raise ValueError(f"unknown Cascade preset {self.cascade!r}; known: {', '.join(PRESETS)}")
+        if self.qber_tolerance is not None and not 0.0 <= self.qber_tolerance < 0.5:
+            raise ValueError(f"qber_tolerance must be in [0, 0.5), got {self.qber_tolerance}")
+
+
+@dataclass(frozen=True, eq=False)
+class FinalKey:
+    """A final key: bits (uint8 0/1, read-only).  Its repr and str never show the bits."""
+
+    bits: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.bits.setflags(write=False)
+
+    def __len__(self) -> int:
+        return int(self.bits.size)
+
+    def __repr__(self) -> str:
+        return f"FinalKey(bits={len(self)}, sha256={self.sha256()[:16]}…)"
+
+    def to_bytes(self) -> bytes:
+        """The key packed big-endian, first bit = MSB of the first byte (last byte zero-padded)."""
+        return np.packbits(self.bits).tobytes()
+
+    def sha256(self) -> str:
+        """Fingerprint: SHA-256 of the bit count (u64 BE) and the packed bits, hex."""
+        return hashlib.sha256(len(self).to_bytes(8, "big") + self.to_bytes()).hexdigest()
+
+    def matches(self, other: FinalKey) -> bool:
+        """Constant-time comparison with another key."""
+        return len(self) == len(other) and hmac.compare_digest(self.to_bytes(), other.to_bytes())
+
+
+@dataclass
+class PartyOutcome:
+    """What one party ends with.  ``key`` is ``None`` unless the round completed."""
+
+    role: str
+    key: FinalKey | None = None
+    aborted: bool = False
+    abort_reason: str | None = None
+    sifted_bits: int = 0
+    qber: QBEREstimate | None = None
+    key_length: KeyLength | None = None
+    ledger: LeakageLedger = field(default_factory=LeakageLedger)
+    cascade: dict | None = None
+    verification: dict | None = None
+    timings_s: dict = field(default_factory=dict)
+    reconciled_key: np.ndarray | None = field(default=None, repr=False)
+
+    def _abort(self, reason: str) -> None:
+        self.aborted, self.abort_reason, self.key = True, reason, None
+
+
+def _sample_positions(seed: bytes, n: int, k: int) -> np.ndarray:
+    return np.sort(derive_permutation(seed, SAMPLE_LABEL, n)[:k])
+
+
+def _sample_size(config: PostProcessingConfig, n: int) -> int:
+    return min(n - 1, max(1, math.ceil(config.sample_fraction * n)))
+
+
+def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate, leak_ec: int) -> KeyLength:
+    q_tol = qber.estimate if config.qber_tolerance is None else config.qber_tolerance
+    return finite_key_length(n, k, q_tol, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+
+
+def _tag(key_bits: np.ndarray, hash_key: bytes) -> bytes:
+    return PolyHash128(hash_key).digest(np.packbits(key_bits).tobytes())
+
+
+RandomBytes = Callable[[int], bytes]
+
+
+class AliceParty:
+    """Alice's state machine; feed it frames with :meth:`handle`.
+
+    ``random_bytes`` draws her public random choices (the Toeplitz seed); the default is
+    :func:`secrets.token_bytes`.  Pass a seeded source only for reproducible simulations.
+    """
+
+    def __init__(self, view: AliceView, config: PostProcessingConfig = PostProcessingConfig(), *,
+                 random_bytes: RandomBytes = secrets.token_bytes) -> None:
+        self._view = view
+        self.config = config
+        self._random_bytes = random_bytes
+        self.outcome = PartyOutcome("alice")
+        self._phase = "sift"
+        self._key: np.ndarray | None = None
+        self._cascade: CascadeAlice | None = None
+
+    def __repr__(self) -> str:
+        return f"AliceParty(phase={self._phase!r})"
+
+    @property
+    def finished(self) -> bool:
+        return self._phase in ("done", "aborted")
+
+    def handle(self, frame: bytes) -> bytes:
+        if self.finished:
+            raise ProtocolError(f"Alice's round is over ({self._phase}); no more messages")
+        expect = {
+            "sift": m.SiftRequest, "estimate": m.EstimateRequest, "reconcile_start": m.ReconcileStart,
+            "reconcile": (m.TopParitiesRequest, m.RangeParitiesRequest, m.VerifyRequest),
+            "amplify": m.AmplifyRequest,
+        }[self._phase]
+        msg = m.decode(frame, expect=expect)
+        return m.encode(getattr(self, f"_on_{type(msg).__name__}")(msg))
+
+    def _on_SiftRequest(self, msg: m.SiftRequest):
+        n = self._view.bits.size
+        if msg.detected.size != n or msg.bases.size != n:
+            raise ProtocolError(f"sift request covers {msg.detected.size} pulses, Alice sent {n}")
+        keep = msg.detected.astype(bool) & (msg.bases.astype(bool) == self._view.bases)
+        self._key = self._view.bits[keep].astype(np.uint8)
+        self.outcome.sifted_bits = int(keep.sum())
+        self._phase = "estimate"
+        if self._key.size < 2:  # Bob sees the same count and stops here too
+            self.outcome._abort("too_few_sifted_bits")
+            self._phase = "aborted"
+        return m.SiftReply(keep)
+
+    def _on_EstimateRequest(self, msg: m.EstimateRequest):
+        n = self._key.size
+        k = _sample_size(self.config, n) if n >= 2 else 0
+        if n < 2 or msg.sample_size != k or msg.bob_bits.size != k:
+            raise ProtocolError(f"estimate request: sample of {msg.sample_size} from {n} sifted bits, expected {k}")
+        positions = _sample_positions(msg.seed, n, k)
+        mine = self._key[positions]
+        self.outcome.qber = estimate_qber(int((mine != msg.bob_bits).sum()), k, epsilon=self.config.qber_epsilon)
+        self.outcome.ledger.record("sample", k)
+        self._key = np.delete(self._key, positions)
+        if self.outcome.qber.upper > self.config.abort_qber:
+            self.outcome._abort("qber_too_high")
+            self._phase = "aborted"
+        else:
+            self._phase = "reconcile_start"
+        return m.EstimateReply(mine)
+
+    def _on_ReconcileStart(self, msg: m.ReconcileStart):
+        if msg.preset != self.config.cascade:
+            raise ProtocolError(f"Bob proposes Cascade preset {msg.preset!r}, agreed was {self.config.cascade!r}")
+        self._cascade = CascadeAlice(self._key, seed=msg.seed, preset=msg.preset, qber=self.outcome.qber.estimate)
+        self._phase = "reconcile"
+        return m.ReconcileAck()
+
+    def _on_TopParitiesRequest(self, msg):
+        return self._cascade.handle(msg)
+
+    _on_RangeParitiesRequest = _on_TopParitiesRequest
+
+    def _on_VerifyRequest(self, msg: m.VerifyRequest):
+        if len(msg.hash_key) != 16 or len(msg.tag) != 16:
+            raise ProtocolError("verify request needs a 16-byte hash key and a 16-byte tag")
+        o = self.outcome
+        o.ledger.record("cascade_parity", self._cascade.leaked_bits)
+        o.ledger.record("verification", TAG_BITS)
+        mine = _tag(self._key, msg.hash_key)
+        match = hmac.compare_digest(mine, msg.tag)
+        o.verification = {"ok": match, "tag_bits": TAG_BITS}
+        o.reconciled_key = self._key
+        if not match:
+            o._abort("verification_failed")
+            self._phase = "aborted"
+        else:
+            o.key_length = _decide_length(self.config, self._key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
+            if o.key_length.length == 0:
+                o._abort("key_too_short")
+                self._phase = "aborted"
+            else:
+                self._phase = "amplify"
+        return m.VerifyReply(int(match), mine)
+
+    def _on_AmplifyRequest(self, msg: m.AmplifyRequest):
+        ell = self.outcome.key_length.length
+        if msg.final_length != ell:
+            raise ProtocolError(f"Bob asks for a {msg.final_length}-bit key, Alice computed {ell}")
+        raw = np.frombuffer(self._random_bytes((self._key.size + ell - 1 + 7) // 8), dtype=np.uint8)
+        seed = np.unpackbits(raw)[: self._key.size + ell - 1]
+        self.outcome.key = FinalKey(toeplitz_hash(self._key, seed, ell).astype(np.uint8))
+        self._phase = "done"
+        return m.AmplifyReply(seed)
+
+
+class BobParty:
+    """Bob's side: :meth:`run` yields request frames and receives Alice's reply frames.
+
+    ``random_bytes`` draws his public random choices (sample seed, Cascade seed, hash key).
+    """
+
+    def __init__(self, view: BobView, config: PostProcessingConfig = PostProcessingConfig(), *,
+                 random_bytes: RandomBytes = secrets.token_bytes) -> None:
+        self._view = view
+        self.config = config
+        self._random_bytes = random_bytes
+        self.outcome = PartyOutcome("bob")
+
+    def __repr__(self) -> str:
+        return "BobParty()"
+
+    def run(self) -> Generator[bytes, bytes, PartyOutcome]:
+        o, cfg, clock = self.outcome, self.config, time.perf_counter
+        t0 = clock()
+        reply = m.decode((yield m.encode(m.SiftRequest(self._view.detected, self._view.bases))), expect=m.SiftReply)
+        if reply.keep.size != self._view.detected.size or (reply.keep.astype(bool) & ~self._view.detected).any():
+            raise ProtocolError("Alice's sift reply keeps pulses Bob never detected")
+        key = self._view.results[reply.keep.astype(bool)].astype(np.uint8)
+        o.sifted_bits = n = key.size
+        o.timings_s["sifting"], t0 = clock() - t0, clock()
+        if n < 2:
+            o._abort("too_few_sifted_bits")
+            return o
+
+        k = _sample_size(cfg, n)
+        seed = self._random_bytes(32)
+        positions = _sample_positions(seed, n, k)
+        frame = yield m.encode(m.EstimateRequest(seed, k, key[positions]))
+        reply = m.decode(frame, expect=m.EstimateReply)
+        if reply.alice_bits.size != k:
+            raise ProtocolError(f"Alice returned {reply.alice_bits.size} sample bits, expected {k}")
+        o.qber = estimate_qber(int((reply.alice_bits != key[positions]).sum()), k, epsilon=cfg.qber_epsilon)
+        o.ledger.record("sample", k)
+        key = np.delete(key, positions)
+        o.timings_s["estimation"], t0 = clock() - t0, clock()
+        if o.qber.upper > cfg.abort_qber:
+            o._abort("qber_too_high")
+            return o
+
+        cascade_seed = self._random_bytes(16)
+        m.decode((yield m.encode(m.ReconcileStart(cfg.cascade, cascade_seed))), expect=m.ReconcileAck)
+        bob = CascadeBob(key, seed=cascade_seed, preset=cfg.cascade, qber=o.qber.estimate)
+        gen = bob.run()
+        try:
+            request = next(gen)
+            while True:
+                expect = m.TopParitiesReply if isinstance(request, m.TopParitiesRequest) else m.RangeParitiesReply
+                request = gen.send(m.decode((yield m.encode(request)), expect=expect))
+        except StopIteration as stop:
+            key = stop.value
+        s = bob.stats
+        o.cascade = {"variant": s.preset, "passes": s.passes_run, "channel_uses": s.channel_uses,
+                     "leaked_bits": s.leaked_bits, "corrected_bits": s.corrected_bits, "block_sizes": s.block_sizes,
+                     "qber_estimate": s.qber_estimate}
+        o.ledger.record("cascade_parity", s.leaked_bits)
+        o.timings_s["reconciliation"], t0 = clock() - t0, clock()
+
+        hash_key = self._random_bytes(16)
+        mine = _tag(key, hash_key)
+        reply = m.decode((yield m.encode(m.VerifyRequest(hash_key, mine))), expect=m.VerifyReply)
+        o.ledger.record("verification", TAG_BITS)
+        match = bool(reply.match) and hmac.compare_digest(mine, reply.tag)
+        if bool(reply.match) != hmac.compare_digest(mine, reply.tag):
+            raise ProtocolError("Alice's verification verdict contradicts her tag")
+        blocks = math.ceil(key.size / 128) + 1
+        o.verification = {"ok": match, "tag_bits": TAG_BITS, "collision_bound": blocks / 2.0 ** 128}
+        o.reconciled_key = key
+        o.timings_s["verification"], t0 = clock() - t0, clock()
+        if not match:
+            o._abort("verification_failed")
+            return o
+
+        o.key_length = _decide_length(cfg, key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
+        ell = o.key_length.length
+        if ell == 0:
+            o._abort("key_too_short")
+            return o
+        reply = m.decode((yield m.encode(m.AmplifyRequest(ell))), expect=m.AmplifyReply)
+        if reply.seed.size != key.size + ell - 1:
+            raise ProtocolError(f"Toeplitz seed of {reply.seed.size} bits, expected {key.size + ell - 1}")
+        o.key = FinalKey(toeplitz_hash(key, reply.seed, ell).astype(np.uint8))
+        o.timings_s["amplification"] = clock() - t0
+        return o
+
+
+def drive(bob: BobParty, carry: Callable[[bytes], bytes]) -> PartyOutcome:
+    """Run Bob's protocol, handing every frame to ``carry`` (e.g. ``alice.handle``)."""
+    gen = bob.run()
+    try:
+        frame = next(gen)
+        while True:
+            frame = gen.send(carry(frame))
+    except StopIteration as stop:
+        return stop.value

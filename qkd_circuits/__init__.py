@@ -60,6 +60,8 @@ __all__ = sorted([
 
 
 def __getattr__(name: str):
+    if name == "hazmat":  # the raw primitives: importable as qkd_circuits.hazmat, not in __all__
+        return importlib.import_module("qkd_circuits.hazmat")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

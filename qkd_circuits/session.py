@@ -135,8 +135,13 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
             "true_sifted": true_q.estimate if true_q.n else None}
     qber.update(ob.qber.to_dict() if ob.qber else {"estimate": None, "upper": None})
     cascade = dict(ob.cascade) if ob.cascade else None
-    if cascade and ob.reconciled_key is not None and true_q.n and 0 < true_q.estimate < 0.5:
-        cascade["efficiency"] = cascade["leaked_bits"] / (ob.reconciled_key.size * binary_entropy(true_q.estimate))
+    if cascade and oa.reconciled_key is not None and ob.key_before_reconciliation is not None:
+        # f = leaked / (n·h(Q)) with Q the true error rate of the bits Cascade worked on.
+        errors = int((oa.reconciled_key != ob.key_before_reconciliation).sum())
+        q_key = errors / oa.reconciled_key.size
+        cascade["errors_before"] = errors
+        if 0 < q_key < 0.5:
+            cascade["efficiency"] = cascade["leaked_bits"] / (oa.reconciled_key.size * binary_entropy(q_key))
     aborted = oa.aborted or ob.aborted
     p = record.provenance
     report = Report(

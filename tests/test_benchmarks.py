@@ -25,3 +25,34 @@ def test_throughput_json_lines():
         assert row["unit"] == "exchanges/s" and row["value"] > 0
         assert {"mode", "schedule", "case", "backend", "exchanges"} <= set(row["params"])
         assert "qiskit" in row["versions"] and "commit" in row
+
+
+def _json_lines(script: str, *args: str) -> list[dict]:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--json", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    for row in rows:
+        assert row["value"] > 0 and row["unit"] and row["params"]
+        assert "qiskit" in row["versions"] and "commit" in row
+    return rows
+
+
+def test_cascade_json_lines_carry_the_issue_fields():
+    rows = _json_lines("cascade.py", "--variants", "original,option7", "--qbers", "0.05", "--sizes", "2000",
+                       "--runs-small", "2")
+    assert len(rows) == 2
+    for row in rows:
+        assert {"variant", "qber", "bits", "runs", "efficiency", "frame_error_rate", "channel_uses",
+                "bits_per_s"} <= set(row)
+
+
+def test_amplification_json_lines():
+    rows = _json_lines("amplification.py", "--sizes", "1000", "--repeats", "1")
+    assert {row["unit"] for row in rows} == {"bits/s"}
+    assert all({"n", "repeats"} <= set(row["params"]) for row in rows)
+
+
+def test_session_json_lines():
+    rows = _json_lines("session.py", "--exchanges", "60000", "--repeats", "1", "--modes", "prepared")
+    assert rows[0]["unit"] == "secret bits/s" and rows[0]["final_key_bits"] > 0

@@ -52,3 +52,14 @@ def test_no_key_from_small_blocks_or_high_error():
 def test_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         qkd.finite_key_length(*args)
+
+
+def test_variable_length_rounds_up_to_the_grid_and_pays_for_the_union_bound():
+    from qkd_circuits.postprocessing.keylength import variable_key_length
+
+    v = variable_key_length(10**6, 10**5, 0.0213, 150_000)
+    assert v.qber_tolerance == pytest.approx(0.022)
+    assert v.eps_sec == pytest.approx(1e-10 / 500)
+    fixed = qkd.finite_key_length(10**6, 10**5, 0.022, 150_000)
+    assert 0 < fixed.length - v.length < 0.02 * fixed.length  # the union bound costs little
+    assert variable_key_length(10**6, 10**5, 0.0, 0).qber_tolerance == pytest.approx(0.001)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -51,8 +53,11 @@ def test_key_length_near_the_threshold_follows_the_formula():
     result = qkd.run_bb84(400_000, channel=qkd.Channel(depolarizing=0.17), seed=8)
     r = result.report
     kl = r.key_length
-    want = qkd.finite_key_length(kl["n"], kl["k"], r.qber["estimate"], r.leaked_ec_bits)
-    assert kl["length"] == want.length == r.final_key_bits
+    # Q_tol is the sampled QBER rounded up to the 0.1% grid, each grid value at eps_sec / 500.
+    q_tol = math.ceil(round(r.qber["estimate"] / 0.001, 9)) * 0.001
+    assert kl["qber_tolerance"] == pytest.approx(q_tol) and kl["qber_tolerance"] >= r.qber["estimate"]
+    want = qkd.finite_key_length(kl["n"], kl["k"], q_tol, r.leaked_ec_bits, eps_sec=1e-10 / 500)
+    assert kl["length"] == want.length == r.final_key_bits > 0
     assert kl["k"] == r.sample_bits and kl["leak_ec"] == r.leaked_ec_bits
     assert r.leaked_ec_bits == r.cascade["leaked_bits"] + r.verification["tag_bits"]
 
@@ -161,3 +166,13 @@ def test_final_key_hides_its_bits():
 def test_too_few_pulses_abort_cleanly():
     result = qkd.run_bb84(2, seed=1)
     assert result.report.aborted and result.alice_key is None
+
+
+def test_a_tolerance_fixed_in_advance_is_honoured():
+    rec = qkd.run_exchanges(200_000, channel=qkd.Channel(depolarizing=0.08), seed=12)  # QBER ~4%
+    strict = qkd.postprocess(rec, qkd.PostProcessingConfig(qber_tolerance=0.02))
+    assert strict.report.aborted and strict.report.abort_reason == "key_too_short" and strict.alice_key is None
+    loose = qkd.postprocess(rec, qkd.PostProcessingConfig(qber_tolerance=0.06))
+    kl = loose.report.key_length
+    assert kl["qber_tolerance"] == 0.06 and kl["tolerance_rule"] == "fixed in advance"
+    assert loose.report.final_key_bits == qkd.finite_key_length(kl["n"], kl["k"], 0.06, kl["leak_ec"]).length

@@ -21,7 +21,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["binary_entropy", "finite_key_length", "shor_preskill_rate", "KeyLength"]
+__all__ = ["binary_entropy", "finite_key_length", "shor_preskill_rate", "KeyLength", "variable_key_length",
+           "TOLERANCE_STEP", "TOLERANCE_VALUES"]
+
+#: The public grid of tolerances a variable-length round may pick from: 0.1%, 0.2%, ..., 50%.
+TOLERANCE_STEP = 0.001
+TOLERANCE_VALUES = 500
 
 
 def binary_entropy(x: float) -> float:
@@ -47,6 +52,7 @@ class KeyLength:
     eps_cor: float
     privacy_term: float  # n·h(Q_tol + μ)
     security_term: float  # log2(2/(ε_sec² ε_cor))
+    tolerance_rule: str = "fixed in advance"
 
     def to_dict(self) -> dict:
         return {"formula": "Tomamichel-Lim-Gisin-Renner 2012, Eq. (2)", **self.__dict__}
@@ -77,3 +83,23 @@ def finite_key_length(n: int, k: int, qber_tolerance: float, leak_ec: int, *,
 def shor_preskill_rate(qber: float, f: float = 1.0) -> float:
     """Asymptotic secret fraction per sifted bit, 1 − h(Q) − f·h(Q) (0 when negative)."""
     return max(0.0, 1.0 - (1.0 + f) * binary_entropy(qber))
+
+
+def variable_key_length(n: int, k: int, sampled_qber: float, leak_ec: int, *,
+                        eps_sec: float = 1e-10, eps_cor: float = 1e-15) -> KeyLength:
+    """The key length when Q_tol is chosen from the data, kept ε_sec-secret by a union bound.
+
+    Q_tol is the sampled QBER rounded *up* to the public grid {0.1%, 0.2%, …, 50%}
+    (:data:`TOLERANCE_VALUES` values).  Each grid value j defines a fixed-length TLGR protocol
+    that passes its test whenever j is chosen, so the distance of the combined protocol from an
+    ideal key is at most Σ_j Pr[pass_j]·d_j ≤ Σ_j ε_j; running each with ε_sec / 500 makes the
+    whole round ε_sec-secret.  The price: ln(2/ε_sec) in μ grows by ln 500, and 2·log2(500) ≈ 18
+    bits more in the security term (about 1.5% of the key at n = 10^6, Q = 2%).
+    """
+    if not 0.0 <= sampled_qber <= 0.5:
+        raise ValueError(f"sampled_qber must be in [0, 0.5], got {sampled_qber}")
+    steps = max(1, math.ceil(round(sampled_qber / TOLERANCE_STEP, 9)))
+    q_tol = min(steps, TOLERANCE_VALUES) * TOLERANCE_STEP
+    kl = finite_key_length(n, k, q_tol, leak_ec, eps_sec=eps_sec / TOLERANCE_VALUES, eps_cor=eps_cor)
+    return KeyLength(**{**kl.__dict__, "tolerance_rule":
+                        f"sampled QBER rounded up to a {TOLERANCE_STEP:g} grid; eps_sec/{TOLERANCE_VALUES} each"})

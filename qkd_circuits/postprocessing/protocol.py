@@ -37,7 +37,7 @@ from . import messages as m
 from .amplification import toeplitz_hash
 from .cascade import CascadeAlice, CascadeBob, PRESETS
 from .estimation import QBEREstimate, estimate_qber
-from .keylength import KeyLength, finite_key_length
+from .keylength import KeyLength, finite_key_length, variable_key_length
 from .ledger import LeakageLedger
 from .shuffle import derive_permutation
 from .universal_hash import PolyHash128
@@ -58,7 +58,9 @@ class PostProcessingConfig:
         qber_epsilon: failure probability of that bound (Clopper–Pearson).
         cascade: Cascade preset name (see :data:`~qkd_circuits.postprocessing.cascade.PRESETS`).
         eps_sec, eps_cor: secrecy and correctness parameters of the key-length formula.
-        qber_tolerance: Q_tol of the key-length formula; ``None`` uses the sampled QBER.
+        qber_tolerance: Q_tol of the key-length formula, fixed in advance (a sample above it
+            gives no key); ``None`` (default) picks it from the sample on a public grid, see
+            :func:`~qkd_circuits.postprocessing.keylength.variable_key_length`.
     """
 
     sample_fraction: float = 0.1
@@ -124,6 +126,7 @@ class PartyOutcome:
     verification: dict | None = None
     timings_s: dict = field(default_factory=dict)
     reconciled_key: np.ndarray | None = field(default=None, repr=False)
+    key_before_reconciliation: np.ndarray | None = field(default=None, repr=False)
 
     def _abort(self, reason: str) -> None:
         self.aborted, self.abort_reason, self.key = True, reason, None
@@ -138,8 +141,12 @@ def _sample_size(config: PostProcessingConfig, n: int) -> int:
 
 
 def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate, leak_ec: int) -> KeyLength:
-    q_tol = qber.estimate if config.qber_tolerance is None else config.qber_tolerance
-    return finite_key_length(n, k, q_tol, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+    if config.qber_tolerance is None:
+        return variable_key_length(n, k, qber.estimate, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+    if qber.estimate > config.qber_tolerance:
+        return KeyLength(0, n, k, config.qber_tolerance, math.nan, leak_ec, config.eps_sec, config.eps_cor,
+                         math.nan, math.nan, "fixed in advance; the sample exceeded it")
+    return finite_key_length(n, k, config.qber_tolerance, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
 
 
 def _tag(key_bits: np.ndarray, hash_key: bytes) -> bytes:
@@ -303,6 +310,7 @@ class BobParty:
             o._abort("qber_too_high")
             return o
 
+        o.key_before_reconciliation = key
         cascade_seed = self._random_bytes(16)
         m.decode((yield m.encode(m.ReconcileStart(cfg.cascade, cascade_seed))), expect=m.ReconcileAck)
         bob = CascadeBob(key, seed=cascade_seed, preset=cfg.cascade, qber=o.qber.estimate)

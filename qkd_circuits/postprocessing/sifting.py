@@ -1,7 +1,8 @@
 """Sifting: keep the pulses Bob detected and measured in Alice's basis.
 
-Today both views are at hand and the mask is computed directly; the two-party, message-based
-sifting over the classical channel arrives with the post-processing issue.
+:func:`sift_mask` computes the mask from both views at once (the simulator's view, for studies
+and reports); the parties themselves sift through messages in
+:mod:`qkd_circuits.postprocessing.protocol`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ block holding it in every earlier pass changes parity; odd blocks are searched a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Generator
 
 import numpy as np
@@ -27,7 +28,10 @@ from ..messages import RangeParitiesReply, RangeParitiesRequest, TopParitiesRepl
 from ..shuffle import derive_permutation, inverse_permutation
 from .presets import PRESETS, CascadePreset, block_size
 
-__all__ = ["CascadeAlice", "CascadeBob", "CascadeStats", "reconcile"]
+__all__ = ["CascadeAlice", "CascadeBob", "CascadeStats", "reconcile", "MAX_BITS"]
+
+#: Largest key (exclusive) one Cascade run takes: range keys stay exact in int64 below it.
+MAX_BITS = 1 << 29
 
 
 @dataclass
@@ -123,6 +127,8 @@ class CascadeBob:
         self._seed = seed
         self.preset = _preset(preset)
         self.n = self.key.size
+        if self.n >= MAX_BITS:
+            raise ValueError(f"Cascade handles keys of up to {MAX_BITS - 1} bits, got {self.n}: split the key")
         self.stats = CascadeStats(self.preset.name, self.n, float(qber))
         self.qber = float(qber)
         # A generous bound on round trips: every error costs at most one search per pass, and a
@@ -150,7 +156,7 @@ class CascadeBob:
         """Yield requests for Alice, receive her replies; return the corrected key."""
         n, stats, reuse = self.n, self.stats, self.preset.sub_block_reuse
         sizes, odd, searching, alice_top = [], [], [], []
-        known: dict[tuple[int, int, int], int] = {}  # (pass, start, end) -> Alice's parity
+        known: dict[int, int] = {}  # _range_keys(pass, start, end) -> Alice's parity
         # Open searches: pass, start, end, Alice's parity of [start, end) (always odd mismatch).
         S_p = S_s = S_e = S_a = np.empty(0, dtype=np.int64)
 
@@ -224,10 +230,11 @@ class CascadeBob:
 
                 # One level of every open search: Alice's parity of the left half.
                 mid = (S_s + S_e) // 2
-                left_alice = np.full(S_p.size, -1, dtype=np.int64)
                 if reuse:
-                    for i, key in enumerate(zip(S_p.tolist(), S_s.tolist(), mid.tolist())):
-                        left_alice[i] = known.get(key, -1)
+                    keys = _range_keys(S_p, S_s, mid, n)
+                    left_alice = np.fromiter(map(known.get, keys.tolist(), repeat(-1)), dtype=np.int64, count=keys.size)
+                else:
+                    left_alice = np.full(S_p.size, -1, dtype=np.int64)
                 ask = np.flatnonzero(left_alice < 0)
                 if ask.size:
                     reply = yield RangeParitiesRequest(S_p[ask], S_s[ask], mid[ask])
@@ -236,12 +243,10 @@ class CascadeBob:
                         raise ProtocolError(f"expected {ask.size} range parities")
                     left_alice[ask] = reply.parities
                     stats.leaked_bits += ask.size
-                    if reuse:
+                    if reuse:  # remember the asked half and the one it implies
                         right = S_a[ask] ^ reply.parities
-                        for q, s, m, e, a, r in zip(S_p[ask].tolist(), S_s[ask].tolist(), mid[ask].tolist(),
-                                                    S_e[ask].tolist(), reply.parities.tolist(), right.tolist()):
-                            known[(q, s, m)] = a
-                            known[(q, m, e)] = r
+                        known.update(zip(keys[ask].tolist(), reply.parities.tolist()))
+                        known.update(zip(_range_keys(S_p[ask], mid[ask], S_e[ask], n).tolist(), right.tolist()))
                 left_bob = self._range_parities(S_p, S_s, mid)
                 go_left = (left_alice ^ left_bob).astype(bool)
                 S_a = np.where(go_left, left_alice, S_a ^ left_alice)
@@ -250,6 +255,11 @@ class CascadeBob:
 
         stats.block_sizes = sizes
         return self.key
+
+
+def _range_keys(passes: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
+    """One integer per (pass, start, end): exact in int64 while 16·(n+1)² < 2^63 (n < 7e8)."""
+    return (passes.astype(np.int64) * (n + 1) + starts) * (n + 1) + ends
 
 
 def _block_parities(shuffled: np.ndarray, k: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from .exceptions import (
     RecordError,
 )
 from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
-from .postprocessing.keylength import KeyLength, binary_entropy, finite_key_length, shor_preskill_rate
+from .postprocessing.keylength import KeyLength, binary_entropy, finite_key_length, shor_preskill_rate, variable_key_length
 from .postprocessing.ledger import LeakageLedger
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
 from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_qber
@@ -55,7 +55,7 @@ __all__ = sorted([
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",
     "QBEREstimate", "QBERTooHigh", "QKDError", "RecordError", "Report", "binary_entropy",
     "clopper_pearson", "drive", "estimate_qber", "finite_key_length", "load_record", "postprocess",
-    "run_bb84", "shor_preskill_rate", "sift_mask", "__version__", *_LAZY,
+    "run_bb84", "shor_preskill_rate", "sift_mask", "variable_key_length", "__version__", *_LAZY,
 ])
 
 

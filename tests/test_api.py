@@ -19,7 +19,7 @@ PUBLIC = {
     "QBERTooHigh", "QKDError", "RecordError", "Report", "__version__", "binary_entropy",
     "build_exchange_circuit", "clopper_pearson", "draw_choices", "drive", "estimate_qber",
     "finite_key_length", "load_record", "postprocess", "resolve_backend", "run_bb84", "run_exchanges",
-    "shor_preskill_rate", "sift_mask", "submit",
+    "shor_preskill_rate", "sift_mask", "submit", "variable_key_length",
 }
 
 

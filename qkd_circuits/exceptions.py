@@ -8,6 +8,8 @@ Every error the package raises on purpose derives from :class:`QKDError`::
     │   └── MissingExtraError   an optional dependency is not installed (names the extra)
     ├── RecordError             a measurement record or job handle file is corrupt or foreign
     ├── ProtocolError           a peer's message is malformed, oversized or out of order
+    ├── AuthenticationError     a tag, signature or certificate did not verify (opaque on purpose)
+    ├── KeyPoolExhausted        the authentication key pool ran dry: bootstrap again
     └── ProtocolAborted         the protocol stopped on purpose; carries the measured values
         └── QBERTooHigh         the QBER upper bound exceeds the abort threshold
 
@@ -48,6 +50,18 @@ class RecordError(QKDError):
 
 class ProtocolError(QKDError):
     """A message from the peer is malformed, truncated, oversized or arrives out of order."""
+
+
+class AuthenticationError(QKDError):
+    """Authentication failed.  Deliberately says nothing about what or where: an attacker who
+    can tell a bad tag from a bad certificate learns something."""
+
+    def __init__(self, message: str = "authentication failed") -> None:
+        super().__init__(message)
+
+
+class KeyPoolExhausted(QKDError):
+    """The authentication key pool has too few unused bits for the next tag."""
 
 
 class ProtocolAborted(QKDError):

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import importlib
 
+from . import channel as _channel  # noqa: F401  (import order: channel before session)
+from .channel import attacks
+from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import (
+    AuthenticationError,
     BackendError,
     ConfigurationError,
+    KeyPoolExhausted,
     MissingExtraError,
     ProtocolAborted,
     ProtocolError,
@@ -32,7 +37,7 @@ from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_q
 from .postprocessing.sifting import sift_mask
 from .quantum.models import Channel, Detector, EntanglingProbe, InterceptResend
 from .records import AliceView, BobView, EveView, MeasurementRecord, Provenance, load_record
-from .session import BB84Result, Report, postprocess, run_bb84
+from .session import BB84Result, MitmResult, Report, postprocess, run_bb84, run_mitm
 
 __version__ = "0.1.0"
 
@@ -49,7 +54,8 @@ _LAZY = {
 }
 
 __all__ = sorted([
-    "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
+    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "MitmResult", "attacks", "create_psk_file",
+    "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
     "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView", "FinalKey",
     "InterceptResend", "KeyLength", "LeakageLedger", "MeasurementRecord", "MissingExtraError",
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",

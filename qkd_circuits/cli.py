@@ -11,6 +11,9 @@ import sys
 
 import click
 
+from .channel.attacks import ATTACKS
+from .channel.authenticated import PAD_BYTES_PER_ROUND
+from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import BackendError, ConfigurationError, QKDError
 from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
 from .postprocessing.protocol import PostProcessingConfig
@@ -62,12 +65,17 @@ def main() -> None:
               help="Share of the sifted key disclosed to estimate the QBER.")
 @click.option("--eps-sec", type=float, default=1e-10, show_default=True, help="Secrecy parameter.")
 @click.option("--eps-cor", type=float, default=1e-15, show_default=True, help="Correctness parameter.")
+@click.option("--psk", "psk_file", type=click.Path(dir_okay=False), default=None,
+              help="Authentication key pool (from 'qkd psk init'); updated in place after the round.")
+@click.option("--attack", type=click.Choice(["tamper", "replay", "reorder", "drop"]), default=None,
+              help="An active attacker on the classical channel.")
+@click.option("--mitm", is_flag=True, help="A classical man-in-the-middle between the parties.")
 @click.option("--save-record", type=click.Path(dir_okay=False), default=None,
               help="Write the measurement record (.npz; holds Alice's raw bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report and nothing else.")
 def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
         dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor,
-        save_record, as_json) -> None:
+        psk_file, attack, mitm, save_record, as_json) -> None:
     """Run one BB84 round and print its report."""
     from .session import run_bb84
 
@@ -87,6 +95,14 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
             raise ConfigurationError(str(exc)) from None
         options = dict(mode=mode, backend=backend, channel=channel, detector=detector, eve=attacker,
                        seed=seed, lanes=lanes, schedule=schedule, config=config)
+        pool = AuthKeyPool.load(psk_file) if psk_file else None
+        if mitm:
+            _run_mitm(exchanges, options, pool, as_json)
+        if pool is not None:
+            options.update(alice_pool=pool, bob_pool=pool.copy(),
+                           round_number=pool.position // PAD_BYTES_PER_ROUND)
+        if attack:
+            options["attack"] = ATTACKS[attack]
         if as_json or exchanges < PROGRESS_MIN_EXCHANGES:
             result = run_bb84(exchanges, **options)
         else:
@@ -99,6 +115,8 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
         _fail(str(exc), code)
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
+    if pool is not None:
+        options["bob_pool"].save(psk_file)  # both ends hold the same pool after the round
     if save_record:
         result.record.save(save_record)
     report = result.report
@@ -107,6 +125,47 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
     else:
         _print_report(report)
     sys.exit(EXIT_ABORTED if report.aborted else EXIT_OK)
+
+
+def _run_mitm(exchanges, options, pool, as_json) -> None:
+    from .session import run_mitm
+
+    options = {k: v for k, v in options.items() if k != "config"}
+    pools = {} if pool is None else {"alice_pool": pool, "bob_pool": pool.copy()}
+    result = run_mitm(exchanges, config=options.pop("config", None), **pools, **options)
+    summary = {
+        "mitm": True, "authenticated": result.authenticated, "detected": result.detected,
+        "aborted": result.alice_key is None or result.bob_key is None,
+        "abort_reason": "authentication_failed" if result.detected else None,
+        "alice_failure": result.alice_failure, "bob_failure": result.bob_failure,
+        "alice_key_sha256": result.alice_key.sha256() if result.alice_key else None,
+        "bob_key_sha256": result.bob_key.sha256() if result.bob_key else None,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo("Classical man-in-the-middle: Eve runs BB84 with Alice and with Bob separately.")
+        click.echo("  detected: the round aborted at both ends, no key was output" if result.detected
+                   else "  NOT detected: each party holds a key shared with Eve")
+    sys.exit(EXIT_ABORTED if summary["aborted"] else EXIT_OK)
+
+
+@main.group()
+def psk() -> None:
+    """Pre-shared keys that bootstrap the authentication key pool."""
+
+
+@psk.command("init")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--bits", type=int, default=1 << 16, show_default=True, help="Pad bits in the pool.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def psk_init(path, bits, force) -> None:
+    """Write a fresh PSK file (copy it to the other site over a trusted path)."""
+    try:
+        create_psk_file(path, pad_bits=bits, overwrite=force)
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"wrote {path}: a 128-bit hash key and {bits} pad bits (mode 0600)")
 
 
 def _json_default(value):
@@ -138,6 +197,11 @@ def _print_report(report) -> None:
         e = report.eve
         lines.append(f"  Eve            attacked {e['attacked_fraction']:.1%} of the sifted key; "
                      f"her error where her basis was right: {e['guess_error_right_basis']}")
+    if report.auth:
+        a = report.auth
+        lines.append(f"  auth           {a['bootstrap']} round {a['round']}: pool bits used {a['pool_bits_used']}, "
+                     f"added {a['pool_bits_added']}, forgery bound per tag {a['forgery_bound'] or 0:.1e}"
+                     + (f", FAILED ({a['failure']})" if a.get("failure") else ""))
     lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
     if report.aborted:
         lines.append(f"  ABORTED: {report.abort_reason}; no key was output")

@@ -19,14 +19,16 @@ from typing import Callable
 
 import numpy as np
 
-from .exceptions import ProtocolAborted, QBERTooHigh
+from .channel.authenticated import AuthenticatedAlice, AuthenticatedBob
+from .channel.pool import AuthKeyPool
+from .exceptions import AuthenticationError, ConfigurationError, ProtocolAborted, ProtocolError, QBERTooHigh
 from .postprocessing.estimation import estimate_qber
 from .postprocessing.keylength import binary_entropy
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
 from .postprocessing.sifting import sift_mask
 from .records import MeasurementRecord
 
-__all__ = ["Report", "BB84Result", "run_bb84", "postprocess"]
+__all__ = ["Report", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess"]
 
 @dataclass(frozen=True)
 class Report:
@@ -56,6 +58,7 @@ class Report:
     key_length: dict | None = None
     alice_key_sha256: str | None = None
     bob_key_sha256: str | None = None
+    auth: dict | None = None
     eve: dict | None = None
     provenance: dict = field(default_factory=dict)
 
@@ -114,20 +117,63 @@ def _random_sources(seed: int | None):
 
 
 def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None = None, *,
+                alice_pool: AuthKeyPool | None = None, bob_pool: AuthKeyPool | None = None,
+                round_number: int = 0, replenish_bits: int = 512,
+                attack: Callable[[Callable[[bytes], bytes]], Callable[[bytes], bytes]] | None = None,
                 timings_s: dict | None = None) -> BB84Result:
-    """Run the two-party post-processing on ``record`` and build the report.
+    """Run the two-party post-processing on ``record`` over the authenticated channel.
 
-    Alice gets only ``record.alice_view()`` and Bob only ``record.bob_view()``; the simulator's
-    view is used for the report's study fields (``qber.true_sifted``, efficiency, Eve).  With a
-    seeded record the parties' public random choices are seeded too, so the whole round
-    (final key included) is reproducible; unseeded, they come from :mod:`secrets`.
+    Alice gets only ``record.alice_view()`` and Bob only ``record.bob_view()``; every message
+    between them travels in an authenticated envelope (:mod:`qkd_circuits.channel`), and the
+    round closes with one Wegman–Carter tag per direction.  No key is released unless both tags
+    verified; then the first ``replenish_bits`` of the final key refill both pools and the rest
+    is delivered.  ``attack`` wraps the carrier between the parties (see
+    :mod:`qkd_circuits.channel.attacks`).  Without pools, a fresh demo PSK is made and the
+    report says so.
+
+    The simulator's view is used only for the report's study fields (``qber.true_sifted``,
+    efficiency, Eve).  With a seeded record the parties' public random choices are seeded too,
+    so the round (final key included) is reproducible; unseeded, they come from :mod:`secrets`.
     """
     config = config or PostProcessingConfig()
+    if (alice_pool is None) != (bob_pool is None):
+        raise ConfigurationError("give both parties a pool, or neither (a demo PSK is made then)")
+    if alice_pool is None:
+        alice_pool = AuthKeyPool.fresh()
+        bob_pool = alice_pool.copy()
+    if replenish_bits < 0 or replenish_bits % 8:
+        raise ConfigurationError(f"replenish_bits must be a non-negative multiple of 8, got {replenish_bits}")
     alice_random, bob_random = _random_sources(record.provenance.seed)
     alice = AliceParty(record.alice_view(), config, random_bytes=alice_random)
     bob = BobParty(record.bob_view(), config, random_bytes=bob_random)
-    ob = drive(bob, alice.handle)
+    alice_end = AuthenticatedAlice(alice_pool, alice.handle, round_number=round_number)
+    carry = alice_end.handle if attack is None else attack(alice_end.handle)
+    bob_end = AuthenticatedBob(bob_pool, carry, round_number=round_number)
+    auth_failure = None
+    t0 = time.perf_counter()
+    try:
+        ob = drive(bob, bob_end.request)
+        if not ob.aborted:
+            bob_end.close()
+    except (AuthenticationError, ProtocolError, TimeoutError, ConnectionError) as exc:
+        auth_failure = type(exc).__name__
+        ob = bob.outcome
+    auth_seconds = time.perf_counter() - t0 - sum(ob.timings_s.values())
     oa = alice.outcome
+
+    # Keys leave only when both ends released them; otherwise neither is output.
+    released = auth_failure is None and bob_end.summary.released and alice_end.released
+    alice_key, bob_key = (_split_key(oa.key, replenish_bits), _split_key(ob.key, replenish_bits)) if released else ((None, None), (None, None))
+    (alice_refill, alice_key), (bob_refill, bob_key) = alice_key, bob_key
+    auth = bob_end.summary.to_dict()
+    if released and alice_refill is not None:
+        alice_pool.replenish(alice_refill)
+        bob_pool.replenish(bob_refill)
+        auth["pool_bits_added"] = 8 * len(bob_refill)
+    auth["pool_bits_available"] = bob_pool.available_bits
+    auth["pool_position"] = bob_pool.position
+    auth["failure"] = auth_failure
+
     sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
     true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
     true_q = estimate_qber(true_errors, int(sifted.sum()), epsilon=config.qber_epsilon)
@@ -135,30 +181,46 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
             "true_sifted": true_q.estimate if true_q.n else None}
     qber.update(ob.qber.to_dict() if ob.qber else {"estimate": None, "upper": None})
     cascade = dict(ob.cascade) if ob.cascade else None
-    if cascade and oa.reconciled_key is not None and ob.key_before_reconciliation is not None:
+    if cascade and oa.reconciled_key is not None and ob.key_before_reconciliation is not None \
+            and oa.reconciled_key.size == ob.key_before_reconciliation.size:
         # f = leaked / (n·h(Q)) with Q the true error rate of the bits Cascade worked on.
         errors = int((oa.reconciled_key != ob.key_before_reconciliation).sum())
         q_key = errors / oa.reconciled_key.size
         cascade["errors_before"] = errors
         if 0 < q_key < 0.5:
             cascade["efficiency"] = cascade["leaked_bits"] / (oa.reconciled_key.size * binary_entropy(q_key))
-    aborted = oa.aborted or ob.aborted
+    aborted = not released
+    reason = ("authentication_failed" if auth_failure else ob.abort_reason or oa.abort_reason
+              or ("no_key_left_after_replenishment" if released and bob_key is None else None))
+    aborted = aborted or bob_key is None
     p = record.provenance
     report = Report(
         exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits, qber=qber,
-        aborted=aborted, abort_reason=ob.abort_reason or oa.abort_reason,
-        final_key_bits=0 if aborted or ob.key is None else len(ob.key),
-        timings_s={**(timings_s or {}), **ob.timings_s}, backend=p.backend, mode=p.mode, seed=p.seed,
+        aborted=aborted, abort_reason=reason if aborted else None,
+        final_key_bits=0 if aborted else len(bob_key),
+        timings_s={**(timings_s or {}), **ob.timings_s, "authentication": max(auth_seconds, 0.0)},
+        backend=p.backend, mode=p.mode, seed=p.seed,
         sample_bits=ob.ledger.sample_bits, leaked_ec_bits=ob.ledger.leak_ec, cascade=cascade,
         verification=ob.verification, key_length=ob.key_length.to_dict() if ob.key_length else None,
-        alice_key_sha256=oa.key.sha256() if oa.key else None, bob_key_sha256=ob.key.sha256() if ob.key else None,
-        eve=_eve_summary(record, sifted), provenance=p.to_dict(),
+        alice_key_sha256=alice_key.sha256() if alice_key else None,
+        bob_key_sha256=bob_key.sha256() if bob_key else None,
+        auth=auth, eve=_eve_summary(record, sifted), provenance=p.to_dict(),
     )
-    return BB84Result(report, record, oa.key, ob.key)
+    return BB84Result(report, record, alice_key, bob_key)
+
+
+def _split_key(key: FinalKey | None, replenish_bits: int) -> tuple[bytes | None, FinalKey | None]:
+    """(pool refill bytes, delivered key): the refill is the key's first bits, never delivered."""
+    if key is None or len(key) <= replenish_bits:
+        return None, None
+    refill = np.packbits(key.bits[:replenish_bits]).tobytes()
+    return refill, FinalKey(np.array(key.bits[replenish_bits:]))
 
 
 def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = None,
-             progress: Callable[[int, int], None] | None = None, **exchange_options) -> BB84Result:
+             progress: Callable[[int, int], None] | None = None, alice_pool: AuthKeyPool | None = None,
+             bob_pool: AuthKeyPool | None = None, round_number: int = 0, attack=None,
+             **exchange_options) -> BB84Result:
     """Run one BB84 round: circuits on a backend, then the two-party post-processing.
 
     Args:
@@ -166,6 +228,10 @@ def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = 
         config: the post-processing parameters (sample fraction, abort threshold, Cascade
             preset, ε's); defaults to :class:`PostProcessingConfig`'s.
         progress: called as ``progress(done, total)`` after each quantum job.
+        alice_pool, bob_pool: the parties' authentication key pools (a fresh demo PSK if omitted);
+            they are consumed and replenished in place.
+        round_number: this round's number on the authenticated channel.
+        attack: a carrier wrapper from :mod:`qkd_circuits.channel.attacks`.
         **exchange_options: ``mode``, ``backend``, ``channel``, ``detector``, ``eve``,
             ``seed``, ``lanes``, ``schedule``, as for :func:`qkd_circuits.submit`.
 
@@ -177,4 +243,70 @@ def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = 
 
     t0 = time.perf_counter()
     record = submit(exchanges, **exchange_options).result(progress=progress)
-    return postprocess(record, config, timings_s={"quantum": time.perf_counter() - t0})
+    return postprocess(record, config, alice_pool=alice_pool, bob_pool=bob_pool, round_number=round_number,
+                       attack=attack, timings_s={"quantum": time.perf_counter() - t0})
+
+
+@dataclass(frozen=True)
+class MitmResult:
+    """A classical man-in-the-middle round: what each party and Eve ended with.
+
+    Eve runs BB84 with Alice (as a fake Bob) and with Bob (as a fake Alice), on two separate
+    quantum links, and relays nothing: every key is made with her.  Without authentication the
+    parties cannot notice; with it, Eve cannot produce a tag that verifies and both abort.
+    """
+
+    authenticated: bool
+    alice_key: FinalKey | None
+    bob_key: FinalKey | None
+    eve_key_with_alice: FinalKey | None
+    eve_key_with_bob: FinalKey | None
+    alice_failure: str | None
+    bob_failure: str | None
+
+    @property
+    def detected(self) -> bool:
+        return self.alice_key is None and self.bob_key is None and self.alice_failure is not None
+
+
+def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: PostProcessingConfig | None = None,
+             alice_pool: AuthKeyPool | None = None, bob_pool: AuthKeyPool | None = None,
+             **exchange_options) -> MitmResult:
+    """Put a classical man-in-the-middle between Alice and Bob (``qkd run --mitm``)."""
+    from .quantum.execution import submit
+
+    config = config or PostProcessingConfig()
+    if alice_pool is None:
+        alice_pool = AuthKeyPool.fresh()
+        bob_pool = alice_pool.copy()
+    seed = exchange_options.pop("seed", None)
+    link_ae = submit(exchanges, seed=seed, **exchange_options).result()  # Alice ↔ Eve (as Bob)
+    link_eb = submit(exchanges, seed=None if seed is None else seed + 1, **exchange_options).result()  # Eve ↔ Bob
+    alice = AliceParty(link_ae.alice_view(), config)
+    eve_as_bob = BobParty(link_ae.bob_view(), config)
+    eve_as_alice = AliceParty(link_eb.alice_view(), config)
+    bob = BobParty(link_eb.bob_view(), config)
+    eve_pool = AuthKeyPool.fresh()  # Eve does not know the parties' pools: she can only guess
+
+    def leg(driver: BobParty, responder: AliceParty, driver_pool, responder_pool):
+        if not authenticated:
+            out = drive(driver, responder.handle)
+            return responder.outcome.key, out.key, None, None
+        resp_end = AuthenticatedAlice(responder_pool, responder.handle, round_number=0)
+        drv_end = AuthenticatedBob(driver_pool, resp_end.handle, round_number=0)
+        driver_failure = responder_failure = None
+        try:
+            out = drive(driver, drv_end.request)
+            if not out.aborted:
+                drv_end.close()
+        except AuthenticationError as exc:  # who noticed: the side whose check failed
+            responder_failure = "authentication_failed" if not resp_end.summary.verified else None
+            driver_failure = "authentication_failed" if not drv_end.summary.verified else None
+            del exc
+        resp_key = responder.outcome.key if resp_end.released else None
+        drv_key = driver.outcome.key if drv_end.summary.released else None
+        return resp_key, drv_key, responder_failure, driver_failure
+
+    alice_key, eve_key_a, alice_failure, _ = leg(eve_as_bob, alice, eve_pool, alice_pool)
+    eve_key_b, bob_key, _, bob_failure = leg(bob, eve_as_alice, bob_pool, eve_pool.copy())
+    return MitmResult(authenticated, alice_key, bob_key, eve_key_a, eve_key_b, alice_failure, bob_failure)

@@ -1,0 +1,225 @@
+"""The authenticated classical channel: delayed Wegman–Carter authentication of a whole round.
+
+Every post-processing frame travels in an *envelope* that carries the round number, the pad
+position the sender's pool was at when the round began, and a per-direction sequence number::
+
+    envelope = "QKDA" | version u8 (= 1) | kind u8 | round u64 | pool position u64 | seq u32 | payload
+    kind     = 1 DATA (a post-processing frame) | 2 TAG (16 bytes) | 3 CONFIRM (empty)
+
+Both parties append every envelope they send or receive to a transcript, framed unambiguously
+(direction byte | length u32 | envelope).  When the protocol is done the round is closed by one
+tag per direction, Bob first (Cederlöf & Larsson, IEEE Trans. IT 54, 1735 (2008): a party sends
+its tag only after the peer has committed to the transcript)::
+
+    Bob → Alice   TAG   t_B = GHASH_k(transcript ‖ "bob") ⊕ pad_B
+    Alice → Bob   TAG   t_A = GHASH_k(transcript ‖ t_B-envelope ‖ "alice") ⊕ pad_A
+    Bob → Alice   CONFIRM
+
+GHASH is the polynomial hash over GF(2^128) (ε-almost-XOR-universal: a forgery succeeds with
+probability at most L/2^128 for L blocks); k is the pool's reused hash key and the pads are
+fresh pool bytes, spent whatever the outcome (Portmann 2014).  Tags are compared with
+:func:`hmac.compare_digest`.  Bob releases his key after Alice's tag verified (and he has sent
+CONFIRM); Alice releases hers on CONFIRM.  Any failure raises an opaque
+:class:`~qkd_circuits.AuthenticationError`; an envelope that is out of sequence, from another
+round, or behind the receiver's pool position is refused at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from ..exceptions import AuthenticationError, ProtocolError
+from ..postprocessing.universal_hash import PolyHash128
+from .pool import AuthKeyPool
+
+__all__ = ["AuthenticatedBob", "AuthenticatedAlice", "AuthSummary", "TAG_BYTES", "PAD_BYTES_PER_ROUND"]
+
+_ENVELOPE = struct.Struct(">4sBBQQI")
+_MAGIC = b"QKDA"
+_VERSION = 1
+DATA, TAG, CONFIRM = 1, 2, 3
+TAG_BYTES = 16
+PAD_BYTES_PER_ROUND = 2 * TAG_BYTES
+_BOB_TO_ALICE, _ALICE_TO_BOB = b"\x00", b"\x01"
+
+
+@dataclass
+class AuthSummary:
+    """What authentication cost and established in one round."""
+
+    bootstrap: str
+    round: int
+    verified: bool = False
+    released: bool = False
+    pool_bits_used: int = 0
+    pool_bits_added: int = 0
+    tag_bits: int = 8 * TAG_BYTES
+    forgery_bound: float | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _envelope(kind: int, round_number: int, position: int, seq: int, payload: bytes) -> bytes:
+    return _ENVELOPE.pack(_MAGIC, _VERSION, kind, round_number, position, seq) + payload
+
+
+def _open(envelope: bytes) -> tuple[int, int, int, int, bytes]:
+    if len(envelope) < _ENVELOPE.size:
+        raise ProtocolError(f"envelope is truncated: {len(envelope)} bytes")
+    magic, version, kind, round_number, position, seq = _ENVELOPE.unpack_from(envelope)
+    if magic != _MAGIC or version != _VERSION or kind not in (DATA, TAG, CONFIRM):
+        raise ProtocolError("not a version-1 authenticated envelope")
+    return kind, round_number, position, seq, envelope[_ENVELOPE.size:]
+
+
+class _Transcript:
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, direction: bytes, envelope: bytes) -> None:
+        part = direction + struct.pack(">I", len(envelope)) + envelope
+        self._parts.append(part)
+        self.size += len(part)
+
+    def tag(self, pool_hash_key: bytes, label: bytes, pad: bytes) -> bytes:
+        digest = PolyHash128(pool_hash_key).digest(b"".join(self._parts) + label)
+        return bytes(a ^ b for a, b in zip(digest, pad))
+
+    def blocks(self) -> int:
+        return math.ceil((self.size + 8) / 16) + 1
+
+
+class AuthenticatedBob:
+    """Bob's end: wraps every request in an envelope and closes the round with the tags.
+
+    Args:
+        pool: Bob's :class:`AuthKeyPool`.
+        carry: sends an envelope to Alice and returns her reply envelope.
+        round_number: this round's number (the same at both ends; authenticated).
+    """
+
+    def __init__(self, pool: AuthKeyPool, carry: Callable[[bytes], bytes], *, round_number: int) -> None:
+        self._pool, self._carry, self._round = pool, carry, round_number
+        self._position = pool.position
+        self._transcript = _Transcript()
+        self._seq_out = self._seq_in = 0
+        self.summary = AuthSummary(pool.bootstrap, round_number)
+
+    def __repr__(self) -> str:
+        return f"AuthenticatedBob(round={self._round}, verified={self.summary.verified})"
+
+    def _send(self, kind: int, payload: bytes) -> bytes:
+        env = _envelope(kind, self._round, self._position, self._seq_out, payload)
+        self._seq_out += 1
+        self._transcript.add(_BOB_TO_ALICE, env)
+        reply = self._carry(env)
+        return reply
+
+    def _receive(self, reply: bytes, kind: int) -> bytes:
+        got, round_number, position, seq, payload = _open(reply)
+        if (got, round_number, position, seq) != (kind, self._round, self._position, self._seq_in):
+            raise AuthenticationError()
+        self._seq_in += 1
+        self._transcript.add(_ALICE_TO_BOB, reply)
+        return payload
+
+    def request(self, frame: bytes) -> bytes:
+        """Carry one post-processing frame to Alice; return her reply frame."""
+        return self._receive(self._send(DATA, frame), DATA)
+
+    def close(self) -> AuthSummary:
+        """Exchange the tags; raises :class:`AuthenticationError` unless Alice's verifies."""
+        pads = self._pool.take(PAD_BYTES_PER_ROUND)
+        self.summary.pool_bits_used = 8 * PAD_BYTES_PER_ROUND
+        key = self._pool.hash_key
+        mine = self._transcript.tag(key, b"bob", pads[:TAG_BYTES])
+        self.summary.forgery_bound = self._transcript.blocks() / 2.0**128
+        reply = self._send(TAG, mine)
+        theirs = self._receive(reply, TAG)
+        # Alice tagged the transcript as it stood after Bob's TAG envelope (without her reply).
+        expected = _without_last(self._transcript).tag(key, b"alice", pads[TAG_BYTES:])
+        if len(theirs) != TAG_BYTES or not hmac.compare_digest(theirs, expected):
+            raise AuthenticationError()
+        self.summary.verified = True
+        self._send(CONFIRM, b"")
+        self.summary.released = True
+        return self.summary
+
+
+class AuthenticatedAlice:
+    """Alice's end: opens envelopes, passes DATA to ``handler`` and answers the tag exchange."""
+
+    def __init__(self, pool: AuthKeyPool, handler: Callable[[bytes], bytes], *, round_number: int) -> None:
+        self._pool, self._handler, self._round = pool, handler, round_number
+        self._position: int | None = None
+        self._transcript = _Transcript()
+        self._seq_in = self._seq_out = 0
+        self._state = "data"
+        self.summary = AuthSummary(pool.bootstrap, round_number)
+
+    def __repr__(self) -> str:
+        return f"AuthenticatedAlice(round={self._round}, state={self._state!r})"
+
+    @property
+    def released(self) -> bool:
+        return self.summary.released
+
+    def handle(self, envelope: bytes) -> bytes:
+        if self._state in ("failed", "done"):
+            raise AuthenticationError()
+        try:
+            return self._handle(envelope)
+        except (AuthenticationError, ProtocolError):
+            self._state = "failed"
+            raise
+
+    def _handle(self, envelope: bytes) -> bytes:
+        kind, round_number, position, seq, payload = _open(envelope)
+        if self._position is None:
+            # The first envelope fixes the round's pool position.  Forward only: catching up
+            # after a round whose tags Bob spent but Alice never saw burns bits, never reuses.
+            if round_number != self._round or position < self._pool.position:
+                raise AuthenticationError()
+            self._pool.skip_to(position)
+            self._position = position
+        if (round_number, position, seq) != (self._round, self._position, self._seq_in):
+            raise AuthenticationError()
+        self._seq_in += 1
+        self._transcript.add(_BOB_TO_ALICE, envelope)
+        if kind == DATA and self._state == "data":
+            return self._reply(DATA, self._handler(payload))
+        if kind == TAG and self._state == "data":
+            self._state = "tagged"
+            pads = self._pool.take(PAD_BYTES_PER_ROUND)
+            self.summary.pool_bits_used = 8 * PAD_BYTES_PER_ROUND
+            key, before = self._pool.hash_key, self._transcript
+            expected = _without_last(before).tag(key, b"bob", pads[:TAG_BYTES])
+            if len(payload) != TAG_BYTES or not hmac.compare_digest(payload, expected):
+                raise AuthenticationError()
+            self.summary.verified = True
+            self.summary.forgery_bound = before.blocks() / 2.0**128
+            return self._reply(TAG, before.tag(key, b"alice", pads[TAG_BYTES:]))
+        if kind == CONFIRM and self._state == "tagged":
+            self._state = "done"
+            self.summary.released = True
+            return b""
+        raise AuthenticationError()
+
+    def _reply(self, kind: int, payload: bytes) -> bytes:
+        env = _envelope(kind, self._round, self._position, self._seq_out, payload)
+        self._seq_out += 1
+        self._transcript.add(_ALICE_TO_BOB, env)
+        return env
+
+
+def _without_last(transcript: _Transcript) -> _Transcript:
+    view = _Transcript()
+    view._parts = transcript._parts[:-1]
+    view.size = sum(len(p) for p in view._parts)
+    return view

@@ -15,11 +15,10 @@ the secrets, as RFC 8784 and RFC 9867 mix a pre-shared (here: QKD) key into IKEv
     tag_R   = HKDF-Expand(prk, "responder confirm" | th, 32)   sent with the answer
     tag_I   = HKDF-Expand(prk, "initiator confirm" | th, 32)   sent with the confirmation
 
-HKDF-SHA-256 rather than HKDF-SHA3-256: TS 103 744 lists HKDF over SHA-2 among its KDFs, RFC 5869
-defines HKDF over HMAC, and HMAC-SHA-256 (a PRF and extractor under standard assumptions,
-Krawczyk, CRYPTO 2010) is what every peer and our stdlib-only test vector can reproduce; SHA-3
-would buy nothing here (HMAC has no length-extension problem).  The tags come from their own
-labels, not from ``key``, so the released key is never used for anything else.
+HKDF-SHA-256, not HKDF-SHA3-256: TS 103 744 lists HKDF over SHA-2 among its KDFs, RFC 5869 is
+HKDF over HMAC, and HMAC-SHA-256 (PRF and extractor, Krawczyk, CRYPTO 2010) is what any peer and
+our stdlib-only test vector reproduce; SHA-3 buys nothing under HMAC.  The tags have their own
+labels, so the released key is never used for anything else.
 
 The exchange, sans-I/O (you carry the bytes)::
 
@@ -36,19 +35,18 @@ Wire format, canonical (big-endian; ``bytes`` = u32 length | raw, ``str`` = u16 
     answer  = mlkem_ciphertext bytes (1088) | x25519_public_key bytes (32 or 0) | tag_R bytes (32)
     confirm = tag_I bytes (32)                                 types: offer 1, answer 2, confirm 3
 
-Key confirmation is not optional: a tampered ML-KEM ciphertext decapsulates *without error* to
-an unrelated secret (FIPS 203 §6.3, implicit rejection), so only the tags notice.  A bad tag
-raises the opaque :class:`~qkd_circuits.AuthenticationError`; a malformed, truncated, oversized or
-mismatched message raises :class:`~qkd_circuits.ProtocolError`.  Each state object is one-shot:
-its first ``finish`` spends it, whatever the outcome.
+Key confirmation is built in: a tampered ML-KEM ciphertext decapsulates *without error* to an
+unrelated secret (FIPS 203 §6.3, implicit rejection), so only the tags notice.  A bad tag raises
+the opaque :class:`~qkd_circuits.AuthenticationError`; a malformed, truncated, oversized or
+mismatched message raises :class:`~qkd_circuits.ProtocolError`.  States are one-shot: the first
+``finish`` spends them, whatever the outcome.
 
-What "either holds" means here.  Against an eavesdropper who records everything (harvest now,
-decrypt later) the key is secret if the QKD key is secret *or* ML-KEM-768 (FIPS 203) is secure
-(*or* X25519, when used).  Against an active attacker the KEM and X25519 keys are ephemeral and
-unauthenticated: the tags, keyed through the QKD key, catch a man in the middle only while the
-QKD key is secret.  If the QKD key may leak too, authenticate the transcript independently: send
-the messages over the authenticated channel, or sign :attr:`HybridKey.transcript_hash`.  Use each
-QKD key for one exchange only (the key store delivers each key_ID once).
+"Either holds" means: against an eavesdropper who records everything (harvest now, decrypt later)
+the key is secret if the QKD key is *or* ML-KEM-768 (FIPS 203) is secure (*or* X25519, if used).
+Against an active attacker the KEM keys are ephemeral and unauthenticated: the tags, keyed through
+the QKD key, catch a man in the middle only while the QKD key is secret.  If it may leak too,
+authenticate the transcript independently (send the messages over the authenticated channel, or
+sign :attr:`HybridKey.transcript_hash`).  Use each QKD key for one exchange only.
 
 Examples:
     >>> qkd_key = bytes(range(32))
@@ -68,7 +66,7 @@ import hashlib
 import hmac
 import struct
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -97,7 +95,7 @@ class HybridKey:
     """The combined key (``length`` bytes) and the public facts it is bound to.  Its repr hides the
     key, and it has no ``==`` (compare ``key`` with :func:`hmac.compare_digest` if you must)."""
 
-    key: bytes = field(repr=False)
+    key: bytes
     key_ID: str
     suite: str
     transcript_hash: bytes
@@ -247,13 +245,13 @@ class HybridInitiator(_OneShot):
         Raises ProtocolError on a malformed answer, AuthenticationError if the responder's tag does
         not match (tampered ciphertext or offer, or different QKD keys)."""
         self._spend()
-        mlkem_key, x_key, (pk, xpk) = self._mlkem, self._x25519, self._offer_parts
-        self._mlkem = self._x25519 = None  # drop the private keys, whatever happens next
+        mlkem_key, x_key, qkd_key, (pk, xpk) = self._mlkem, self._x25519, self._qkd_key, self._offer_parts
+        self._mlkem = self._x25519 = self._qkd_key = None  # drop the secrets, whatever happens next
         ct, rxpk, tag_r = _parse(answer, _ANSWER, ({_CT}, {_X} if x_key else {0}, {_TAG}))
         mlkem_secret = mlkem_key.decapsulate(ct)  # never raises on a well-sized ct (implicit rejection)
         x_secret = _exchange(x_key, rxpk) if x_key else None
         key, tag_i, want_r, th = _combine(
-            qkd_key=self._qkd_key, mlkem_secret=mlkem_secret, x25519_secret=x_secret, key_ID=self._key_ID,
+            qkd_key=qkd_key, mlkem_secret=mlkem_secret, x25519_secret=x_secret, key_ID=self._key_ID,
             length=self._length, mlkem_public_key=pk, initiator_x25519=xpk or None, mlkem_ciphertext=ct,
             responder_x25519=rxpk or None)
         if not hmac.compare_digest(tag_r, want_r):
@@ -266,14 +264,14 @@ class HybridResponder(_OneShot):
     """The responder's state between :func:`respond` and :meth:`finish`: the key, held back until
     the initiator proves it derived the same one."""
 
-    __slots__ = ("_key", "_tag_i")
+    __slots__ = ("_key", "_tag_i", "_key_ID")
 
     def __init__(self, key: HybridKey, tag_i: bytes) -> None:
         super().__init__()
-        self._key, self._tag_i = key, tag_i
+        self._key, self._tag_i, self._key_ID = key, tag_i, key.key_ID
 
     def __repr__(self) -> str:
-        return f"HybridResponder(key_ID={self._key.key_ID!r}, suite={self._key.suite!r}, spent={self._spent})"
+        return f"HybridResponder(key_ID={self._key_ID!r}, spent={self._spent})"
 
     def finish(self, confirm: bytes) -> HybridKey:
         """Check the initiator's confirmation and release the key (AuthenticationError if it is wrong)."""
@@ -294,16 +292,12 @@ def _exchange(private: X25519PrivateKey, peer: bytes) -> bytes:
 
 def initiate(*, qkd_key: bytes, key_ID: str | uuid.UUID, x25519: bool = True,
              length: int = 32) -> tuple[HybridInitiator, bytes]:
-    """Start an exchange: fresh ML-KEM-768 (and X25519) key pairs from the library's CSPRNG.
+    """Start an exchange with fresh ML-KEM-768 (and X25519) key pairs from the library's CSPRNG;
+    return the one-shot state and the offer to send.
 
-    Args:
-        qkd_key: the QKD key for ``key_ID``, identical at both ends; at least 16 bytes.
-        key_ID: the QKD key's identifier (a ``uuid.UUID`` becomes its lower-case string).
-        x25519: add an X25519 exchange (both ends must agree; the responder refuses a mismatch).
-        length: bytes of combined key, 16 to 8160 (both ends must agree).
-
-    Returns:
-        The one-shot state and the offer to send to the responder.
+    ``qkd_key`` (bytes, >= 16, identical at both ends) is the QKD key named ``key_ID`` (a
+    ``uuid.UUID`` becomes its lower-case string).  ``x25519`` adds an X25519 exchange and
+    ``length`` (16 to 8160) is the combined key's size in bytes; both ends must agree on both.
     """
     qkd_key, key_ID = _check_args(qkd_key, key_ID, length, x25519)
     return _initiate_from_parts(qkd_key, key_ID, length, MLKEM768PrivateKey.generate(),

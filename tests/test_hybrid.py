@@ -381,7 +381,9 @@ def test_repr_and_errors_hide_secrets():
     bob, answer = hy.respond(offer, qkd_key=QKD_KEY, key_ID=KEY_ID)
     texts = [repr(alice), str(alice), repr(bob), str(bob)]
     key, confirm = alice.finish(answer)
-    texts += [repr(key), str(key), repr(alice)]
+    bob_key = bob.finish(confirm)
+    texts += [repr(key), str(key), repr(alice), repr(bob), repr(bob_key)]
+    assert "spent=True" in repr(alice) and "spent=True" in repr(bob)
     with pytest.raises(ProtocolError) as info:
         hy.respond(offer, qkd_key=QKD_KEY, key_ID="other")
     texts.append(str(info.value))
@@ -391,7 +393,7 @@ def test_repr_and_errors_hide_secrets():
         for secret in secrets:
             assert secret.hex() not in text and secret.hex()[:16] not in text and repr(secret) not in text
     assert "length=32" in repr(key) and KEY_ID in repr(key)
-    assert key != bob.finish(confirm)  # no value equality on keys: compare .key explicitly
+    assert key != bob_key  # no value equality on keys: compare .key explicitly
 
 
 def test_no_qiskit():

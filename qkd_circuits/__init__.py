@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 
 from . import channel as _channel  # noqa: F401  (import order: channel before session)
+from . import hybrid
 from .channel import attacks
 from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import (
@@ -55,7 +56,7 @@ _LAZY = {
 
 __all__ = sorted([
     "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "MitmResult", "attacks", "create_psk_file",
-    "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
+    "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
     "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView", "FinalKey",
     "InterceptResend", "KeyLength", "LeakageLedger", "MeasurementRecord", "MissingExtraError",
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",

@@ -12,7 +12,7 @@ import qkd_circuits as qkd
 
 PUBLIC = {
     "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "MitmResult", "attacks", "create_psk_file",
-    "run_mitm", "AliceParty", "AliceView", "BB84Result", "Backend", "BackendError", "BobParty", "BobView",
+    "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "Backend", "BackendError", "BobParty", "BobView",
     "CASCADE_PRESETS", "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView",
     "ExchangeTemplate", "FinalKey", "InterceptResend", "KeyLength", "LeakageLedger",
     "MeasurementRecord", "MissingExtraError", "PartyChoices", "PartyOutcome", "PendingExchange",
@@ -41,7 +41,8 @@ def test_classical_layers_import_without_qiskit():
         sys.meta_path.insert(0, Block())
         import qkd_circuits, qkd_circuits.records, qkd_circuits.session, qkd_circuits.hazmat
         import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
-        import qkd_circuits.postprocessing.protocol, qkd_circuits.channel
+        import qkd_circuits.postprocessing.protocol, qkd_circuits.channel, qkd_circuits.hybrid
+        import qkd_circuits.channel.pki
         import qkd_circuits.quantum.models
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:

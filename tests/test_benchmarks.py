@@ -56,3 +56,9 @@ def test_amplification_json_lines():
 def test_session_json_lines():
     rows = _json_lines("session.py", "--exchanges", "60000", "--repeats", "1", "--modes", "prepared")
     assert rows[0]["unit"] == "secret bits/s" and rows[0]["final_key_bits"] > 0
+
+
+def test_authentication_json_lines():
+    rows = _json_lines("authentication.py", "--exchanges", "60000", "--rounds", "1")
+    assert rows[0]["unit"] == "fraction" and rows[0]["pool_bits_used_per_round"] == 256
+    assert 0 < rows[0]["forgery_bound_per_tag"] < 1e-30

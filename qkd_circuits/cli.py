@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -67,6 +68,8 @@ def main() -> None:
 @click.option("--eps-cor", type=float, default=1e-15, show_default=True, help="Correctness parameter.")
 @click.option("--psk", "psk_file", type=click.Path(dir_okay=False), default=None,
               help="Authentication key pool (from 'qkd psk init'); updated in place after the round.")
+@click.option("--pki", "pki_dir", type=click.Path(file_okay=False), default=None,
+              help="Bootstrap with X.509 signatures (from 'qkd pki init'); writes DIR/pool.psk for later rounds.")
 @click.option("--attack", type=click.Choice(["tamper", "replay", "reorder", "drop"]), default=None,
               help="An active attacker on the classical channel.")
 @click.option("--mitm", is_flag=True, help="A classical man-in-the-middle between the parties.")
@@ -75,7 +78,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report and nothing else.")
 def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
         dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor,
-        psk_file, attack, mitm, save_record, as_json) -> None:
+        psk_file, pki_dir, attack, mitm, save_record, as_json) -> None:
     """Run one BB84 round and print its report."""
     from .session import run_bb84
 
@@ -95,7 +98,11 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
             raise ConfigurationError(str(exc)) from None
         options = dict(mode=mode, backend=backend, channel=channel, detector=detector, eve=attacker,
                        seed=seed, lanes=lanes, schedule=schedule, config=config)
+        if psk_file and pki_dir:
+            raise ConfigurationError("choose one bootstrap: --psk FILE or --pki DIR")
         pool = AuthKeyPool.load(psk_file) if psk_file else None
+        if pki_dir:
+            options.update(_pki_identities(pki_dir))
         if mitm:
             _run_mitm(exchanges, options, pool, as_json)
         if pool is not None:
@@ -117,6 +124,11 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
         _fail(str(exc), EXIT_USAGE)
     if pool is not None:
         options["bob_pool"].save(psk_file)  # both ends hold the same pool after the round
+    if pki_dir and result.pools is not None and not result.report.aborted:
+        result.pools[1].save(Path(pki_dir) / "pool.psk")
+        if not as_json:
+            click.echo(f"the signed round seeded the key pool: continue with --psk {Path(pki_dir) / 'pool.psk'}",
+                       err=True)
     if save_record:
         result.record.save(save_record)
     report = result.report
@@ -148,6 +160,42 @@ def _run_mitm(exchanges, options, pool, as_json) -> None:
         click.echo("  detected: the round aborted at both ends, no key was output" if result.detected
                    else "  NOT detected: each party holds a key shared with Eve")
     sys.exit(EXIT_ABORTED if summary["aborted"] else EXIT_OK)
+
+
+def _pki_identities(directory) -> dict:
+    from cryptography import x509
+
+    from .channel import pki
+    from .channel.authenticated import PkiIdentity
+
+    try:
+        anchor = x509.load_pem_x509_certificate((Path(directory) / "ca.pem").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read the CA certificate in {directory}: {exc}; run 'qkd pki init {directory}'") from None
+    return {"alice_pki": PkiIdentity(pki.load_credentials(directory, "alice"), anchor, "bob"),
+            "bob_pki": PkiIdentity(pki.load_credentials(directory, "bob"), anchor, "alice")}
+
+
+@main.group("pki")
+def pki_group() -> None:
+    """A demo X.509 PKI for bootstrapping authentication with signatures."""
+
+
+@pki_group.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--algorithm", type=click.Choice(["ed25519", "ml-dsa-65"]), default="ml-dsa-65", show_default=True)
+@click.option("--days", type=int, default=30, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def pki_init(directory, algorithm, days, force) -> None:
+    """Write a demo CA and certificates + private keys for alice and bob."""
+    from .channel import pki
+
+    try:
+        paths = pki.init_demo_pki(directory, algorithm=algorithm, days=days, overwrite=force)
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"wrote a demo {algorithm} PKI to {directory}: CA {paths['ca'].name}, "
+               + ", ".join(p.name for p in paths["certificates"].values()) + " (keys mode 0600)")
 
 
 @main.group()
@@ -199,9 +247,10 @@ def _print_report(report) -> None:
                      f"her error where her basis was right: {e['guess_error_right_basis']}")
     if report.auth:
         a = report.auth
+        closing = ("signatures" if a["bootstrap"] == "pki"
+                   else f"forgery bound per tag {a['forgery_bound']:.1e}" if a["forgery_bound"] else "no tags sent")
         lines.append(f"  auth           {a['bootstrap']} round {a['round']}: pool bits used {a['pool_bits_used']}, "
-                     f"added {a['pool_bits_added']}, forgery bound per tag {a['forgery_bound'] or 0:.1e}"
-                     + (f", FAILED ({a['failure']})" if a.get("failure") else ""))
+                     f"added {a['pool_bits_added']}, {closing}" + (f", FAILED ({a['failure']})" if a.get("failure") else ""))
     lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
     if report.aborted:
         lines.append(f"  ABORTED: {report.abort_reason}; no key was output")

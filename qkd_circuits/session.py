@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from .channel.authenticated import AuthenticatedAlice, AuthenticatedBob
-from .channel.pool import AuthKeyPool
+from .channel.authenticated import AuthenticatedAlice, AuthenticatedBob, PkiIdentity
+from .channel.pool import HASH_KEY_BYTES, AuthKeyPool
 from .exceptions import AuthenticationError, ConfigurationError, ProtocolAborted, ProtocolError, QBERTooHigh
 from .postprocessing.estimation import estimate_qber
 from .postprocessing.keylength import binary_entropy
@@ -88,6 +88,7 @@ class BB84Result:
     record: MeasurementRecord
     alice_key: FinalKey | None = None
     bob_key: FinalKey | None = None
+    pools: tuple | None = field(default=None, repr=False)  # (Alice's, Bob's) after the round
 
 
 def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> dict | None:
@@ -120,7 +121,8 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
                 alice_pool: AuthKeyPool | None = None, bob_pool: AuthKeyPool | None = None,
                 round_number: int = 0, replenish_bits: int = 512,
                 attack: Callable[[Callable[[bytes], bytes]], Callable[[bytes], bytes]] | None = None,
-                timings_s: dict | None = None) -> BB84Result:
+                alice_pki: PkiIdentity | None = None, bob_pki: PkiIdentity | None = None,
+                pki_pool_bits: int = 4096, timings_s: dict | None = None) -> BB84Result:
     """Run the two-party post-processing on ``record`` over the authenticated channel.
 
     Alice gets only ``record.alice_view()`` and Bob only ``record.bob_view()``; every message
@@ -136,9 +138,14 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     so the round (final key included) is reproducible; unseeded, they come from :mod:`secrets`.
     """
     config = config or PostProcessingConfig()
-    if (alice_pool is None) != (bob_pool is None):
-        raise ConfigurationError("give both parties a pool, or neither (a demo PSK is made then)")
-    if alice_pool is None:
+    if (alice_pool is None) != (bob_pool is None) or (alice_pki is None) != (bob_pki is None):
+        raise ConfigurationError("give both parties a pool (or both a PKI identity), or neither")
+    if alice_pki is not None and alice_pool is not None:
+        raise ConfigurationError("bootstrap with a PSK pool or with PKI, not both")
+    if alice_pki is not None:
+        # The first round is signed; its key then seeds the pool (hash key + pad stream).
+        replenish_bits = 8 * HASH_KEY_BYTES + pki_pool_bits
+    elif alice_pool is None:
         alice_pool = AuthKeyPool.fresh()
         bob_pool = alice_pool.copy()
     if replenish_bits < 0 or replenish_bits % 8:
@@ -146,9 +153,9 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     alice_random, bob_random = _random_sources(record.provenance.seed)
     alice = AliceParty(record.alice_view(), config, random_bytes=alice_random)
     bob = BobParty(record.bob_view(), config, random_bytes=bob_random)
-    alice_end = AuthenticatedAlice(alice_pool, alice.handle, round_number=round_number)
+    alice_end = AuthenticatedAlice(alice_pool, alice.handle, round_number=round_number, pki=alice_pki)
     carry = alice_end.handle if attack is None else attack(alice_end.handle)
-    bob_end = AuthenticatedBob(bob_pool, carry, round_number=round_number)
+    bob_end = AuthenticatedBob(bob_pool, carry, round_number=round_number, pki=bob_pki)
     auth_failure = None
     t0 = time.perf_counter()
     try:
@@ -167,11 +174,15 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     (alice_refill, alice_key), (bob_refill, bob_key) = alice_key, bob_key
     auth = bob_end.summary.to_dict()
     if released and alice_refill is not None:
-        alice_pool.replenish(alice_refill)
-        bob_pool.replenish(bob_refill)
+        if alice_pki is not None:  # the signed round's key seeds both pools
+            alice_pool = AuthKeyPool(alice_refill[:HASH_KEY_BYTES], alice_refill[HASH_KEY_BYTES:], bootstrap="pki")
+            bob_pool = AuthKeyPool(bob_refill[:HASH_KEY_BYTES], bob_refill[HASH_KEY_BYTES:], bootstrap="pki")
+        else:
+            alice_pool.replenish(alice_refill)
+            bob_pool.replenish(bob_refill)
         auth["pool_bits_added"] = 8 * len(bob_refill)
-    auth["pool_bits_available"] = bob_pool.available_bits
-    auth["pool_position"] = bob_pool.position
+    auth["pool_bits_available"] = bob_pool.available_bits if bob_pool is not None else 0
+    auth["pool_position"] = bob_pool.position if bob_pool is not None else 0
     auth["failure"] = auth_failure
 
     sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
@@ -206,7 +217,8 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
         bob_key_sha256=bob_key.sha256() if bob_key else None,
         auth=auth, eve=_eve_summary(record, sifted), provenance=p.to_dict(),
     )
-    return BB84Result(report, record, alice_key, bob_key)
+    pools = (alice_pool, bob_pool) if alice_pool is not None else None
+    return BB84Result(report, record, alice_key, bob_key, pools)
 
 
 def _split_key(key: FinalKey | None, replenish_bits: int) -> tuple[bytes | None, FinalKey | None]:
@@ -220,6 +232,7 @@ def _split_key(key: FinalKey | None, replenish_bits: int) -> tuple[bytes | None,
 def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = None,
              progress: Callable[[int, int], None] | None = None, alice_pool: AuthKeyPool | None = None,
              bob_pool: AuthKeyPool | None = None, round_number: int = 0, attack=None,
+             alice_pki: PkiIdentity | None = None, bob_pki: PkiIdentity | None = None,
              **exchange_options) -> BB84Result:
     """Run one BB84 round: circuits on a backend, then the two-party post-processing.
 
@@ -232,6 +245,8 @@ def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = 
             they are consumed and replenished in place.
         round_number: this round's number on the authenticated channel.
         attack: a carrier wrapper from :mod:`qkd_circuits.channel.attacks`.
+        alice_pki, bob_pki: bootstrap this round with signatures instead of a pool; on success
+            ``result.pools`` holds the pools seeded from its key.
         **exchange_options: ``mode``, ``backend``, ``channel``, ``detector``, ``eve``,
             ``seed``, ``lanes``, ``schedule``, as for :func:`qkd_circuits.submit`.
 
@@ -244,7 +259,8 @@ def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = 
     t0 = time.perf_counter()
     record = submit(exchanges, **exchange_options).result(progress=progress)
     return postprocess(record, config, alice_pool=alice_pool, bob_pool=bob_pool, round_number=round_number,
-                       attack=attack, timings_s={"quantum": time.perf_counter() - t0})
+                       attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
+                       timings_s={"quantum": time.perf_counter() - t0})
 
 
 @dataclass(frozen=True)

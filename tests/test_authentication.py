@@ -182,3 +182,54 @@ def test_tags_are_compared_in_constant_time(record, monkeypatch):
     res = qkd.postprocess(record)
     assert not res.report.aborted
     assert calls == [(16, 16), (16, 16)]  # Alice checks Bob's tag, Bob checks Alice's
+
+
+def _pki(tmp_path, name, algorithm="ed25519", **kwargs):
+    from cryptography import x509
+
+    from qkd_circuits.channel import pki
+    from qkd_circuits.channel.authenticated import PkiIdentity
+
+    directory = tmp_path / name
+    paths = pki.init_demo_pki(directory, algorithm=algorithm, **kwargs)
+    anchor = x509.load_pem_x509_certificate(paths["ca"].read_bytes())
+    return (PkiIdentity(pki.load_credentials(directory, "alice"), anchor, "bob"),
+            PkiIdentity(pki.load_credentials(directory, "bob"), anchor, "alice"))
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "ml-dsa-65"])
+def test_pki_bootstrap_then_the_pool_takes_over(record, tmp_path, algorithm):
+    alice_pki, bob_pki = _pki(tmp_path, "pki", algorithm)
+    first = qkd.postprocess(record, alice_pki=alice_pki, bob_pki=bob_pki)
+    assert not first.report.aborted and first.alice_key.matches(first.bob_key)
+    assert first.report.auth["bootstrap"] == "pki" and first.report.auth["verified"]
+    alice_pool, bob_pool = first.pools
+    assert alice_pool.hash_key == bob_pool.hash_key and alice_pool.available_bits == 4096
+    second = qkd.postprocess(record, alice_pool=alice_pool, bob_pool=bob_pool, round_number=1)
+    assert not second.report.aborted and second.report.auth["pool_bits_used"] == 256
+
+
+def test_pki_failures_abort_with_no_key(record, tmp_path):
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    alice_pki, bob_pki = _pki(tmp_path, "ours")
+    other_alice, _ = _pki(tmp_path, "theirs")
+    cases = {
+        "wrong CA": (replace(alice_pki, trust_anchor=other_alice.trust_anchor), bob_pki),
+        "wrong name": (replace(alice_pki, peer_name="mallory"), bob_pki),
+        "expired": (replace(alice_pki, now=datetime.now(timezone.utc) + timedelta(days=400)), bob_pki),
+        "impostor": (alice_pki, replace(bob_pki, credentials=other_alice.credentials)),
+    }
+    for name, (a, b) in cases.items():
+        res = qkd.postprocess(record, alice_pki=a, bob_pki=b)
+        assert res.report.abort_reason == "authentication_failed", name
+        assert res.alice_key is None and res.bob_key is None and res.pools is None, name
+
+
+def test_real_time_authentication_with_two_different_signing_keys(record, tmp_path):
+    keys = []
+    for name in ("pki-1", "pki-2"):
+        alice_pki, bob_pki = _pki(tmp_path, name)
+        keys.append(qkd.postprocess(record, alice_pki=alice_pki, bob_pki=bob_pki).alice_key)
+    assert keys[0].matches(keys[1])

@@ -36,7 +36,7 @@ from ..exceptions import AuthenticationError, ProtocolError
 from ..postprocessing.universal_hash import PolyHash128
 from .pool import AuthKeyPool
 
-__all__ = ["AuthenticatedBob", "AuthenticatedAlice", "AuthSummary", "TAG_BYTES", "PAD_BYTES_PER_ROUND"]
+__all__ = ["AuthenticatedBob", "AuthenticatedAlice", "AuthSummary", "PkiIdentity", "TAG_BYTES", "PAD_BYTES_PER_ROUND"]
 
 _ENVELOPE = struct.Struct(">4sBBQQI")
 _MAGIC = b"QKDA"
@@ -45,6 +45,48 @@ DATA, TAG, CONFIRM = 1, 2, 3
 TAG_BYTES = 16
 PAD_BYTES_PER_ROUND = 2 * TAG_BYTES
 _BOB_TO_ALICE, _ALICE_TO_BOB = b"\x00", b"\x01"
+
+
+@dataclass(frozen=True)
+class PkiIdentity:
+    """A party's PKI bootstrap: its credentials, the trust anchor, and the name the peer must have.
+
+    A PKI round closes with signatures instead of Wegman–Carter tags: each party signs the
+    transcript (ML-DSA-65 or Ed25519, see :mod:`qkd_circuits.channel.pki`) and sends its
+    certificate chain; the other validates path, validity and name.  The round's new key then
+    seeds the pool, and tags take over from the next round on.
+    """
+
+    credentials: object  # pki.PartyCredentials
+    trust_anchor: object  # x509.Certificate
+    peer_name: str
+    now: object = None  # datetime, for tests
+
+
+def _pki_context(role: bytes, round_number: int) -> bytes:
+    return b"qkd_circuits/pki-round/v1|" + role + b"|" + round_number.to_bytes(8, "big")
+
+
+def _pki_sign(identity: PkiIdentity, transcript: bytes, role: bytes, round_number: int) -> bytes:
+    from . import pki
+
+    chain = pki.chain_to_bytes(identity.credentials.chain)
+    signature = pki.sign_transcript(identity.credentials, transcript, context=_pki_context(role, round_number))
+    return struct.pack(">I", len(chain)) + chain + signature
+
+
+def _pki_verify(identity: PkiIdentity, payload: bytes, transcript: bytes, role: bytes, round_number: int) -> None:
+    from . import pki
+
+    if len(payload) < 4:
+        raise AuthenticationError()
+    size = struct.unpack_from(">I", payload)[0]
+    try:
+        chain = pki.chain_from_bytes(payload[4:4 + size])
+    except ProtocolError:
+        raise AuthenticationError() from None
+    pki.verify_transcript(payload[4 + size:], transcript, context=_pki_context(role, round_number), chain=chain,
+                          trust_anchor=identity.trust_anchor, expected_name=identity.peer_name, now=identity.now)
 
 
 @dataclass
@@ -87,6 +129,9 @@ class _Transcript:
         self._parts.append(part)
         self.size += len(part)
 
+    def joined(self) -> bytes:
+        return b"".join(self._parts)
+
     def tag(self, pool_hash_key: bytes, label: bytes, pad: bytes) -> bytes:
         digest = PolyHash128(pool_hash_key).digest(b"".join(self._parts) + label)
         return bytes(a ^ b for a, b in zip(digest, pad))
@@ -104,12 +149,15 @@ class AuthenticatedBob:
         round_number: this round's number (the same at both ends; authenticated).
     """
 
-    def __init__(self, pool: AuthKeyPool, carry: Callable[[bytes], bytes], *, round_number: int) -> None:
-        self._pool, self._carry, self._round = pool, carry, round_number
-        self._position = pool.position
+    def __init__(self, pool: AuthKeyPool | None, carry: Callable[[bytes], bytes], *, round_number: int,
+                 pki: PkiIdentity | None = None) -> None:
+        if (pool is None) == (pki is None):
+            raise ValueError("authenticate with a key pool or with a PKI identity (exactly one)")
+        self._pool, self._carry, self._round, self._pki = pool, carry, round_number, pki
+        self._position = pool.position if pool is not None else 0
         self._transcript = _Transcript()
         self._seq_out = self._seq_in = 0
-        self.summary = AuthSummary(pool.bootstrap, round_number)
+        self.summary = AuthSummary(pool.bootstrap if pool is not None else "pki", round_number)
 
     def __repr__(self) -> str:
         return f"AuthenticatedBob(round={self._round}, verified={self.summary.verified})"
@@ -135,6 +183,8 @@ class AuthenticatedBob:
 
     def close(self) -> AuthSummary:
         """Exchange the tags; raises :class:`AuthenticationError` unless Alice's verifies."""
+        if self._pki is not None:
+            return self._close_pki()
         pads = self._pool.take(PAD_BYTES_PER_ROUND)
         self.summary.pool_bits_used = 8 * PAD_BYTES_PER_ROUND
         key = self._pool.hash_key
@@ -152,16 +202,30 @@ class AuthenticatedBob:
         return self.summary
 
 
+    def _close_pki(self) -> AuthSummary:
+        mine = _pki_sign(self._pki, self._transcript.joined(), b"bob", self._round)
+        theirs = self._receive(self._send(TAG, mine), TAG)
+        _pki_verify(self._pki, theirs, _without_last(self._transcript).joined(), b"alice", self._round)
+        self.summary.verified = True
+        self.summary.tag_bits = 0
+        self._send(CONFIRM, b"")
+        self.summary.released = True
+        return self.summary
+
+
 class AuthenticatedAlice:
     """Alice's end: opens envelopes, passes DATA to ``handler`` and answers the tag exchange."""
 
-    def __init__(self, pool: AuthKeyPool, handler: Callable[[bytes], bytes], *, round_number: int) -> None:
-        self._pool, self._handler, self._round = pool, handler, round_number
+    def __init__(self, pool: AuthKeyPool | None, handler: Callable[[bytes], bytes], *, round_number: int,
+                 pki: PkiIdentity | None = None) -> None:
+        if (pool is None) == (pki is None):
+            raise ValueError("authenticate with a key pool or with a PKI identity (exactly one)")
+        self._pool, self._handler, self._round, self._pki = pool, handler, round_number, pki
         self._position: int | None = None
         self._transcript = _Transcript()
         self._seq_in = self._seq_out = 0
         self._state = "data"
-        self.summary = AuthSummary(pool.bootstrap, round_number)
+        self.summary = AuthSummary(pool.bootstrap if pool is not None else "pki", round_number)
 
     def __repr__(self) -> str:
         return f"AuthenticatedAlice(round={self._round}, state={self._state!r})"
@@ -184,9 +248,13 @@ class AuthenticatedAlice:
         if self._position is None:
             # The first envelope fixes the round's pool position.  Forward only: catching up
             # after a round whose tags Bob spent but Alice never saw burns bits, never reuses.
-            if round_number != self._round or position < self._pool.position:
-                raise AuthenticationError()
-            self._pool.skip_to(position)
+            if self._pki is not None:
+                if round_number != self._round or position != 0:
+                    raise AuthenticationError()
+            else:
+                if round_number != self._round or position < self._pool.position:
+                    raise AuthenticationError()
+                self._pool.skip_to(position)
             self._position = position
         if (round_number, position, seq) != (self._round, self._position, self._seq_in):
             raise AuthenticationError()
@@ -194,6 +262,12 @@ class AuthenticatedAlice:
         self._transcript.add(_BOB_TO_ALICE, envelope)
         if kind == DATA and self._state == "data":
             return self._reply(DATA, self._handler(payload))
+        if kind == TAG and self._state == "data" and self._pki is not None:
+            self._state = "tagged"
+            _pki_verify(self._pki, payload, _without_last(self._transcript).joined(), b"bob", self._round)
+            self.summary.verified = True
+            self.summary.tag_bits = 0
+            return self._reply(TAG, _pki_sign(self._pki, self._transcript.joined(), b"alice", self._round))
         if kind == TAG and self._state == "data":
             self._state = "tagged"
             pads = self._pool.take(PAD_BYTES_PER_ROUND)

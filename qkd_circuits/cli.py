@@ -39,33 +39,65 @@ def main() -> None:
     """
 
 
+_SHARED_OPTIONS = [
+    click.option("--exchanges", "-n", type=int, default=100_000, show_default=True, help="Pulses Alice sends."),
+    click.option("--mode", type=click.Choice(["prepared", "qrng"]), default="qrng", show_default=True,
+                  help="prepared: the parties' CSPRNG choices drive the circuit; qrng: choices come from "
+                       "Hadamard-measured qubits in the circuit."),
+    click.option("--backend", default="aer", show_default=True,
+                  help="aer | fake:<name> | ibm:<name> | braket-local"),
+    click.option("--noise", multiple=True, metavar="MODEL:P",
+                  help="depolarizing:P, dephasing:P, bit_flip:P, misalignment:P, readout:P (repeatable)."),
+    click.option("--eve", default=None, metavar="SPEC",
+                  help="intercept-resend:F[:random|Z|X|breidbart] or probe:STRENGTH."),
+    click.option("--distance-km", type=float, default=0.0, show_default=True, help="Fibre length."),
+    click.option("--alpha-db-per-km", type=float, default=0.2, show_default=True, help="Fibre attenuation."),
+    click.option("--detector-efficiency", type=float, default=1.0, show_default=True),
+    click.option("--dark-count", type=float, default=0.0, show_default=True, help="Dark-count probability per pulse."),
+    click.option("--seed", type=int, default=None, help="Simulation seed (choices and simulator); omit for CSPRNG choices."),
+    click.option("--lanes", default=None, help="Exchanges side by side per circuit, or 'device'."),
+    click.option("--schedule", type=click.Choice(["grouped", "sequential"]), default="grouped", show_default=True,
+                  help="prepared mode: settings grouped per binding, or one binding per shot in send order."),
+    click.option("--abort-qber", type=float, default=0.11, show_default=True,
+                  help="Abort when the QBER upper bound exceeds this."),
+    click.option("--cascade", type=click.Choice(sorted(CASCADE_PRESETS)), default="option7", show_default=True,
+                  help="Cascade variant for error correction."),
+    click.option("--sample-fraction", type=float, default=0.1, show_default=True,
+                  help="Share of the sifted key disclosed to estimate the QBER."),
+    click.option("--eps-sec", type=float, default=1e-10, show_default=True, help="Secrecy parameter."),
+    click.option("--eps-cor", type=float, default=1e-15, show_default=True, help="Correctness parameter."),
+]
+
+
+def _shared_options(command):
+    """The quantum-exchange and post-processing options every round-running command takes."""
+    for option in reversed(_SHARED_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _round_options(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
+                   dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor) -> dict:
+    """Validate the shared options into keyword arguments for run_bb84 / submit (raises QKDError)."""
+    channel_kw, detector_kw = parse_noise(noise)
+    channel = Channel(distance_km=distance_km, alpha_db_per_km=alpha_db_per_km, **channel_kw)
+    detector = Detector(efficiency=detector_efficiency, dark_count_probability=dark_count, **detector_kw)
+    attacker = parse_eve(eve)
+    if lanes is not None and lanes != "device":
+        if not lanes.isdigit():
+            raise click.BadParameter(f"must be a whole number or 'device', got {lanes!r}", param_hint="--lanes")
+        lanes = int(lanes)
+    try:
+        config = PostProcessingConfig(sample_fraction=sample_fraction, abort_qber=abort_qber,
+                                      cascade=cascade, eps_sec=eps_sec, eps_cor=eps_cor)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return dict(mode=mode, backend=backend, channel=channel, detector=detector, eve=attacker,
+                seed=seed, lanes=lanes, schedule=schedule, config=config)
+
+
 @main.command()
-@click.option("--exchanges", "-n", type=int, default=100_000, show_default=True, help="Pulses Alice sends.")
-@click.option("--mode", type=click.Choice(["prepared", "qrng"]), default="qrng", show_default=True,
-              help="prepared: the parties' CSPRNG choices drive the circuit; qrng: choices come from "
-                   "Hadamard-measured qubits in the circuit.")
-@click.option("--backend", default="aer", show_default=True,
-              help="aer | fake:<name> | ibm:<name> | braket-local")
-@click.option("--noise", multiple=True, metavar="MODEL:P",
-              help="depolarizing:P, dephasing:P, bit_flip:P, misalignment:P, readout:P (repeatable).")
-@click.option("--eve", default=None, metavar="SPEC",
-              help="intercept-resend:F[:random|Z|X|breidbart] or probe:STRENGTH.")
-@click.option("--distance-km", type=float, default=0.0, show_default=True, help="Fibre length.")
-@click.option("--alpha-db-per-km", type=float, default=0.2, show_default=True, help="Fibre attenuation.")
-@click.option("--detector-efficiency", type=float, default=1.0, show_default=True)
-@click.option("--dark-count", type=float, default=0.0, show_default=True, help="Dark-count probability per pulse.")
-@click.option("--seed", type=int, default=None, help="Simulation seed (choices and simulator); omit for CSPRNG choices.")
-@click.option("--lanes", default=None, help="Exchanges side by side per circuit, or 'device'.")
-@click.option("--schedule", type=click.Choice(["grouped", "sequential"]), default="grouped", show_default=True,
-              help="prepared mode: settings grouped per binding, or one binding per shot in send order.")
-@click.option("--abort-qber", type=float, default=0.11, show_default=True,
-              help="Abort when the QBER upper bound exceeds this.")
-@click.option("--cascade", type=click.Choice(sorted(CASCADE_PRESETS)), default="option7", show_default=True,
-              help="Cascade variant for error correction.")
-@click.option("--sample-fraction", type=float, default=0.1, show_default=True,
-              help="Share of the sifted key disclosed to estimate the QBER.")
-@click.option("--eps-sec", type=float, default=1e-10, show_default=True, help="Secrecy parameter.")
-@click.option("--eps-cor", type=float, default=1e-15, show_default=True, help="Correctness parameter.")
+@_shared_options
 @click.option("--psk", "psk_file", type=click.Path(dir_okay=False), default=None,
               help="Authentication key pool (from 'qkd psk init'); updated in place after the round.")
 @click.option("--pki", "pki_dir", type=click.Path(file_okay=False), default=None,
@@ -83,21 +115,9 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
     from .session import run_bb84
 
     try:
-        channel_kw, detector_kw = parse_noise(noise)
-        channel = Channel(distance_km=distance_km, alpha_db_per_km=alpha_db_per_km, **channel_kw)
-        detector = Detector(efficiency=detector_efficiency, dark_count_probability=dark_count, **detector_kw)
-        attacker = parse_eve(eve)
-        if lanes is not None and lanes != "device":
-            if not lanes.isdigit():
-                raise click.BadParameter(f"must be a whole number or 'device', got {lanes!r}", param_hint="--lanes")
-            lanes = int(lanes)
-        try:
-            config = PostProcessingConfig(sample_fraction=sample_fraction, abort_qber=abort_qber,
-                                          cascade=cascade, eps_sec=eps_sec, eps_cor=eps_cor)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        options = dict(mode=mode, backend=backend, channel=channel, detector=detector, eve=attacker,
-                       seed=seed, lanes=lanes, schedule=schedule, config=config)
+        options = _round_options(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km,
+                                 detector_efficiency, dark_count, seed, lanes, schedule, abort_qber, cascade,
+                                 sample_fraction, eps_sec, eps_cor)
         if psk_file and pki_dir:
             raise ConfigurationError("choose one bootstrap: --psk FILE or --pki DIR")
         pool = AuthKeyPool.load(psk_file) if psk_file else None
@@ -174,6 +194,83 @@ def _pki_identities(directory) -> dict:
         raise ConfigurationError(f"cannot read the CA certificate in {directory}: {exc}; run 'qkd pki init {directory}'") from None
     return {"alice_pki": PkiIdentity(pki.load_credentials(directory, "alice"), anchor, "bob"),
             "bob_pki": PkiIdentity(pki.load_credentials(directory, "bob"), anchor, "alice")}
+
+
+def _party_command(role: str):
+    address_help = ("HOST:PORT to listen on (port 0 picks a free one)" if role == "alice"
+                    else "HOST:PORT of Alice")
+
+    def decorate(function):
+        function = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary and nothing else.")(function)
+        function = click.option("--timeout", type=float, default=60.0, show_default=True,
+                                help="Seconds to wait for the peer at each step.")(function)
+        function = click.option("--record", "record_file", type=click.Path(dir_okay=False), default=None,
+                                help="Use this measurement record (from 'qkd run --save-record') instead of simulating.")(function)
+        function = click.option("--psk", "psk_file", type=click.Path(dir_okay=False), required=True,
+                                help="This party's copy of the PSK / pool file; updated after the round.")(function)
+        function = click.option("--listen" if role == "alice" else "--connect", "address", required=True,
+                                help=address_help)(function)
+        return main.command(role, help=f"Run {role.capitalize()}'s side of one round over TCP.")(_shared_options(function))
+
+    return decorate
+
+
+def _party_round(role, address, psk_file, record_file, timeout, as_json, options_args) -> None:
+    from .channel.tcp import parse_address
+    from .network import run_alice, run_bob
+    from .records import load_record
+
+    try:
+        options = _round_options(*options_args)
+        host, port = parse_address(address)
+        config = options.pop("config")
+        if record_file:
+            record = load_record(record_file)
+        else:
+            if options["seed"] is None:
+                raise ConfigurationError("two processes share a simulation only through --seed (or use --record FILE)")
+            from .quantum.execution import run_exchanges
+
+            record = run_exchanges(options_args[0], **options)
+        pool = AuthKeyPool.load(psk_file)
+        if role == "alice":
+            result = run_alice(record, pool, host=host, port=port, config=config, timeout=timeout,
+                               on_listening=lambda h, p: click.echo(f"listening on {h}:{p}", err=True))
+        else:
+            result = run_bob(record, pool, host=host, port=port, config=config, timeout=timeout)
+    except BackendError as exc:
+        _fail(str(exc), EXIT_BACKEND)
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except ConnectionError as exc:
+        _fail(str(exc), EXIT_BACKEND)
+    pool.save(psk_file)
+    summary = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(summary, default=_json_default))
+    else:
+        state = (f"final key {summary['final_key_bits']:,} bits, sha256 {summary['key_sha256'][:16]}…"
+                 if not result.aborted else f"ABORTED: {result.abort_reason}; no key was output")
+        click.echo(f"{role}: {state}")
+    sys.exit(EXIT_ABORTED if result.aborted else EXIT_OK)
+
+
+@_party_command("alice")
+def alice(address, psk_file, record_file, timeout, as_json, exchanges, mode, backend, noise, eve, distance_km,
+          alpha_db_per_km, detector_efficiency, dark_count, seed, lanes, schedule, abort_qber, cascade,
+          sample_fraction, eps_sec, eps_cor) -> None:
+    _party_round("alice", address, psk_file, record_file, timeout, as_json,
+                 (exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
+                  dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor))
+
+
+@_party_command("bob")
+def bob(address, psk_file, record_file, timeout, as_json, exchanges, mode, backend, noise, eve, distance_km,
+        alpha_db_per_km, detector_efficiency, dark_count, seed, lanes, schedule, abort_qber, cascade,
+        sample_fraction, eps_sec, eps_cor) -> None:
+    _party_round("bob", address, psk_file, record_file, timeout, as_json,
+                 (exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
+                  dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor))
 
 
 @main.group("pki")

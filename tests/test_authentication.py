@@ -233,3 +233,18 @@ def test_real_time_authentication_with_two_different_signing_keys(record, tmp_pa
         alice_pki, bob_pki = _pki(tmp_path, name)
         keys.append(qkd.postprocess(record, alice_pki=alice_pki, bob_pki=bob_pki).alice_key)
     assert keys[0].matches(keys[1])
+
+
+def test_a_lost_confirmation_leaves_both_ends_without_a_key(record, pools):
+    def lose_confirm(carry):
+        def carry_(envelope):
+            if envelope[5] == 3:  # CONFIRM
+                raise TimeoutError("lost")
+            return carry(envelope)
+        return carry_
+
+    alice_pool, bob_pool = pools
+    res = qkd.postprocess(record, alice_pool=alice_pool, bob_pool=bob_pool, attack=lose_confirm)
+    assert res.report.abort_reason == "authentication_failed"
+    assert res.alice_key is None and res.bob_key is None
+    assert alice_pool.position == bob_pool.position == PAD_BYTES_PER_ROUND  # spent at both ends

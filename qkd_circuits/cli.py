@@ -215,13 +215,13 @@ def _party_command(role: str):
     return decorate
 
 
-def _party_round(role, address, psk_file, record_file, timeout, as_json, options_args) -> None:
+def _party_round(role, *, address, psk_file, record_file, timeout, as_json, **shared) -> None:
     from .channel.tcp import parse_address
     from .network import run_alice, run_bob
     from .records import load_record
 
     try:
-        options = _round_options(*options_args)
+        options = _round_options(**shared)
         host, port = parse_address(address)
         config = options.pop("config")
         if record_file:
@@ -231,7 +231,7 @@ def _party_round(role, address, psk_file, record_file, timeout, as_json, options
                 raise ConfigurationError("two processes share a simulation only through --seed (or use --record FILE)")
             from .quantum.execution import run_exchanges
 
-            record = run_exchanges(options_args[0], **options)
+            record = run_exchanges(shared["exchanges"], **options)
         pool = AuthKeyPool.load(psk_file)
         if role == "alice":
             result = run_alice(record, pool, host=host, port=port, config=config, timeout=timeout,
@@ -256,21 +256,13 @@ def _party_round(role, address, psk_file, record_file, timeout, as_json, options
 
 
 @_party_command("alice")
-def alice(address, psk_file, record_file, timeout, as_json, exchanges, mode, backend, noise, eve, distance_km,
-          alpha_db_per_km, detector_efficiency, dark_count, seed, lanes, schedule, abort_qber, cascade,
-          sample_fraction, eps_sec, eps_cor) -> None:
-    _party_round("alice", address, psk_file, record_file, timeout, as_json,
-                 (exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
-                  dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor))
+def alice(**options) -> None:
+    _party_round("alice", **options)
 
 
 @_party_command("bob")
-def bob(address, psk_file, record_file, timeout, as_json, exchanges, mode, backend, noise, eve, distance_km,
-        alpha_db_per_km, detector_efficiency, dark_count, seed, lanes, schedule, abort_qber, cascade,
-        sample_fraction, eps_sec, eps_cor) -> None:
-    _party_round("bob", address, psk_file, record_file, timeout, as_json,
-                 (exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
-                  dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor))
+def bob(**options) -> None:
+    _party_round("bob", **options)
 
 
 @main.group("pki")

@@ -14,9 +14,9 @@ from .channel.authenticated import PAD_BYTES_PER_ROUND, AuthenticatedAlice, Auth
 from .channel.pool import AuthKeyPool
 from .channel.tcp import TcpClient, serve_round
 from .exceptions import AuthenticationError, ProtocolError
-from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
+from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig
 from .records import MeasurementRecord
-from .session import _random_sources, _split_key
+from .session import _random_sources, _split_key, drive_authenticated
 
 __all__ = ["PartyResult", "run_alice", "run_bob"]
 
@@ -78,14 +78,8 @@ def run_bob(record: MeasurementRecord, pool: AuthKeyPool, *, host: str, port: in
     """Run one round as Bob against Alice at ``host:port`` (uses only ``record.bob_view()``)."""
     config = config or PostProcessingConfig()
     bob = BobParty(record.bob_view(), config, random_bytes=_random_sources(record.provenance.seed)[1])
-    failure = None
     with TcpClient(host, port, timeout=timeout) as client:
         end = AuthenticatedBob(pool, client.request, round_number=pool.position // PAD_BYTES_PER_ROUND)
-        try:
-            outcome = drive(bob, end.request)
-            if not outcome.aborted:
-                end.close()
-        except (AuthenticationError, ProtocolError, TimeoutError, ConnectionError) as exc:
-            failure = type(exc).__name__
+        _, failure = drive_authenticated(bob, end)
     return _finish("bob", bob.outcome, end.summary.released and failure is None, failure, pool, end.summary,
                    replenish_bits)

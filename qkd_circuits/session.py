@@ -156,15 +156,8 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     alice_end = AuthenticatedAlice(alice_pool, alice.handle, round_number=round_number, pki=alice_pki)
     carry = alice_end.handle if attack is None else attack(alice_end.handle)
     bob_end = AuthenticatedBob(bob_pool, carry, round_number=round_number, pki=bob_pki)
-    auth_failure = None
     t0 = time.perf_counter()
-    try:
-        ob = drive(bob, bob_end.request)
-        if not ob.aborted:
-            bob_end.close()
-    except (AuthenticationError, ProtocolError, TimeoutError, ConnectionError) as exc:
-        auth_failure = type(exc).__name__
-        ob = bob.outcome
+    ob, auth_failure = drive_authenticated(bob, bob_end)
     auth_seconds = time.perf_counter() - t0 - sum(ob.timings_s.values())
     oa = alice.outcome
 
@@ -219,6 +212,21 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     )
     pools = (alice_pool, bob_pool) if alice_pool is not None else None
     return BB84Result(report, record, alice_key, bob_key, pools)
+
+
+def drive_authenticated(bob: BobParty, end: AuthenticatedBob) -> tuple:
+    """Run Bob's protocol through his authenticated end and close the round with the tags.
+
+    Returns ``(outcome, failure)``: ``failure`` names what went wrong on the channel (an
+    authentication, protocol, timeout or connection error), or is ``None``.
+    """
+    try:
+        outcome = drive(bob, end.request)
+        if not outcome.aborted:
+            end.close()
+    except (AuthenticationError, ProtocolError, TimeoutError, ConnectionError) as exc:
+        return bob.outcome, type(exc).__name__
+    return outcome, None
 
 
 def _split_key(key: FinalKey | None, replenish_bits: int) -> tuple[bytes | None, FinalKey | None]:
@@ -310,15 +318,10 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
             return responder.outcome.key, out.key, None, None
         resp_end = AuthenticatedAlice(responder_pool, responder.handle, round_number=0)
         drv_end = AuthenticatedBob(driver_pool, resp_end.handle, round_number=0)
-        driver_failure = responder_failure = None
-        try:
-            out = drive(driver, drv_end.request)
-            if not out.aborted:
-                drv_end.close()
-        except AuthenticationError as exc:  # who noticed: the side whose check failed
-            responder_failure = "authentication_failed" if not resp_end.summary.verified else None
-            driver_failure = "authentication_failed" if not drv_end.summary.verified else None
-            del exc
+        _, failure = drive_authenticated(driver, drv_end)
+        # Who noticed: the side whose check failed.
+        responder_failure = "authentication_failed" if failure and not resp_end.summary.verified else None
+        driver_failure = "authentication_failed" if failure and not drv_end.summary.verified else None
         resp_key = responder.outcome.key if resp_end.released else None
         drv_key = driver.outcome.key if drv_end.summary.released else None
         return resp_key, drv_key, responder_failure, driver_failure

@@ -162,9 +162,9 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
 def _run_mitm(exchanges, options, pool, as_json) -> None:
     from .session import run_mitm
 
-    options = {k: v for k, v in options.items() if k != "config"}
+    options = {k: v for k, v in options.items() if not k.endswith("_pki")}
     pools = {} if pool is None else {"alice_pool": pool, "bob_pool": pool.copy()}
-    result = run_mitm(exchanges, config=options.pop("config", None), **pools, **options)
+    result = run_mitm(exchanges, **pools, **options)
     summary = {
         "mitm": True, "authenticated": result.authenticated, "detected": result.detected,
         "aborted": result.alice_key is None or result.bob_key is None,

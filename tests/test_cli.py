@@ -82,3 +82,30 @@ def test_too_short_a_round_exits_3():
     proc = qkd_cli("run", "--json", "-n", "10000", "--seed", "3", "--noise", "depolarizing:0.04")
     assert proc.returncode == 3
     assert json.loads(proc.stdout)["abort_reason"] == "key_too_short"
+
+
+def test_psk_bootstrap_attacks_and_mitm_from_the_command_line(tmp_path):
+    psk = tmp_path / "link.psk"
+    assert qkd_cli("psk", "init", str(psk), "--bits", "4096").returncode == 0
+    assert "refusing to overwrite" in qkd_cli("psk", "init", str(psk)).stderr
+    proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(psk))
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["auth"]["bootstrap"] == "psk" and report["auth"]["verified"]
+    assert qkd.AuthKeyPool.load(psk).position == 32  # the pool file moved on
+    proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(psk), "--attack", "replay")
+    assert proc.returncode == 3 and json.loads(proc.stdout)["abort_reason"] == "authentication_failed"
+    proc = qkd_cli("run", "--json", "-n", "60000", "--seed", "2", "--mitm")
+    assert proc.returncode == 3 and json.loads(proc.stdout)["detected"] is True
+    proc = qkd_cli("run", "--json", "-n", "60000", "--seed", "2")
+    assert json.loads(proc.stdout)["auth"]["bootstrap"] == "demo-psk"  # said so in the report
+
+
+def test_pki_bootstrap_from_the_command_line(tmp_path):
+    pki = tmp_path / "pki"
+    assert qkd_cli("pki", "init", str(pki), "--algorithm", "ed25519").returncode == 0
+    proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--pki", str(pki))
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["auth"]["bootstrap"] == "pki" and report["final_key_bits"] > 0
+    assert qkd.AuthKeyPool.load(pki / "pool.psk").available_bits == 4096
+    proc = qkd_cli("run", "--json", "-n", "1000", "--psk", "x", "--pki", str(pki))
+    assert proc.returncode == 2 and "choose one bootstrap" in proc.stderr

@@ -16,7 +16,7 @@ from .channel.tcp import TcpClient, serve_round
 from .exceptions import AuthenticationError, ProtocolError
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig
 from .records import MeasurementRecord
-from .session import _random_sources, _split_key, drive_authenticated
+from .session import _check_pools, _random_sources, _split_key, drive_authenticated
 
 __all__ = ["PartyResult", "run_alice", "run_bob"]
 
@@ -61,6 +61,7 @@ def run_alice(record: MeasurementRecord, pool: AuthKeyPool, *, host: str, port: 
               on_listening=None) -> PartyResult:
     """Serve one round as Alice on ``host:port`` (uses only ``record.alice_view()``)."""
     config = config or PostProcessingConfig()
+    _check_pools(pool)
     alice = AliceParty(record.alice_view(), config, random_bytes=_random_sources(record.provenance.seed)[0])
     end = AuthenticatedAlice(pool, alice.handle, round_number=pool.position // PAD_BYTES_PER_ROUND)
     failure = None
@@ -77,6 +78,7 @@ def run_bob(record: MeasurementRecord, pool: AuthKeyPool, *, host: str, port: in
             timeout: float = 30.0) -> PartyResult:
     """Run one round as Bob against Alice at ``host:port`` (uses only ``record.bob_view()``)."""
     config = config or PostProcessingConfig()
+    _check_pools(pool)
     bob = BobParty(record.bob_view(), config, random_bytes=_random_sources(record.provenance.seed)[1])
     with TcpClient(host, port, timeout=timeout) as client:
         end = AuthenticatedBob(pool, client.request, round_number=pool.position // PAD_BYTES_PER_ROUND)

@@ -3,11 +3,11 @@
 The quantum exchange runs on a real circuit (:mod:`qkd_circuits.quantum`); then Alice and Bob,
 as two parties that share only messages (:mod:`qkd_circuits.postprocessing.protocol`), sift,
 estimate the QBER on a disclosed sample, reconcile with Cascade, verify with a universal hash
-and amplify privacy with Toeplitz hashing to the finite-key length.  The report says what each
-step disclosed and cost.
-
-The messages travel over a plain in-memory call today; the authenticated channel comes with the
-authentication issue.  A key made on a simulator is known to the simulator's operator.
+and amplify privacy with Toeplitz hashing to the finite-key length.  Every message travels in an
+authenticated envelope (:mod:`qkd_circuits.channel`), and no key is released unless the round's
+Wegman–Carter tags (or, for a PKI bootstrap, signatures) verified at both ends.  The report
+says what each step disclosed and cost.  A key made on a simulator is known to the simulator's
+operator.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from .channel.authenticated import AuthenticatedAlice, AuthenticatedBob, PkiIdentity
+from .channel.authenticated import PAD_BYTES_PER_ROUND, AuthenticatedAlice, AuthenticatedBob, PkiIdentity
 from .channel.pool import HASH_KEY_BYTES, AuthKeyPool
-from .exceptions import AuthenticationError, ConfigurationError, ProtocolAborted, ProtocolError, QBERTooHigh
+from .exceptions import (AuthenticationError, ConfigurationError, KeyPoolExhausted, ProtocolAborted, ProtocolError,
+                         QBERTooHigh)
 from .postprocessing.estimation import estimate_qber
 from .postprocessing.keylength import binary_entropy
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
@@ -136,6 +137,12 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     The simulator's view is used only for the report's study fields (``qber.true_sifted``,
     efficiency, Eve).  With a seeded record the parties' public random choices are seeded too,
     so the round (final key included) is reproducible; unseeded, they come from :mod:`secrets`.
+    Never feed the same seeded record twice into pools you keep: the same key would refill
+    them with the same pad bytes.  An abort before the tag exchange (e.g. ``qber_too_high``) is
+    not authenticated: tampering can look like noise there, but no key is released either way.
+
+    Raises:
+        KeyPoolExhausted: a pool cannot pay for this round's tags (checked before any work).
     """
     config = config or PostProcessingConfig()
     if (alice_pool is None) != (bob_pool is None) or (alice_pki is None) != (bob_pki is None):
@@ -148,6 +155,7 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     elif alice_pool is None:
         alice_pool = AuthKeyPool.fresh()
         bob_pool = alice_pool.copy()
+    _check_pools(alice_pool, bob_pool)
     if replenish_bits < 0 or replenish_bits % 8:
         raise ConfigurationError(f"replenish_bits must be a non-negative multiple of 8, got {replenish_bits}")
     alice_random, bob_random = _random_sources(record.provenance.seed)
@@ -212,6 +220,15 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     )
     pools = (alice_pool, bob_pool) if alice_pool is not None else None
     return BB84Result(report, record, alice_key, bob_key, pools)
+
+
+def _check_pools(*pools: AuthKeyPool | None) -> None:
+    """Refuse to start a round whose tags a pool could not pay for (before any work is done)."""
+    for pool in pools:
+        if pool is not None and pool.available_bits < 8 * PAD_BYTES_PER_ROUND:
+            raise KeyPoolExhausted(
+                f"the authentication key pool holds {pool.available_bits} bits, a round needs "
+                f"{8 * PAD_BYTES_PER_ROUND}: bootstrap again (qkd psk init, or PKI)")
 
 
 def drive_authenticated(bob: BobParty, end: AuthenticatedBob) -> tuple:
@@ -300,16 +317,20 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
     from .quantum.execution import submit
 
     config = config or PostProcessingConfig()
+    if (alice_pool is None) != (bob_pool is None):
+        raise ConfigurationError("give both parties a pool, or neither (a demo PSK is made then)")
     if alice_pool is None:
         alice_pool = AuthKeyPool.fresh()
         bob_pool = alice_pool.copy()
     seed = exchange_options.pop("seed", None)
     link_ae = submit(exchanges, seed=seed, **exchange_options).result()  # Alice ↔ Eve (as Bob)
     link_eb = submit(exchanges, seed=None if seed is None else seed + 1, **exchange_options).result()  # Eve ↔ Bob
-    alice = AliceParty(link_ae.alice_view(), config)
-    eve_as_bob = BobParty(link_ae.bob_view(), config)
-    eve_as_alice = AliceParty(link_eb.alice_view(), config)
-    bob = BobParty(link_eb.bob_view(), config)
+    (a_random, e_random_b), (e_random_a, b_random) = _random_sources(seed), _random_sources(
+        None if seed is None else seed + 1)
+    alice = AliceParty(link_ae.alice_view(), config, random_bytes=a_random)
+    eve_as_bob = BobParty(link_ae.bob_view(), config, random_bytes=e_random_b)
+    eve_as_alice = AliceParty(link_eb.alice_view(), config, random_bytes=e_random_a)
+    bob = BobParty(link_eb.bob_view(), config, random_bytes=b_random)
     eve_pool = AuthKeyPool.fresh()  # Eve does not know the parties' pools: she can only guess
 
     def leg(driver: BobParty, responder: AliceParty, driver_pool, responder_pool):

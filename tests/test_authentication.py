@@ -248,3 +248,14 @@ def test_a_lost_confirmation_leaves_both_ends_without_a_key(record, pools):
     assert res.report.abort_reason == "authentication_failed"
     assert res.alice_key is None and res.bob_key is None
     assert alice_pool.position == bob_pool.position == PAD_BYTES_PER_ROUND  # spent at both ends
+
+
+def test_an_empty_pool_is_refused_before_any_work(record):
+    tiny = qkd.AuthKeyPool(b"k" * 16, b"\0" * 16)
+    with pytest.raises(qkd.KeyPoolExhausted, match="holds 128 bits, a round needs 256"):
+        qkd.postprocess(record, alice_pool=tiny, bob_pool=tiny.copy())
+
+
+def test_seeded_mitm_rounds_are_reproducible():
+    runs = [qkd.run_mitm(60_000, authenticated=False, seed=5) for _ in range(2)]
+    assert runs[0].alice_key.matches(runs[1].alice_key) and runs[0].bob_key.matches(runs[1].bob_key)

@@ -65,7 +65,8 @@ def reorder_replies(carry: Carry, *, index: int = 2) -> Carry:
 
 def drop(carry: Carry, *, index: int = -1, direction: str = "to_bob", total: list | None = None) -> Carry:
     """Lose one message: Bob's ``index``-th envelope (``to_alice``) or Alice's reply to it
-    (``to_bob``).  ``index=-2`` is the tag exchange (the last envelope before CONFIRM)."""
+    (``to_bob``).  A negative ``index`` (the default) targets the tag exchange: Bob's TAG
+    envelope, or Alice's TAG reply."""
     count = [0]
 
     def carry_(envelope: bytes) -> bytes:

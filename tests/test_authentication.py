@@ -259,3 +259,21 @@ def test_an_empty_pool_is_refused_before_any_work(record):
 def test_seeded_mitm_rounds_are_reproducible():
     runs = [qkd.run_mitm(60_000, authenticated=False, seed=5) for _ in range(2)]
     assert runs[0].alice_key.matches(runs[1].alice_key) and runs[0].bob_key.matches(runs[1].bob_key)
+
+
+def test_any_single_flipped_bit_leaves_both_ends_without_a_key():
+    # 40 random (envelope, bit, direction) choices over a whole round; seeded.
+    rec = qkd.run_exchanges(40_000, channel=qkd.Channel(depolarizing=0.04), seed=31)
+    wire: list[bytes] = []
+    qkd.postprocess(rec, attack=lambda c: qkd.attacks.record(c, wire))
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        index = int(rng.integers(0, len(wire) // 2))
+        direction = "to_alice" if rng.random() < 0.5 else "to_bob"
+        size = len(wire[2 * index] if direction == "to_alice" else wire[2 * index + 1])
+        if size == 0:
+            continue  # Alice's empty answer to CONFIRM has no bits to flip
+        bit = int(rng.integers(0, 8 * size))
+        res = qkd.postprocess(rec, attack=lambda c: qkd.attacks.tamper(c, index=index, bit=bit, direction=direction))
+        assert res.alice_key is None and res.bob_key is None, (index, bit, direction)
+        assert res.report.aborted

@@ -23,6 +23,7 @@ from .exceptions import (
     BackendError,
     ConfigurationError,
     KeyPoolExhausted,
+    KeyStoreError,
     MissingExtraError,
     ProtocolAborted,
     ProtocolError,
@@ -55,7 +56,8 @@ _LAZY = {
 }
 
 __all__ = sorted([
-    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "MitmResult", "attacks", "create_psk_file",
+    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
+    "create_psk_file",
     "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
     "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView", "FinalKey",
     "InterceptResend", "KeyLength", "LeakageLedger", "MeasurementRecord", "MissingExtraError",

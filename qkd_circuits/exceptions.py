@@ -10,6 +10,7 @@ Every error the package raises on purpose derives from :class:`QKDError`::
     ├── ProtocolError           a peer's message is malformed, oversized or out of order
     ├── AuthenticationError     a tag, signature or certificate did not verify (opaque on purpose)
     ├── KeyPoolExhausted        the authentication key pool ran dry: bootstrap again
+    ├── KeyStoreError           the key store refused a request (not enough keys, unknown IDs...)
     └── ProtocolAborted         the protocol stopped on purpose; carries the measured values
         └── QBERTooHigh         the QBER upper bound exceeds the abort threshold
 
@@ -62,6 +63,10 @@ class AuthenticationError(QKDError):
 
 class KeyPoolExhausted(QKDError):
     """The authentication key pool has too few unused bits for the next tag."""
+
+
+class KeyStoreError(QKDError):
+    """The key store refused a request; subclasses say why (see :mod:`qkd_circuits.keystore`)."""
 
 
 class ProtocolAborted(QKDError):

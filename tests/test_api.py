@@ -11,7 +11,8 @@ import pytest
 import qkd_circuits as qkd
 
 PUBLIC = {
-    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "MitmResult", "attacks", "create_psk_file",
+    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
+    "create_psk_file",
     "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "Backend", "BackendError", "BobParty", "BobView",
     "CASCADE_PRESETS", "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView",
     "ExchangeTemplate", "FinalKey", "InterceptResend", "KeyLength", "LeakageLedger",
@@ -42,7 +43,7 @@ def test_classical_layers_import_without_qiskit():
         import qkd_circuits, qkd_circuits.records, qkd_circuits.session, qkd_circuits.hazmat
         import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
         import qkd_circuits.postprocessing.protocol, qkd_circuits.channel, qkd_circuits.hybrid
-        import qkd_circuits.channel.pki
+        import qkd_circuits.channel.pki, qkd_circuits.keystore
         import qkd_circuits.quantum.models
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:

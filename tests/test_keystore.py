@@ -1,0 +1,182 @@
+"""The site key store: exactly-once delivery under concurrency and crashes, and a clean audit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+import qkd_circuits as qkd
+from qkd_circuits.keystore import KeysNotFound, KeyStore, NotARecipient, NotEnoughKeys, cut_key
+
+
+def keys(n=64, round_number=0, size=256):
+    bits = np.random.default_rng(round_number).integers(0, 2, n * size, dtype=np.uint8)
+    return cut_key(bits, link_id="A-B", round_number=round_number, size=size)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = KeyStore(tmp_path / "site.db")
+    s.add(keys(), link_id="A-B", round_number=0)
+    return s
+
+
+def test_cut_key_gives_both_sites_the_same_ids():
+    bits = np.random.default_rng(1).integers(0, 2, 1000, dtype=np.uint8)
+    a = cut_key(bits, link_id="A-B", round_number=3)
+    b = cut_key(bits.copy(), link_id="A-B", round_number=3)
+    assert [k.key_ID for k in a] == [k.key_ID for k in b] and len(a) == 3  # 1000 // 256
+    assert all(uuid.UUID(k.key_ID).version == 4 for k in a)
+    assert a[0].key == np.packbits(bits[:256]).tobytes()
+    assert cut_key(bits, link_id="A-B", round_number=4)[0].key_ID != a[0].key_ID
+    assert "key=" not in repr(a[0]) and a[0].key.hex() not in repr(a[0])
+    with pytest.raises(qkd.ConfigurationError, match="multiple of 8"):
+        cut_key(bits, link_id="x", round_number=0, size=12)
+
+
+def test_master_then_slave_each_get_a_key_once(tmp_path):
+    site_a, site_b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
+    ks = keys()
+    site_a.add(ks, link_id="A-B", round_number=0)
+    site_b.add(ks, link_id="A-B", round_number=0)
+    got = site_a.take_for_master("sae-a", ["sae-b"], number=2, size=256, local_SAEs=["sae-a"])
+    assert site_a.count_free() == 62  # handed to the master, nothing kept at A for sae-b
+    site_b.assign([k.key_ID for k in got], master="sae-a", slaves=["sae-b"], local_SAEs=["sae-b"])
+    back = site_b.take_for_slave("sae-b", "sae-a", [k.key_ID for k in got])
+    assert [k.key for k in back] == [k.key for k in got]
+    with pytest.raises(KeysNotFound, match="not found on KME"):
+        site_b.take_for_slave("sae-b", "sae-a", [got[0].key_ID])
+
+
+def test_wrong_callers_and_unknown_ids_consume_nothing(store):
+    got = store.take_for_master("m", ["s1", "s2"], number=2, size=256, local_SAEs=["s1", "s2"])
+    ids = [k.key_ID for k in got]
+    with pytest.raises(NotARecipient, match="not a slave of every requested key"):
+        store.take_for_slave("intruder", "m", ids)
+    with pytest.raises(NotARecipient):
+        store.take_for_slave("s1", "another-master", ids)
+    with pytest.raises(KeysNotFound):
+        store.take_for_slave("s1", "m", [ids[0], str(uuid.uuid4())])  # all or nothing
+    assert len(store.take_for_slave("s1", "m", ids)) == 2
+    assert len(store.take_for_slave("s2", "m", ids)) == 2  # multicast: each slave once
+    with pytest.raises(KeysNotFound):
+        store.take_for_slave("s2", "m", ids)
+
+
+def test_master_equal_to_slave_is_allowed(store):
+    got = store.take_for_master("me", ["me"], number=1, size=256, local_SAEs=["me"])
+    assert store.take_for_slave("me", "me", [got[0].key_ID])[0].key == got[0].key
+
+
+def test_not_enough_keys_changes_nothing(store):
+    with pytest.raises(NotEnoughKeys, match="64 keys of 256 bits are available, 65"):
+        store.take_for_master("m", ["s"], number=65, size=256)
+    with pytest.raises(NotEnoughKeys):
+        store.take_for_master("m", ["s"], number=1, size=512)
+    assert store.count_free() == 64 and store.audit() == []
+
+
+def test_fifty_parallel_clients_never_get_the_same_key(tmp_path):
+    store = KeyStore(tmp_path / "busy.db")
+    store.add(keys(400), link_id="A-B", round_number=0)
+    seen, errors = [], []
+
+    def client():
+        while True:
+            try:
+                seen.extend(k.key_ID for k in store.take_for_master("m", ["s"], number=3, size=256))
+            except NotEnoughKeys:
+                return
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(seen) == len(set(seen)) == 399  # 133 requests of 3; one key is left over
+    assert store.count_free() == 1
+
+
+DRAINER = textwrap.dedent("""
+    import sys
+    from qkd_circuits.keystore import KeyStore, NotEnoughKeys
+    store = KeyStore(sys.argv[1])
+    print("ready", flush=True)
+    while True:
+        try:
+            store.take_for_master("m", ["s"], number=2, size=256)
+        except NotEnoughKeys:
+            break
+""")
+
+
+def test_kill_9_during_a_load_loses_nothing_and_duplicates_nothing(tmp_path):
+    path = tmp_path / "crash.db"
+    store = KeyStore(path)
+    all_ids = set()
+    for r in range(20):
+        batch = keys(500, round_number=r)
+        store.add(batch, link_id="A-B", round_number=r)
+        all_ids |= {k.key_ID for k in batch}
+    procs = [subprocess.Popen([sys.executable, "-c", DRAINER, str(path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.4)
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    store = KeyStore(path)  # "restart"
+    delivered = [key_ID for _, key_ID, _, action in store.audit() if action == "enc_keys"]
+    with sqlite3.connect(path) as db:
+        remaining = {r[0] for r in db.execute("SELECT key_ID FROM keys")}
+    assert len(delivered) == len(set(delivered)), "a key was delivered twice"
+    assert 0 < len(delivered) < len(all_ids), "the load should have been interrupted mid-way"
+    assert set(delivered) | remaining == all_ids and not set(delivered) & remaining
+
+
+def test_audit_holds_no_key_bytes_and_ttl_purges(store, tmp_path):
+    got = store.take_for_master("m", ["s"], number=3, size=256)
+    with sqlite3.connect(store.path) as db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(audit)")]
+        dump = "\n".join(map(str, db.execute("SELECT * FROM audit")))
+    assert "key" not in [c.lower() for c in columns]
+    assert all(k.key.hex() not in dump and repr(k.key) not in dump for k in got)
+    assert store.purge(older_than_s=3600) == 0
+    assert store.purge(older_than_s=0) == 61 and store.count_free() == 0
+
+
+def test_the_same_round_cannot_be_stored_twice(store):
+    with pytest.raises(qkd.KeyStoreError, match="already in the store"):
+        store.add(keys(), link_id="A-B", round_number=0)
+
+
+def test_a_memory_store_is_refused():
+    with pytest.raises(qkd.ConfigurationError, match="must be a file"):
+        KeyStore(":memory:")
+
+
+def test_a_qkd_round_fills_both_sites_with_the_same_keys(tmp_path):
+    from qkd_circuits.keystore import store_final_key
+
+    result = qkd.run_bb84(150_000, channel=qkd.Channel(depolarizing=0.04), seed=8)
+    site_a, site_b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
+    n = store_final_key(site_a, result.alice_key, link_id="A-B", round_number=0)
+    assert n == store_final_key(site_b, result.bob_key, link_id="A-B", round_number=0) == len(result.alice_key) // 256
+    got = site_a.take_for_master("sae-a", ["sae-b"], number=4, size=256, local_SAEs=["sae-a"])
+    site_b.assign([k.key_ID for k in got], master="sae-a", slaves=["sae-b"], local_SAEs=["sae-b"])
+    assert [k.key for k in site_b.take_for_slave("sae-b", "sae-a", [k.key_ID for k in got])] == [k.key for k in got]

@@ -332,3 +332,38 @@ def test_pinned_tags_follow_the_documented_formula():
     t_b = bytes(x ^ y for x, y in zip(ghash(_PIN_HASH_KEY, before_tags + b"bob"), pad_b))
     t_a = bytes(x ^ y for x, y in zip(ghash(_PIN_HASH_KEY, before_tags + part(b"\x00", bob_tag) + b"alice"), pad_a))
     assert bob_tag[26:] == t_b and alice_tag[26:] == t_a
+
+
+def test_incremental_transcript_tags_equal_hashing_the_joined_transcript():
+    # Kept bytes and the running hash side by side: every tag (and every "without the last
+    # part" tag) equals GHASH of the joined transcript, for seeded envelopes of many sizes.
+    from qkd_circuits.postprocessing.universal_hash import ghash
+
+    rng = np.random.default_rng(99)
+    key, pad = rng.bytes(16), rng.bytes(16)
+    both = authenticated._Transcript(key, keep_bytes=True)
+    for i in range(60):
+        size = int(rng.choice([0, 1, 11, 15, 16, 17, int(rng.integers(0, 3000))]))
+        both.add(b"\x00" if i % 2 else b"\x01", rng.bytes(size))
+        for view in (both, both.without_last()):
+            joined = view.joined()
+            assert view.size == len(joined)
+            expected = bytes(x ^ y for x, y in zip(ghash(key, joined + b"bob"), pad))
+            assert view.tag(b"bob", pad) == expected
+    assert both.tag(b"alice", pad) == both.tag(b"alice", pad)  # tagging does not consume the stream
+
+
+def test_pool_rounds_keep_no_transcript_bytes_and_pki_rounds_keep_them():
+    alice, bob, summary, _ = _pinned_round()
+    assert summary.verified
+    for end in (alice, bob):
+        assert end._transcript._parts is None
+        with pytest.raises(ValueError, match="keeps no bytes"):
+            end._transcript.joined()
+    pki_transcript = authenticated._new_transcript(None)
+    pki_transcript.add(b"\x00", b"envelope")
+    assert pki_transcript.joined() == b"\x00\x00\x00\x00\x08envelope"
+    with pytest.raises(ValueError, match="no hash key"):
+        pki_transcript.tag(b"bob", bytes(16))
+    with pytest.raises(ValueError, match="hashed .* kept"):
+        authenticated._Transcript()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkd_circuits.postprocessing.universal_hash import ONE, R, PolyHash128, gf128_mul, ghash
+from qkd_circuits.postprocessing.universal_hash import ONE, R, PolyHash128, PolyHash128Stream, gf128_mul, ghash
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "ghash.json").read_text())
 BLOCKS = st.integers(min_value=0, max_value=2**128 - 1)
@@ -137,7 +137,97 @@ def test_json_vectors_say_where_they_came_from():
     assert "AESGCM" in VECTORS["note"] and len(VECTORS["vectors"]) >= 10
 
 
-# (e) misuse --------------------------------------------------------------------------------------
+# (e) streaming: any chunking of A gives the one-shot digest ------------------------------------
+
+def _chunks(rng, data: bytes):
+    """Split ``data`` at seeded random points; chunk lengths include 0, 1, 15, 16, 17 and long runs."""
+    i = 0
+    while i < len(data):
+        size = int(rng.choice([0, 1, 1, 2, 15, 16, 17, 31, 33, int(rng.integers(0, 200)), int(rng.integers(0, 5000))]))
+        yield data[i:i + size]
+        i += size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_stream_in_random_chunks_equals_the_one_shot_digest(seed):
+    rng = np.random.default_rng([0x5EED, seed])
+    h = rng.bytes(16)
+    poly = PolyHash128(h)
+    for length in (0, 1, 15, 16, 17, 31, 32, 33, int(rng.integers(0, 20_000))):
+        data = rng.bytes(length)
+        stream = poly.stream()
+        for chunk in _chunks(rng, data):
+            stream.update(chunk)
+        stream.update(b"")  # an empty update anywhere is a no-op
+        assert stream.bytes_hashed == length
+        assert stream.digest() == poly.digest(data) == ghash(h, data, b"")
+
+
+def test_stream_one_byte_at_a_time_matches_the_reference():
+    rng = np.random.default_rng(38)
+    h, data = rng.bytes(16), rng.bytes(70)
+    stream = PolyHash128(h).stream()
+    for i in range(len(data)):
+        stream.update(data[i:i + 1])
+        assert stream.digest() == reference_ghash(h, data[:i + 1], b"")  # digest() leaves it usable
+
+
+@settings(max_examples=100, deadline=None)
+@given(h=st.binary(min_size=16, max_size=16), pieces=st.lists(st.binary(max_size=40), max_size=8))
+def test_stream_matches_the_reference_for_any_pieces(h, pieces):
+    stream = PolyHash128(h).stream()
+    for piece in pieces:
+        stream.update(piece)
+    assert stream.digest() == reference_ghash(h, b"".join(pieces), b"")
+
+
+def test_stream_initial_data_and_bytes_like_inputs():
+    h = bytes(range(16))
+    poly = PolyHash128(h)
+    stream = poly.stream(bytearray(b"abc"))
+    stream.update(memoryview(b"defghijklmnopqrstuvwxyz"))
+    assert stream.digest() == poly.digest(b"abcdefghijklmnopqrstuvwxyz")
+    assert poly.stream().digest() == poly.digest(b"") == bytes(16)
+    with pytest.raises(TypeError, match="data must be bytes"):
+        poly.stream().update("text")
+    with pytest.raises(TypeError, match="data must be bytes"):
+        poly.stream().update(5)  # bytes(5) would silently hash five zero bytes
+    with pytest.raises(TypeError, match="takes a PolyHash128"):
+        PolyHash128Stream(h)
+
+
+def test_stream_copy_is_independent_of_later_updates():
+    rng = np.random.default_rng(2024)
+    h = rng.bytes(16)
+    poly = PolyHash128(h)
+    head, tail_a, tail_b = rng.bytes(1000 + 7), rng.bytes(53), rng.bytes(16)  # a partial block pending
+    stream = poly.stream(head)
+    snapshot = stream.copy()
+    stream.update(tail_a)
+    assert snapshot.digest() == poly.digest(head)  # the snapshot did not see tail_a
+    snapshot.update(tail_b)
+    assert stream.digest() == poly.digest(head + tail_a)  # nor did the original see tail_b
+    assert snapshot.digest() == poly.digest(head + tail_b)
+    assert snapshot.bytes_hashed == len(head + tail_b) and stream.bytes_hashed == len(head + tail_a)
+    again = snapshot.copy()
+    again.update(b"x")
+    assert snapshot.digest() == poly.digest(head + tail_b)
+
+
+def test_stream_never_shows_or_pickles_the_key():
+    stream = PolyHash128(SECRET).stream(b"some data, longer than a block")
+    text = repr(stream) + str(stream)
+    assert "deadbeef" not in text.lower() and SECRET.hex() not in text
+    assert str(int.from_bytes(SECRET, "big")) not in text
+    assert repr(stream) == "PolyHash128Stream(<key hidden>, bytes_hashed=30)"
+    running = str(stream._y)  # the running Horner value is key-dependent: not shown either
+    assert running not in text and hex(stream._y)[2:] not in text
+    for obj in (stream, stream.copy()):
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(obj)
+
+
+# (f) misuse --------------------------------------------------------------------------------------
 
 SECRET = bytes.fromhex("deadbeefcafef00d0123456789abcdef")
 

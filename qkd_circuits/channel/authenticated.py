@@ -22,6 +22,12 @@ fresh pool bytes, spent whatever the outcome (Portmann 2014).  Tags are compared
 CONFIRM); Alice releases hers on CONFIRM.  Any failure raises an opaque
 :class:`~qkd_circuits.AuthenticationError`; an envelope that is out of sequence, from another
 round, or behind the receiver's pool position is refused at once.
+
+The pool's hash key is known when the round starts, so a pool round hashes its transcript as it
+grows (a GHASH stream, :meth:`PolyHash128.stream`) and keeps none of its bytes: each party hashes
+every byte once, and a snapshot of the stream taken before each envelope is the transcript
+"without the last envelope" that the peer's tag covers.  A PKI round keeps the bytes instead:
+they are signed whole.
 """
 
 from __future__ import annotations
@@ -120,21 +126,57 @@ def _open(envelope: bytes) -> tuple[int, int, int, int, bytes]:
 
 
 class _Transcript:
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
+    """A round's transcript, parts framed as direction byte | length u32 | envelope.
+
+    Pool rounds (``hash_key`` given) hash it incrementally with a GHASH stream and keep no
+    transcript bytes; PKI rounds (``keep_bytes``) keep the parts for signing.  Either way the
+    state just before the last part is kept too (:meth:`without_last`).
+    """
+
+    __slots__ = ("_stream", "_before_last", "_parts", "size", "_size_before_last")
+
+    def __init__(self, hash_key: bytes | None = None, *, keep_bytes: bool = False) -> None:
+        if hash_key is None and not keep_bytes:
+            raise ValueError("a transcript must be hashed (hash_key), kept (keep_bytes), or both")
+        self._stream = PolyHash128(hash_key).stream() if hash_key is not None else None
+        self._before_last = None  # the stream as it stood before the last part
+        self._parts: list[bytes] | None = [] if keep_bytes else None
         self.size = 0
+        self._size_before_last: int | None = None
 
     def add(self, direction: bytes, envelope: bytes) -> None:
-        part = direction + struct.pack(">I", len(envelope)) + envelope
-        self._parts.append(part)
-        self.size += len(part)
+        header = direction + struct.pack(">I", len(envelope))
+        if self._stream is not None:
+            self._before_last = self._stream.copy()
+            self._stream.update(header)
+            self._stream.update(envelope)
+        if self._parts is not None:
+            self._parts.append(header + envelope)
+        self._size_before_last = self.size
+        self.size += len(header) + len(envelope)
+
+    def without_last(self) -> _Transcript:
+        """The transcript without its last part (a frozen view: cheap, from the snapshot)."""
+        if self._size_before_last is None:
+            raise ValueError("the transcript has no part to leave out")
+        view = _Transcript.__new__(_Transcript)
+        view._stream, view._before_last = self._before_last, None
+        view._parts = self._parts[:-1] if self._parts is not None else None
+        view.size, view._size_before_last = self._size_before_last, None
+        return view
 
     def joined(self) -> bytes:
+        if self._parts is None:
+            raise ValueError("this transcript keeps no bytes (a pool round hashes them as they come)")
         return b"".join(self._parts)
 
-    def tag(self, pool_hash_key: bytes, label: bytes, pad: bytes) -> bytes:
-        digest = PolyHash128(pool_hash_key).digest(b"".join(self._parts) + label)
-        return bytes(a ^ b for a, b in zip(digest, pad))
+    def tag(self, label: bytes, pad: bytes) -> bytes:
+        """GHASH_k(transcript ‖ label) ⊕ pad; the transcript itself is left as it is."""
+        if self._stream is None:
+            raise ValueError("this transcript has no hash key (a PKI round signs the bytes instead)")
+        stream = self._stream.copy()
+        stream.update(label)
+        return bytes(a ^ b for a, b in zip(stream.digest(), pad))
 
     def blocks(self) -> int:
         return math.ceil((self.size + 8) / 16) + 1
@@ -155,7 +197,7 @@ class AuthenticatedBob:
             raise ValueError("authenticate with a key pool or with a PKI identity (exactly one)")
         self._pool, self._carry, self._round, self._pki = pool, carry, round_number, pki
         self._position = pool.position if pool is not None else 0
-        self._transcript = _Transcript()
+        self._transcript = _new_transcript(pool)
         self._seq_out = self._seq_in = 0
         self.summary = AuthSummary(pool.bootstrap if pool is not None else "pki", round_number)
 
@@ -187,13 +229,12 @@ class AuthenticatedBob:
             return self._close_pki()
         pads = self._pool.take(PAD_BYTES_PER_ROUND)
         self.summary.pool_bits_used = 8 * PAD_BYTES_PER_ROUND
-        key = self._pool.hash_key
-        mine = self._transcript.tag(key, b"bob", pads[:TAG_BYTES])
+        mine = self._transcript.tag(b"bob", pads[:TAG_BYTES])
         self.summary.forgery_bound = self._transcript.blocks() / 2.0**128
         reply = self._send(TAG, mine)
         theirs = self._receive(reply, TAG)
         # Alice tagged the transcript as it stood after Bob's TAG envelope (without her reply).
-        expected = _without_last(self._transcript).tag(key, b"alice", pads[TAG_BYTES:])
+        expected = _without_last(self._transcript).tag(b"alice", pads[TAG_BYTES:])
         if len(theirs) != TAG_BYTES or not hmac.compare_digest(theirs, expected):
             raise AuthenticationError()
         self.summary.verified = True
@@ -222,7 +263,7 @@ class AuthenticatedAlice:
             raise ValueError("authenticate with a key pool or with a PKI identity (exactly one)")
         self._pool, self._handler, self._round, self._pki = pool, handler, round_number, pki
         self._position: int | None = None
-        self._transcript = _Transcript()
+        self._transcript = _new_transcript(pool)
         self._seq_in = self._seq_out = 0
         self._state = "data"
         self.summary = AuthSummary(pool.bootstrap if pool is not None else "pki", round_number)
@@ -272,13 +313,13 @@ class AuthenticatedAlice:
             self._state = "tagged"
             pads = self._pool.take(PAD_BYTES_PER_ROUND)
             self.summary.pool_bits_used = 8 * PAD_BYTES_PER_ROUND
-            key, before = self._pool.hash_key, self._transcript
-            expected = _without_last(before).tag(key, b"bob", pads[:TAG_BYTES])
+            before = self._transcript  # ends with Bob's TAG envelope; her reply is not in yet
+            expected = _without_last(before).tag(b"bob", pads[:TAG_BYTES])
             if len(payload) != TAG_BYTES or not hmac.compare_digest(payload, expected):
                 raise AuthenticationError()
             self.summary.verified = True
             self.summary.forgery_bound = before.blocks() / 2.0**128
-            return self._reply(TAG, before.tag(key, b"alice", pads[TAG_BYTES:]))
+            return self._reply(TAG, before.tag(b"alice", pads[TAG_BYTES:]))
         if kind == CONFIRM and self._state == "tagged":
             self._state = "done"
             self.summary.released = True
@@ -292,8 +333,13 @@ class AuthenticatedAlice:
         return env
 
 
+def _new_transcript(pool: AuthKeyPool | None) -> _Transcript:
+    """A pool round hashes as it goes under the pool's (reused) hash key, fixed for the round;
+    a PKI round has no hash key and keeps the bytes it will sign."""
+    if pool is not None:
+        return _Transcript(pool.hash_key)
+    return _Transcript(keep_bytes=True)
+
+
 def _without_last(transcript: _Transcript) -> _Transcript:
-    view = _Transcript()
-    view._parts = transcript._parts[:-1]
-    view.size = sum(len(p) for p in view._parts)
-    return view
+    return transcript.without_last()

@@ -171,8 +171,8 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
 
     # Keys leave only when both ends released them; otherwise neither is output.
     released = auth_failure is None and bob_end.summary.released and alice_end.released
-    alice_key, bob_key = (_split_key(oa.key, replenish_bits), _split_key(ob.key, replenish_bits)) if released else ((None, None), (None, None))
-    (alice_refill, alice_key), (bob_refill, bob_key) = alice_key, bob_key
+    alice_refill, alice_key = _split_key(oa.key, replenish_bits) if released else (None, None)
+    bob_refill, bob_key = _split_key(ob.key, replenish_bits) if released else (None, None)
     auth = bob_end.summary.to_dict()
     if released and alice_refill is not None:
         if alice_pki is not None:  # the signed round's key seeds both pools
@@ -201,10 +201,9 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
         cascade["errors_before"] = errors
         if 0 < q_key < 0.5:
             cascade["efficiency"] = cascade["leaked_bits"] / (oa.reconciled_key.size * binary_entropy(q_key))
-    aborted = not released
+    aborted = bob_key is None  # also when released but the refill took the whole key
     reason = ("authentication_failed" if auth_failure else ob.abort_reason or oa.abort_reason
               or ("no_key_left_after_replenishment" if released and bob_key is None else None))
-    aborted = aborted or bob_key is None
     p = record.provenance
     report = Report(
         exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits, qber=qber,

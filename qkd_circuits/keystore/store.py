@@ -4,13 +4,17 @@ One store per site (each site's KME holds its own party's final keys).  Keys ent
 pieces of QKD final keys (:func:`cut_key`, whose key IDs both sites derive alike), and leave by
 one of two doors, each a single ``BEGIN IMMEDIATE`` transaction:
 
-* :meth:`KeyStore.take_for_master` — a master SAE asks for ``number`` keys for a set of slaves
-  (ETSI GS QKD 014 "Get key"): free keys are assigned, handed out, and kept only for the slaves
-  attached to this site;
+* :meth:`KeyStore.reserve` → (the peer site records the assignment) → :meth:`KeyStore.finalize`
+  — a master SAE asks for ``number`` keys for a set of slaves (ETSI GS QKD 014 "Get key"):
+  free keys are set aside, handed out once the peer knows, and kept only for the slaves attached
+  to this site (:meth:`KeyStore.take_for_master` does both steps for a site with no peer);
 * :meth:`KeyStore.take_for_slave` — a slave fetches keys by ID ("Get key with key IDs"); a key
   whose last local recipient has it is deleted.
 
-Keys assigned at the other site reach this one through :meth:`KeyStore.assign`.  A request either
+Keys assigned at the other site reach this one through :meth:`KeyStore.assign` (and
+:meth:`KeyStore.unassign` if that site's master never received them).  A reservation found after
+a crash (:meth:`KeyStore.pending_reservations`) is undone at the peer and released here, or, if a
+slave already fetched its keys, finalized as delivered: never handed out twice.  A request either
 succeeds whole or changes nothing.  SQLite's atomic commit (WAL, ``synchronous=FULL``) means a
 crash at any instant leaves every key either undelivered and still stored, or delivered and
 gone — never both, never twice.  The audit table records deliveries (key_ID, SAE, time, action)
@@ -87,9 +91,12 @@ CREATE TABLE IF NOT EXISTS keys (
     link_id TEXT NOT NULL,
     round INTEGER NOT NULL,
     master_SAE_ID TEXT,
-    recipients TEXT
+    recipients TEXT,
+    assigned_to TEXT,
+    reservation TEXT
 );
 CREATE INDEX IF NOT EXISTS keys_free ON keys (size, created) WHERE master_SAE_ID IS NULL;
+CREATE INDEX IF NOT EXISTS keys_reserved ON keys (reservation) WHERE reservation IS NOT NULL;
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -171,7 +178,8 @@ class KeyStore:
     # -- the two doors ------------------------------------------------------------------------------
     def take_for_master(self, master: str, slaves: list[str], *, number: int, size: int,
                         local_SAEs: Iterable[str] = ()) -> list[StoredKey]:
-        """Assign ``number`` free keys to ``master`` for ``slaves`` and hand them to the master.
+        """Assign ``number`` free keys to ``master`` for ``slaves`` and hand them to the master
+        (:meth:`reserve` then :meth:`finalize`, for a site with no peer to tell).
 
         Only the slaves in ``local_SAEs`` (attached to this site) are remembered as recipients;
         a key nobody here still needs is deleted at once.
@@ -179,22 +187,65 @@ class KeyStore:
         Raises:
             NotEnoughKeys: fewer than ``number`` free keys of ``size`` bits (nothing changes).
         """
+        reservation = self.reserve(master, slaves, number=number, size=size, local_SAEs=local_SAEs)
+        return self.finalize(reservation)
+
+    def reserve(self, master: str, slaves: list[str], *, number: int, size: int,
+                local_SAEs: Iterable[str] = ()) -> str:
+        """Set ``number`` free keys aside for ``master`` (not yet delivered); returns the reservation.
+
+        A site reserves, has the peer site record the assignment (:meth:`assign` there), then
+        :meth:`finalize` delivers; if the peer refuses, :meth:`release` frees the keys again.
+        """
         keep_for = sorted(set(slaves) & set(local_SAEs))  # master == slave is allowed (ETSI 014)
-        now = time.time()
+        reservation = str(uuid.uuid4())
         with self._transaction() as db:
-            rows = db.execute("SELECT key_ID, key FROM keys WHERE master_SAE_ID IS NULL AND size = ? "
+            rows = db.execute("SELECT key_ID FROM keys WHERE master_SAE_ID IS NULL AND size = ? "
                               "ORDER BY created, key_ID LIMIT ?", (size, number)).fetchall()
             if len(rows) < number:
                 raise NotEnoughKeys(f"{len(rows)} keys of {size} bits are available, {number} were asked for")
-            ids = [r[0] for r in rows]
-            if keep_for:
-                db.executemany("UPDATE keys SET master_SAE_ID = ?, recipients = ? WHERE key_ID = ?",
-                               [(master, json.dumps(keep_for), k) for k in ids])
-            else:
-                db.executemany("DELETE FROM keys WHERE key_ID = ?", [(k,) for k in ids])
+            db.executemany("UPDATE keys SET master_SAE_ID = ?, recipients = ?, assigned_to = ?, reservation = ? "
+                           "WHERE key_ID = ?",
+                           [(master, json.dumps(keep_for), json.dumps(sorted(set(slaves))), reservation, r[0])
+                            for r in rows])
+        return reservation
+
+    def reserved_keys(self, reservation: str) -> list[str]:
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT key_ID FROM keys WHERE reservation = ? ORDER BY created, key_ID",
+                                             (reservation,))]
+
+    def pending_reservations(self) -> dict[str, tuple[str, list[str], list[str]]]:
+        """Reservations neither finalized nor released (after a crash): id → (master, slaves, key_IDs)."""
+        out: dict = {}
+        with self._connect() as db:
+            for key_ID, master, slaves, reservation in db.execute(
+                    "SELECT key_ID, master_SAE_ID, assigned_to, reservation FROM keys "
+                    "WHERE reservation IS NOT NULL ORDER BY created, key_ID"):
+                out.setdefault(reservation, (master, json.loads(slaves), []))[2].append(key_ID)
+        return out
+
+    def finalize(self, reservation: str, *, action: str = "enc_keys") -> list[StoredKey]:
+        """Deliver a reservation's keys to its master (audited); keep them only for local slaves."""
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute("SELECT key_ID, key, master_SAE_ID, recipients FROM keys WHERE reservation = ? "
+                              "ORDER BY created, key_ID", (reservation,)).fetchall()
+            if not rows:
+                raise KeyStoreError("no such reservation (already finalized or released)")
+            gone = [(r[0],) for r in rows if not json.loads(r[3])]
+            db.executemany("DELETE FROM keys WHERE key_ID = ?", gone)
+            db.execute("UPDATE keys SET reservation = NULL WHERE reservation = ?", (reservation,))
             db.executemany("INSERT INTO audit (time, key_ID, SAE_ID, action) VALUES (?,?,?,?)",
-                           [(now, k, master, "enc_keys") for k in ids])
-        return [StoredKey(k, bytes(v)) for k, v in rows]
+                           [(now, r[0], r[2], action) for r in rows])
+        return [StoredKey(r[0], bytes(r[1])) for r in rows]
+
+    def release(self, reservation: str) -> int:
+        """Return a reservation's keys to the free pool (the peer never recorded them)."""
+        with self._transaction() as db:
+            cur = db.execute("UPDATE keys SET master_SAE_ID = NULL, recipients = NULL, assigned_to = NULL, "
+                             "reservation = NULL WHERE reservation = ?", (reservation,))
+            return cur.rowcount
 
     def assign(self, key_IDs: list[str], *, master: str, slaves: list[str], local_SAEs: Iterable[str]) -> None:
         """Record that the other site handed these keys to ``master`` for ``slaves``.
@@ -210,10 +261,33 @@ class KeyStore:
                 if row[0] is not None and (row[0], json.loads(row[1])) != (master, keep_for):
                     raise KeyStoreError("a key is already assigned to another master or slave set")
             if keep_for:
-                db.executemany("UPDATE keys SET master_SAE_ID = ?, recipients = ? WHERE key_ID = ?",
-                               [(master, json.dumps(keep_for), k) for k in key_IDs])
+                db.executemany("UPDATE keys SET master_SAE_ID = ?, recipients = ?, assigned_to = ? WHERE key_ID = ?",
+                               [(master, json.dumps(keep_for), json.dumps(sorted(set(slaves))), k) for k in key_IDs])
             else:
                 db.executemany("DELETE FROM keys WHERE key_ID = ?", [(k,) for k in key_IDs])
+
+    def unassign(self, key_IDs: list[str], *, master: str) -> None:
+        """Undo :meth:`assign` for keys no slave has fetched here (the peer's master never got them).
+
+        Raises:
+            KeyStoreError: a key was already fetched by a slave here (it can never be reused), or
+                it is assigned to another master.  Keys not stored or not assigned are skipped.
+        """
+        with self._transaction() as db:
+            free = []
+            for key_ID in key_IDs:
+                fetched = db.execute("SELECT COUNT(*) FROM audit WHERE key_ID = ? AND action = 'dec_keys'",
+                                     (key_ID,)).fetchone()[0]
+                if fetched:
+                    raise KeyStoreError("a key was already delivered to a slave")
+                row = db.execute("SELECT master_SAE_ID FROM keys WHERE key_ID = ?", (key_ID,)).fetchone()
+                if row is None or row[0] is None:
+                    continue
+                if row[0] != master:
+                    raise KeyStoreError("a key is assigned to another master")
+                free.append((key_ID,))
+            db.executemany("UPDATE keys SET master_SAE_ID = NULL, recipients = NULL, assigned_to = NULL "
+                           "WHERE key_ID = ?", free)
 
     def take_for_slave(self, caller: str, master: str, key_IDs: list[str]) -> list[StoredKey]:
         """Hand ``caller`` the keys ``key_IDs`` that ``master`` obtained for it (all or nothing).
@@ -229,8 +303,8 @@ class KeyStore:
         with self._transaction() as db:
             rows = []
             for key_ID in key_IDs:
-                row = db.execute("SELECT key, master_SAE_ID, recipients FROM keys WHERE key_ID = ?",
-                                 (key_ID,)).fetchone()
+                row = db.execute("SELECT key, master_SAE_ID, recipients FROM keys WHERE key_ID = ? "
+                                 "AND reservation IS NULL", (key_ID,)).fetchone()
                 if row is None:
                     raise KeysNotFound("one or more keys specified are not found on KME")
                 rows.append((key_ID, *row))

@@ -1,0 +1,69 @@
+"""A small synchronous ETSI GS QKD 014 client (standard library only), for SAEs and tests."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import ssl
+from urllib.parse import quote, urlencode
+
+from ..exceptions import QKDError
+
+__all__ = ["KmeClient", "Etsi014Error"]
+
+
+class Etsi014Error(QKDError):
+    """The KME answered with an error: ``status`` and its JSON Error object in ``body``."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        self.status, self.body = status, body
+        super().__init__(f"KME answered {status}: {body.get('message', body)}")
+
+
+class KmeClient:
+    """Talks to one KME over mutual TLS as the SAE whose certificate ``ssl_context`` presents."""
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, *, timeout: float = 30.0) -> None:
+        self.host, self.port, self._ctx, self._timeout = host, port, ssl_context, timeout
+
+    def __repr__(self) -> str:
+        return f"KmeClient({self.host}:{self.port})"
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self._timeout)
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            data = json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise Etsi014Error(response.status, data)
+        return data
+
+    @staticmethod
+    def _path(sae: str, leaf: str, query: dict | None = None) -> str:
+        path = f"/api/v1/keys/{quote(sae, safe='')}/{leaf}"
+        return path + ("?" + urlencode(query) if query else "")
+
+    def status(self, slave_SAE_ID: str) -> dict:
+        return self._call("GET", self._path(slave_SAE_ID, "status"))
+
+    def get_key(self, slave_SAE_ID: str, *, number: int = 1, size: int | None = None,
+                additional_slave_SAE_IDs: list[str] | None = None) -> list[tuple[str, bytes]]:
+        """Get key (enc_keys) as master; returns ``[(key_ID, key bytes)]``."""
+        body = {"number": number}
+        if size is not None:
+            body["size"] = size
+        if additional_slave_SAE_IDs:
+            body["additional_slave_SAE_IDs"] = additional_slave_SAE_IDs
+        data = self._call("POST", self._path(slave_SAE_ID, "enc_keys"), body)
+        return [(k["key_ID"], base64.b64decode(k["key"])) for k in data["keys"]]
+
+    def get_key_with_ids(self, master_SAE_ID: str, key_IDs: list[str]) -> list[tuple[str, bytes]]:
+        """Get key with key IDs (dec_keys) as slave."""
+        data = self._call("POST", self._path(master_SAE_ID, "dec_keys"),
+                          {"key_IDs": [{"key_ID": k} for k in key_IDs]})
+        return [(k["key_ID"], base64.b64decode(k["key"])) for k in data["keys"]]

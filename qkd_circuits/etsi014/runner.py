@@ -1,0 +1,58 @@
+"""Run a KME in a background thread (tests, notebooks) or in the foreground (``qkd kme serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+
+from aiohttp import web
+
+from ..keystore import KeyStore
+from .server import KmeConfig, make_app, recover
+
+__all__ = ["RunningKme", "start_kme"]
+
+
+class RunningKme:
+    """A KME serving on ``host:port`` from its own event-loop thread; :meth:`stop` shuts it down."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, runner: web.AppRunner, thread: threading.Thread,
+                 host: str, port: int, recovery: dict) -> None:
+        self._loop, self._runner, self._thread = loop, runner, thread
+        self.host, self.port, self.recovery = host, port, recovery
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> RunningKme:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_kme(config: KmeConfig, store: KeyStore, *, host: str = "127.0.0.1", port: int = 0,
+              ssl_context: ssl.SSLContext) -> RunningKme:
+    """Settle any reservations a crash left, then serve; returns once the socket listens."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name=f"kme-{config.KME_ID}")
+    thread.start()
+
+    async def setup():
+        recovery = await recover(config, store)
+        runner = web.AppRunner(make_app(config, store), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # the real port when port == 0
+        return runner, bound, recovery
+
+    runner, bound, recovery = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)
+    return RunningKme(loop, runner, thread, host, bound, recovery)

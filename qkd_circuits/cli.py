@@ -105,12 +105,16 @@ def _round_options(exchanges, mode, backend, noise, eve, distance_km, alpha_db_p
 @click.option("--attack", type=click.Choice(["tamper", "replay", "reorder", "drop"]), default=None,
               help="An active attacker on the classical channel.")
 @click.option("--mitm", is_flag=True, help="A classical man-in-the-middle between the parties.")
+@click.option("--store-a", type=click.Path(dir_okay=False), default=None,
+              help="Put Alice's final key into this site key store (for 'qkd kme serve').")
+@click.option("--store-b", type=click.Path(dir_okay=False), default=None, help="The same for Bob's key.")
+@click.option("--link-id", default="A-B", show_default=True, help="Link name in the key IDs both sites derive.")
 @click.option("--save-record", type=click.Path(dir_okay=False), default=None,
               help="Write the measurement record (.npz; holds Alice's raw bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report and nothing else.")
 def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, detector_efficiency,
         dark_count, seed, lanes, schedule, abort_qber, cascade, sample_fraction, eps_sec, eps_cor,
-        psk_file, pki_dir, attack, mitm, save_record, as_json) -> None:
+        psk_file, pki_dir, attack, mitm, store_a, store_b, link_id, save_record, as_json) -> None:
     """Run one BB84 round and print its report."""
     from .session import run_bb84
 
@@ -149,6 +153,8 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
         if not as_json:
             click.echo(f"the signed round seeded the key pool: continue with --psk {Path(pki_dir) / 'pool.psk'}",
                        err=True)
+    if (store_a or store_b) and not result.report.aborted:
+        _store_keys(result, store_a, store_b, link_id, options.get("round_number"))
     if save_record:
         result.record.save(save_record)
     report = result.report
@@ -157,6 +163,23 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
     else:
         _print_report(report)
     sys.exit(EXIT_ABORTED if report.aborted else EXIT_OK)
+
+
+def _store_keys(result, store_a, store_b, link_id, round_number) -> None:
+    import secrets as _secrets
+
+    from .keystore import KeyStore, store_final_key
+
+    # Key IDs come from (link, round, index): a round without a PSK has no number, so use a
+    # fresh random one (both sites are stored from this process, so they agree).
+    round_id = round_number if round_number is not None else _secrets.randbits(62)
+    for path, key in ((store_a, result.alice_key), (store_b, result.bob_key)):
+        if path:
+            try:
+                stored = store_final_key(KeyStore(path), key, link_id=link_id, round_number=round_id)
+            except QKDError as exc:
+                _fail(str(exc), EXIT_USAGE)
+            click.echo(f"stored {stored} keys of 256 bits in {path}", err=True)
 
 
 def _run_mitm(exchanges, options, pool, as_json) -> None:
@@ -348,3 +371,143 @@ def _print_report(report) -> None:
                      f"{'same at both ends' if report.alice_key_sha256 == report.bob_key_sha256 else 'KEYS DIFFER'})")
     lines.append("  (simulated: the simulator's operator knows every bit of this key)")
     click.echo("\n".join(lines))
+
+
+@main.group()
+def kme() -> None:
+    """ETSI GS QKD 014 key delivery: serve a site's keys to its SAEs over mutual TLS."""
+
+
+def _tls_files(directory: str, name: str) -> tuple[Path, Path, Path]:
+    d = Path(directory)
+    files = (d / f"{name}.pem", d / f"{name}.key", d / "ca.pem")
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        _fail(f"missing TLS files {missing}: run 'qkd kme tls-init {directory}'", EXIT_USAGE)
+    return files
+
+
+@kme.command("tls-init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--kme", "kmes", multiple=True, default=("kme-a", "kme-b"), show_default=True)
+@click.option("--sae", "saes", multiple=True, default=("sae-a", "sae-b"), show_default=True)
+def kme_tls_init(directory, kmes, saes) -> None:
+    """Write a demo CA and certificates for the KMEs and SAEs (the CN is the ID)."""
+    from .etsi014 import init_tls_pki
+
+    try:
+        init_tls_pki(directory, kmes=tuple(kmes), saes=tuple(saes))
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"wrote {directory}/ca.pem and certificates for {', '.join((*kmes, *saes))}")
+
+
+@kme.command("serve")
+@click.option("--id", "kme_id", required=True, help="This KME's ID (its certificate's CN in --tls).")
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False), help="The site's key store.")
+@click.option("--tls", "tls_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--listen", default="127.0.0.1:8443", show_default=True)
+@click.option("--sae", "saes", multiple=True, required=True, help="An SAE attached to this site (repeatable).")
+@click.option("--peer-id", default=None, help="The KME at the other end of the link.")
+@click.option("--peer-url", default=None, help="https://HOST:PORT of the peer KME.")
+@click.option("--peer-sae", "peer_saes", multiple=True, help="An SAE attached to the peer site (repeatable).")
+@click.option("--key-size", type=int, default=256, show_default=True)
+def kme_serve(kme_id, store_path, tls_dir, listen, saes, peer_id, peer_url, peer_saes, key_size) -> None:
+    """Serve one site's key store over ETSI GS QKD 014 until interrupted."""
+    import time
+
+    from .channel.tcp import parse_address
+    from .etsi014 import KmeConfig, client_context, server_context, start_kme
+    from .keystore import KeyStore
+
+    cert, key, ca = _tls_files(tls_dir, kme_id)
+    try:
+        host, port = parse_address(listen)
+        config = KmeConfig(KME_ID=kme_id, local_SAEs=frozenset(saes), peer_KME_ID=peer_id,
+                           remote_SAEs=frozenset(peer_saes), peer_url=peer_url, key_size=key_size,
+                           peer_ssl=client_context(cert, key, ca) if peer_url else None)
+        running = start_kme(config, KeyStore(store_path), host=host, port=port,
+                            ssl_context=server_context(cert, key, ca))
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"{kme_id} serving ETSI GS QKD 014 on {running.url} (recovered: {running.recovery})", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        running.stop()
+
+
+def _kme_client(url: str, tls_dir: str, sae: str):
+    from urllib.parse import urlsplit
+
+    from .etsi014 import KmeClient, client_context
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or not parts.port:
+        _fail(f"--kme must be https://HOST:PORT, got {url!r}", EXIT_USAGE)
+    return KmeClient(parts.hostname, parts.port, client_context(*_tls_files(tls_dir, sae)))
+
+
+def _kme_call(fn) -> None:
+    from .etsi014 import Etsi014Error
+
+    try:
+        click.echo(json.dumps(fn()))
+    except Etsi014Error as exc:
+        click.echo(json.dumps({"status": exc.status, **exc.body}))
+        sys.exit(EXIT_ABORTED)
+    except (OSError, ConnectionError) as exc:
+        _fail(f"cannot reach the KME: {exc}", EXIT_BACKEND)
+
+
+_KME_CLIENT_OPTIONS = [
+    click.option("--kme", "url", required=True, help="https://HOST:PORT of your site's KME."),
+    click.option("--tls", "tls_dir", required=True, type=click.Path(file_okay=False)),
+    click.option("--sae", required=True, help="Your SAE ID (your certificate's CN in --tls)."),
+]
+
+
+def _kme_client_options(command):
+    for option in reversed(_KME_CLIENT_OPTIONS):
+        command = option(command)
+    return command
+
+
+@kme.command("status")
+@_kme_client_options
+@click.option("--slave", required=True)
+def kme_status(url, tls_dir, sae, slave) -> None:
+    """Get status for a slave SAE (JSON)."""
+    _kme_call(lambda: _kme_client(url, tls_dir, sae).status(slave))
+
+
+@kme.command("get-key")
+@_kme_client_options
+@click.option("--slave", required=True)
+@click.option("--number", type=int, default=1, show_default=True)
+@click.option("--also", "additional", multiple=True, help="An additional slave SAE (repeatable).")
+def kme_get_key(url, tls_dir, sae, slave, number, additional) -> None:
+    """Get keys as master for a slave SAE (prints key_IDs and base64 keys as JSON)."""
+    import base64
+
+    def call():
+        keys = _kme_client(url, tls_dir, sae).get_key(slave, number=number, additional_slave_SAE_IDs=list(additional))
+        return {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode()} for k, v in keys]}
+
+    _kme_call(call)
+
+
+@kme.command("get-key-with-ids")
+@_kme_client_options
+@click.option("--master", required=True)
+@click.argument("key_ids", nargs=-1, required=True)
+def kme_get_key_with_ids(url, tls_dir, sae, master, key_ids) -> None:
+    """Get keys by ID as a slave of MASTER (JSON)."""
+    import base64
+
+    def call():
+        keys = _kme_client(url, tls_dir, sae).get_key_with_ids(master, list(key_ids))
+        return {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode()} for k, v in keys]}
+
+    _kme_call(call)

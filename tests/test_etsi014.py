@@ -126,13 +126,6 @@ def test_percent_encoded_sae_ids(sites):
     assert code == 200 and data["slave_SAE_ID"] == "sae-b"
 
 
-def test_running_out_of_keys_gives_503(sites):
-    code, data = _raw(sites, "sae-a", "POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 128}')
-    while code == 200:
-        code, data = _raw(sites, "sae-a", "POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 128}')
-    assert code == 503 and "not enough key material" in data["message"]
-
-
 def test_no_client_certificate_or_a_foreign_ca_fail_at_the_handshake(sites, tmp_path):
     port = sites["kmes"]["a"].port
     bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -206,3 +199,37 @@ def test_a_crash_between_reserve_and_deliver_is_settled_at_restart(tmp_path):
             assert kme_a.recovery == {"released": 3, "orphaned": 0, "pending": 0}
     assert a.count_free() == b.count_free() == free  # nothing lost, nothing handed out
     assert a.pending_reservations() == {}
+
+
+def test_the_third_party_etsi_client_works_against_our_kmes(sites):
+    # etsi-qkd-014-client (PyPI), a real client written against the spec, not by us.
+    from etsi_qkd_014_client import QKD014Client
+
+    certs = sites["certs"]
+
+    def client(sae, site):
+        return QKD014Client(f"127.0.0.1:{sites['kmes'][site].port}", str(certs / f"{sae}.pem"),
+                            str(certs / f"{sae}.key"), str(certs / "ca.pem"))
+
+    master, slave = client("sae-a", "a"), client("sae-b", "b")
+    code, status = master.get_status("sae-b")
+    assert code == 200 and status.key_size == 256 and status.target_kme_id == "kme-b"
+    code, container = master.get_key("sae-b", number=2, size=256)
+    assert code == 200 and len(container.keys) == 2
+    ids = [k.key_id for k in container.keys]
+    code, back = slave.get_key_with_key_IDs("sae-a", ids)
+    assert code == 200 and [k.key for k in back.keys] == [k.key for k in container.keys]
+    code, error = slave.get_key_with_key_IDs("sae-a", ids)
+    assert code == 400 and error.message == "one or more keys specified are not found on KME"
+    code, error = master.get_key("sae-b", number=1, size=12)
+    assert code == 400 and error.message == "size shall be a multiple of 8"
+    code, simple = master.get_key("sae-b")  # the client's plain GET form
+    assert code == 200 and len(simple.keys) == 1
+
+
+# Runs last on the shared sites: it drains site A.
+def test_running_out_of_keys_gives_503(sites):
+    code, data = _raw(sites, "sae-a", "POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 128}')
+    while code == 200:
+        code, data = _raw(sites, "sae-a", "POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 128}')
+    assert code == 503 and "not enough key material" in data["message"]

@@ -405,14 +405,20 @@ def kme_tls_init(directory, kmes, saes) -> None:
 @kme.command("serve")
 @click.option("--id", "kme_id", required=True, help="This KME's ID (its certificate's CN in --tls).")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False), help="The site's key store.")
-@click.option("--tls", "tls_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--tls", "tls_dir", default=None, type=click.Path(file_okay=False),
+              help="TLS material (required for TCP and for a peer KME).")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True)
+@click.option("--unix", "unix_path", default=None, type=click.Path(dir_okay=False),
+              help="Serve on this Unix socket instead (mode 0600; no network at all).")
+@click.option("--uid-sae", "uid_saes", multiple=True, metavar="UID=SAE",
+              help="On --unix: the SAE ID of a local user id (repeatable).")
 @click.option("--sae", "saes", multiple=True, required=True, help="An SAE attached to this site (repeatable).")
 @click.option("--peer-id", default=None, help="The KME at the other end of the link.")
 @click.option("--peer-url", default=None, help="https://HOST:PORT of the peer KME.")
 @click.option("--peer-sae", "peer_saes", multiple=True, help="An SAE attached to the peer site (repeatable).")
 @click.option("--key-size", type=int, default=256, show_default=True)
-def kme_serve(kme_id, store_path, tls_dir, listen, saes, peer_id, peer_url, peer_saes, key_size) -> None:
+def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, saes, peer_id, peer_url, peer_saes,
+              key_size) -> None:
     """Serve one site's key store over ETSI GS QKD 014 until interrupted."""
     import time
 
@@ -420,17 +426,29 @@ def kme_serve(kme_id, store_path, tls_dir, listen, saes, peer_id, peer_url, peer
     from .etsi014 import KmeConfig, client_context, server_context, start_kme
     from .keystore import KeyStore
 
-    cert, key, ca = _tls_files(tls_dir, kme_id)
+    if tls_dir is None and (unix_path is None or peer_url):
+        _fail("--tls DIR is needed to serve over TCP or to reach a peer KME", EXIT_USAGE)
+    cert, key, ca = _tls_files(tls_dir, kme_id) if tls_dir else (None, None, None)
     try:
-        host, port = parse_address(listen)
+        uid_map = {}
+        for item in uid_saes:
+            uid, sep, sae = item.partition("=")
+            if not sep or not uid.isdigit() or not sae:
+                raise ConfigurationError(f"--uid-sae takes UID=SAE, got {item!r}")
+            uid_map[int(uid)] = sae
         config = KmeConfig(KME_ID=kme_id, local_SAEs=frozenset(saes), peer_KME_ID=peer_id,
                            remote_SAEs=frozenset(peer_saes), peer_url=peer_url, key_size=key_size,
-                           peer_ssl=client_context(cert, key, ca) if peer_url else None)
-        running = start_kme(config, KeyStore(store_path), host=host, port=port,
-                            ssl_context=server_context(cert, key, ca))
+                           peer_ssl=client_context(cert, key, ca) if peer_url else None, uid_SAEs=uid_map)
+        if unix_path:
+            running = start_kme(config, KeyStore(store_path), unix_path=unix_path)
+        else:
+            host, port = parse_address(listen)
+            running = start_kme(config, KeyStore(store_path), host=host, port=port,
+                                ssl_context=server_context(cert, key, ca))
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
-    click.echo(f"{kme_id} serving ETSI GS QKD 014 on {running.url} (recovered: {running.recovery})", err=True)
+    where = f"unix:{unix_path}" if unix_path else running.url
+    click.echo(f"{kme_id} serving ETSI GS QKD 014 on {where} (recovered: {running.recovery})", err=True)
     try:
         while True:
             time.sleep(3600)
@@ -443,9 +461,13 @@ def _kme_client(url: str, tls_dir: str, sae: str):
 
     from .etsi014 import KmeClient, client_context
 
+    if url.startswith("unix:"):
+        return KmeClient(unix_path=url[5:])  # the kernel names us: no certificate
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname or not parts.port:
-        _fail(f"--kme must be https://HOST:PORT, got {url!r}", EXIT_USAGE)
+        _fail(f"--kme must be https://HOST:PORT or unix:PATH, got {url!r}", EXIT_USAGE)
+    if not (tls_dir and sae):
+        _fail("--tls DIR and --sae ID are needed for an https KME", EXIT_USAGE)
     return KmeClient(parts.hostname, parts.port, client_context(*_tls_files(tls_dir, sae)))
 
 
@@ -462,9 +484,9 @@ def _kme_call(fn) -> None:
 
 
 _KME_CLIENT_OPTIONS = [
-    click.option("--kme", "url", required=True, help="https://HOST:PORT of your site's KME."),
-    click.option("--tls", "tls_dir", required=True, type=click.Path(file_okay=False)),
-    click.option("--sae", required=True, help="Your SAE ID (your certificate's CN in --tls)."),
+    click.option("--kme", "url", required=True, help="https://HOST:PORT or unix:PATH of your site's KME."),
+    click.option("--tls", "tls_dir", default=None, type=click.Path(file_okay=False), help="For https."),
+    click.option("--sae", default=None, help="Your SAE ID (your certificate's CN in --tls), for https."),
 ]
 
 

@@ -233,3 +233,25 @@ def test_running_out_of_keys_gives_503(sites):
     while code == 200:
         code, data = _raw(sites, "sae-a", "POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 128}')
     assert code == 503 and "not enough key material" in data["message"]
+
+
+def test_the_smallest_secure_site_a_unix_socket_with_uid_identities(tmp_path):
+    import os
+    import stat
+
+    store = KeyStore(tmp_path / "box.db")
+    store_final_key(store, qkd.run_bb84(150_000, channel=qkd.Channel(depolarizing=0.02), seed=31).alice_key,
+                    link_id="A-B", round_number=0)
+    path = str(tmp_path / "kme.sock")
+    config = KmeConfig(KME_ID="kme-box", local_SAEs=frozenset({"sae-app"}), uid_SAEs={os.getuid(): "sae-app"})
+    with start_kme(config, store, unix_path=path):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # the outer fence: only this user
+        client = KmeClient(unix_path=path)
+        assert client.status("sae-app")["master_SAE_ID"] == "sae-app"
+        keys = client.get_key("sae-app", number=1)
+        assert client.get_key_with_ids("sae-app", [keys[0][0]]) == keys
+    stranger = KmeConfig(KME_ID="kme-box", local_SAEs=frozenset({"sae-app"}), uid_SAEs={os.getuid() + 1: "sae-app"})
+    with start_kme(stranger, store, unix_path=path):
+        with pytest.raises(Etsi014Error) as err:
+            KmeClient(unix_path=path).status("sae-app")
+        assert err.value.status == 401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import ssl
 from urllib.parse import quote, urlencode
 
@@ -21,17 +22,33 @@ class Etsi014Error(QKDError):
         super().__init__(f"KME answered {status}: {body.get('message', body)}")
 
 
-class KmeClient:
-    """Talks to one KME over mutual TLS as the SAE whose certificate ``ssl_context`` presents."""
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
 
-    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, *, timeout: float = 30.0) -> None:
-        self.host, self.port, self._ctx, self._timeout = host, port, ssl_context, timeout
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class KmeClient:
+    """Talks to one KME over mutual TLS as the SAE whose certificate ``ssl_context`` presents,
+    or (``unix_path=``) over the KME's Unix socket as the SAE its uid maps to."""
+
+    def __init__(self, host: str | None = None, port: int | None = None, ssl_context: ssl.SSLContext | None = None,
+                 *, unix_path: str | None = None, timeout: float = 30.0) -> None:
+        if (unix_path is None) == (ssl_context is None):
+            raise ValueError("connect over TLS (host, port, ssl_context) or a Unix socket (unix_path)")
+        self.host, self.port, self._ctx, self._timeout, self._unix = host, port, ssl_context, timeout, unix_path
 
     def __repr__(self) -> str:
-        return f"KmeClient({self.host}:{self.port})"
+        return f"KmeClient({self._unix or f'{self.host}:{self.port}'})"
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self._timeout)
+        conn = (_UnixConnection(self._unix, self._timeout) if self._unix else
+                http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self._timeout))
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
             conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import threading
 
@@ -39,8 +40,16 @@ class RunningKme:
 
 
 def start_kme(config: KmeConfig, store: KeyStore, *, host: str = "127.0.0.1", port: int = 0,
-              ssl_context: ssl.SSLContext) -> RunningKme:
-    """Settle any reservations a crash left, then serve; returns once the socket listens."""
+              ssl_context: ssl.SSLContext | None = None, unix_path: str | None = None,
+              unix_mode: int = 0o600) -> RunningKme:
+    """Settle any reservations a crash left, then serve; returns once the socket listens.
+
+    Either TCP with mutual TLS (``ssl_context``), or a Unix domain socket at ``unix_path``
+    (no network at all: the caller's uid names its SAE, ``config.uid_SAEs``, and the socket
+    file's mode ``unix_mode`` decides who may connect at all).
+    """
+    if (ssl_context is None) == (unix_path is None):
+        raise ValueError("serve over TLS (ssl_context) or on a Unix socket (unix_path), exactly one")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name=f"kme-{config.KME_ID}")
     thread.start()
@@ -49,6 +58,11 @@ def start_kme(config: KmeConfig, store: KeyStore, *, host: str = "127.0.0.1", po
         recovery = await recover(config, store)
         runner = web.AppRunner(make_app(config, store), access_log=None)
         await runner.setup()
+        if unix_path is not None:
+            site = web.UnixSite(runner, unix_path)
+            await site.start()
+            os.chmod(unix_path, unix_mode)
+            return runner, 0, recovery
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # the real port when port == 0

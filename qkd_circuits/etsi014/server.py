@@ -1,6 +1,7 @@
 """The ETSI GS QKD 014 V1.1.1 key-delivery API of one site's KME (aiohttp, mutual TLS).
 
-Endpoints (the caller's SAE ID is the CN of its verified client certificate)::
+Endpoints (the caller's SAE ID is the CN of its verified client certificate, or on a Unix
+socket the SAE mapped to the caller's uid)::
 
     GET        /api/v1/keys/{slave_SAE_ID}/status
     GET|POST   /api/v1/keys/{slave_SAE_ID}/enc_keys       the caller is the master
@@ -20,7 +21,9 @@ import asyncio
 import base64
 import json
 import logging
+import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -47,6 +50,8 @@ class KmeConfig:
         peer_url: ``https://host:port`` of the peer KME (``None``: no peer to tell).
         key_size: the size of every stored key, in bits (min = max = default size).
         max_key_per_request, max_key_count, max_SAE_ID_count: the limits Status reports.
+        uid_SAEs: on a Unix socket, the SAE ID of each local user id (from the kernel's peer
+            credentials, SO_PEERCRED); the socket file's permissions are the outer fence.
     """
 
     KME_ID: str
@@ -59,6 +64,7 @@ class KmeConfig:
     max_key_count: int = 100_000
     max_SAE_ID_count: int = 8
     peer_ssl: ssl.SSLContext | None = field(default=None, repr=False)
+    uid_SAEs: dict = field(default_factory=dict)  # Unix-socket mode: peer uid -> SAE ID
 
 
 class _Error(Exception):
@@ -74,9 +80,21 @@ def _error(status: int, message: str, details: list | None = None) -> web.Respon
     return web.json_response(body, status=status)
 
 
-def _caller(request: web.Request) -> str | None:
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return peer_identity(ssl_object.getpeercert()) if ssl_object is not None else None
+def _caller(request: web.Request, config: KmeConfig) -> str | None:
+    """The caller's SAE ID: the CN of its verified TLS certificate, or, on a Unix socket, the
+    SAE mapped to the connecting process's uid.  ``None`` when neither identifies it."""
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is not None:
+        return peer_identity(ssl_object.getpeercert())
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX and config.uid_SAEs:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        return config.uid_SAEs.get(uid)
+    return None
 
 
 async def _body(request: web.Request, allowed: set[str]) -> dict:
@@ -126,7 +144,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
 
     def api(handler):
         async def wrapped(request: web.Request) -> web.Response:
-            caller = _caller(request)
+            caller = _caller(request, config)
             if caller is None or caller not in config.local_SAEs:
                 return _error(401, "the caller is not an SAE of this KME")
             try:
@@ -241,7 +259,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
                                            for k in keys]})
 
     async def peer(request: web.Request) -> web.Response:
-        if config.peer_KME_ID is None or _caller(request) != config.peer_KME_ID:
+        if config.peer_KME_ID is None or _caller(request, config) != config.peer_KME_ID:
             return _error(401, "the caller is not the peer KME")
         try:
             body = await request.json()

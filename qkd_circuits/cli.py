@@ -533,3 +533,13 @@ def kme_get_key_with_ids(url, tls_dir, sae, master, key_ids) -> None:
         return {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode()} for k, v in keys]}
 
     _kme_call(call)
+
+
+@kme.command("audit")
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, exists=True))
+def kme_audit(store_path) -> None:
+    """Print a site's delivery log (time, key_ID, SAE, action) as JSON lines; never key bytes."""
+    from .keystore import KeyStore
+
+    for when, key_ID, sae, action in KeyStore(store_path).audit():
+        click.echo(json.dumps({"time": when, "key_ID": key_ID, "SAE_ID": sae, "action": action}))

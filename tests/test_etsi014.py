@@ -255,3 +255,25 @@ def test_the_smallest_secure_site_a_unix_socket_with_uid_identities(tmp_path):
         with pytest.raises(Etsi014Error) as err:
             KmeClient(unix_path=path).status("sae-app")
         assert err.value.status == 401
+
+
+def test_logs_and_the_audit_trail_hold_no_key_bytes(tmp_path, caplog):
+    import base64
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    certs = init_tls_pki(tmp_path / "tls", kmes=("kme-a",), saes=("sae-a",))
+    store = KeyStore(tmp_path / "a.db")
+    store_final_key(store, qkd.run_bb84(120_000, channel=qkd.Channel(depolarizing=0.02), seed=37).alice_key,
+                    link_id="A-B", round_number=0)
+    config = KmeConfig(KME_ID="kme-a", local_SAEs=frozenset({"sae-a"}))
+    with start_kme(config, store, ssl_context=server_context(certs / "kme-a.pem", certs / "kme-a.key",
+                                                             certs / "ca.pem")) as kme:
+        client = KmeClient("127.0.0.1", kme.port, client_context(certs / "sae-a.pem", certs / "sae-a.key",
+                                                                certs / "ca.pem"))
+        keys = client.get_key("sae-a", number=3)
+        client.get_key_with_ids("sae-a", [k for k, _ in keys])
+    trail = "\n".join(map(str, store.audit())) + caplog.text
+    assert "enc_keys" in trail and "dec_keys" in trail
+    for _, key in keys:
+        assert base64.b64encode(key).decode() not in trail and key.hex() not in trail

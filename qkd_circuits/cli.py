@@ -412,13 +412,16 @@ def kme_tls_init(directory, kmes, saes) -> None:
               help="Serve on this Unix socket instead (mode 0600; no network at all).")
 @click.option("--uid-sae", "uid_saes", multiple=True, metavar="UID=SAE",
               help="On --unix: the SAE ID of a local user id (repeatable).")
+@click.option("--unix-mode", default="600", show_default=True,
+              help="Octal mode of the socket file (660 lets a shared group's users connect).")
+@click.option("--also-tcp", is_flag=True, help="With --unix: also listen on --listen with mutual TLS (peer KME).")
 @click.option("--sae", "saes", multiple=True, required=True, help="An SAE attached to this site (repeatable).")
 @click.option("--peer-id", default=None, help="The KME at the other end of the link.")
 @click.option("--peer-url", default=None, help="https://HOST:PORT of the peer KME.")
 @click.option("--peer-sae", "peer_saes", multiple=True, help="An SAE attached to the peer site (repeatable).")
 @click.option("--key-size", type=int, default=256, show_default=True)
-def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, saes, peer_id, peer_url, peer_saes,
-              key_size) -> None:
+def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, unix_mode, also_tcp, saes, peer_id,
+              peer_url, peer_saes, key_size) -> None:
     """Serve one site's key store over ETSI GS QKD 014 until interrupted."""
     import time
 
@@ -426,7 +429,7 @@ def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, saes, pe
     from .etsi014 import KmeConfig, client_context, server_context, start_kme
     from .keystore import KeyStore
 
-    if tls_dir is None and (unix_path is None or peer_url):
+    if tls_dir is None and (unix_path is None or peer_url or also_tcp):
         _fail("--tls DIR is needed to serve over TCP or to reach a peer KME", EXIT_USAGE)
     cert, key, ca = _tls_files(tls_dir, kme_id) if tls_dir else (None, None, None)
     try:
@@ -439,15 +442,17 @@ def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, saes, pe
         config = KmeConfig(KME_ID=kme_id, local_SAEs=frozenset(saes), peer_KME_ID=peer_id,
                            remote_SAEs=frozenset(peer_saes), peer_url=peer_url, key_size=key_size,
                            peer_ssl=client_context(cert, key, ca) if peer_url else None, uid_SAEs=uid_map)
-        if unix_path:
-            running = start_kme(config, KeyStore(store_path), unix_path=unix_path)
-        else:
-            host, port = parse_address(listen)
-            running = start_kme(config, KeyStore(store_path), host=host, port=port,
-                                ssl_context=server_context(cert, key, ca))
+        try:
+            mode = int(unix_mode, 8)
+        except ValueError:
+            raise ConfigurationError(f"--unix-mode must be octal, got {unix_mode!r}") from None
+        host, port = parse_address(listen)
+        tcp = unix_path is None or also_tcp
+        running = start_kme(config, KeyStore(store_path), host=host, port=port, unix_path=unix_path, unix_mode=mode,
+                            ssl_context=server_context(cert, key, ca) if tcp else None)
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
-    where = f"unix:{unix_path}" if unix_path else running.url
+    where = " and ".join(([f"unix:{unix_path}"] if unix_path else []) + ([running.url] if running.port else []))
     click.echo(f"{kme_id} serving ETSI GS QKD 014 on {where} (recovered: {running.recovery})", err=True)
     try:
         while True:

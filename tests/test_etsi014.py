@@ -30,7 +30,8 @@ def sites(tmp_path_factory):
 
     local = {"a": frozenset({"sae-a", "sae-a2"}), "b": frozenset({"sae-b", "sae-b2"})}
     kmes = {}
-    # Start B first without its peer URL (A's port is not known yet), then A, then B again.
+    # B starts first and needs no peer URL: its SAEs are only slaves here (A tells B, never the
+    # other way round); then A starts with B's URL.
     for me, other in (("b", "a"), ("a", "b")):
         config = KmeConfig(KME_ID=f"kme-{me}", local_SAEs=local[me], peer_KME_ID=f"kme-{other}",
                            remote_SAEs=local[other], peer_url=kmes[other].url if other in kmes else None,

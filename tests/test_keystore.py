@@ -180,3 +180,10 @@ def test_a_qkd_round_fills_both_sites_with_the_same_keys(tmp_path):
     got = site_a.take_for_master("sae-a", ["sae-b"], number=4, size=256, local_SAEs=["sae-a"])
     site_b.assign([k.key_ID for k in got], master="sae-a", slaves=["sae-b"], local_SAEs=["sae-b"])
     assert [k.key for k in site_b.take_for_slave("sae-b", "sae-a", [k.key_ID for k in got])] == [k.key for k in got]
+
+
+def test_the_store_file_is_readable_by_its_owner_only(tmp_path):
+    import stat
+
+    KeyStore(tmp_path / "mode.db")
+    assert stat.S_IMODE(os.stat(tmp_path / "mode.db").st_mode) == 0o600

@@ -44,12 +44,13 @@ def start_kme(config: KmeConfig, store: KeyStore, *, host: str = "127.0.0.1", po
               unix_mode: int = 0o600) -> RunningKme:
     """Settle any reservations a crash left, then serve; returns once the socket listens.
 
-    Either TCP with mutual TLS (``ssl_context``), or a Unix domain socket at ``unix_path``
-    (no network at all: the caller's uid names its SAE, ``config.uid_SAEs``, and the socket
-    file's mode ``unix_mode`` decides who may connect at all).
+    TCP with mutual TLS (``ssl_context``), a Unix domain socket at ``unix_path`` (no network:
+    the caller's uid names its SAE, ``config.uid_SAEs``, and the socket file's mode
+    ``unix_mode`` decides who may connect at all; 0o660 with a shared group lets another user's
+    application in), or both (the TLS listener then also takes the peer KME's assignments).
     """
-    if (ssl_context is None) == (unix_path is None):
-        raise ValueError("serve over TLS (ssl_context) or on a Unix socket (unix_path), exactly one")
+    if ssl_context is None and unix_path is None:
+        raise ValueError("serve over TLS (ssl_context), on a Unix socket (unix_path), or both")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name=f"kme-{config.KME_ID}")
     thread.start()
@@ -58,14 +59,15 @@ def start_kme(config: KmeConfig, store: KeyStore, *, host: str = "127.0.0.1", po
         recovery = await recover(config, store)
         runner = web.AppRunner(make_app(config, store), access_log=None)
         await runner.setup()
+        bound = 0
         if unix_path is not None:
             site = web.UnixSite(runner, unix_path)
             await site.start()
             os.chmod(unix_path, unix_mode)
-            return runner, 0, recovery
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # the real port when port == 0
+        if ssl_context is not None:  # also the door for the peer KME's assignments
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            await site.start()
+            bound = site._server.sockets[0].getsockname()[1]  # the real port when port == 0
         return runner, bound, recovery
 
     runner, bound, recovery = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)

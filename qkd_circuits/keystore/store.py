@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -120,6 +121,8 @@ class KeyStore:
             raise ConfigurationError("the key store must be a file: ':memory:' would lose keys on a crash")
         self.path = Path(path)
         self._timeout = timeout
+        if not self.path.exists():  # key material: readable by this user only (SQLite keeps the mode)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlencode
 
@@ -54,9 +55,10 @@ class Kme:
     issued: dict = field(default_factory=dict)     # key_ID -> key bytes, every enc_keys 200 of the run
     holders: dict = field(default_factory=dict)    # key_ID -> (master, slaves that have not fetched it)
     successes: dict = field(default_factory=lambda: {"enc_keys": 0, "dec_keys": 0, "status": 0})
+    statuses: Counter = field(default_factory=Counter)
 
     def __repr__(self) -> str:  # hypothesis prints the fixture with every falsifying example
-        return f"Kme(port={self.port}, issued={len(self.issued)}, successes={self.successes})"
+        return f"Kme(port={self.port}, issued={len(self.issued)}, statuses={dict(self.statuses)})"
 
     def held(self) -> list[str]:
         return [k for k, (_, left) in self.holders.items() if left]
@@ -75,6 +77,7 @@ class Kme:
         finally:
             conn.close()
         status, kind = response.status, response.getheader("Content-Type", "")
+        self.statuses[status] += 1
         assert status in ALLOWED, f"{method} {leaf} answered {status}: {raw[:300]!r}"
         assert kind.startswith("application/json"), f"{status} with Content-Type {kind!r}: {raw[:300]!r}"
         data = json.loads(raw)
@@ -284,7 +287,9 @@ def test_the_fuzz_reached_every_success_path(kme):
     """Guard against vacuous strategies: the run above must have delivered keys both ways."""
     if not kme.issued:
         pytest.skip("run with the fuzz tests above")
+    print(kme.statuses, kme.successes)
     assert kme.successes["enc_keys"] >= 10 and kme.successes["dec_keys"] >= 1 and kme.successes["status"] >= 1
+    assert kme.statuses[400] and kme.statuses[401]
     assert len(kme.issued) == len(set(kme.issued))
 
 

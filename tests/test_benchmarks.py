@@ -62,3 +62,13 @@ def test_authentication_json_lines():
     rows = _json_lines("authentication.py", "--exchanges", "60000", "--rounds", "1")
     assert rows[0]["unit"] == "fraction" and rows[0]["pool_bits_used_per_round"] == 256
     assert 0 < rows[0]["forgery_bound_per_tag"] < 1e-30
+
+
+def test_kme_load_json_lines():
+    rows = _json_lines("kme_load.py", "--clients", "1,2", "--deliveries", "5")
+    assert [(row["params"]["clients"], row["params"]["deliveries"], row["deliveries"]) for row in rows] == [
+        (1, 5, 5), (2, 5, 10)]
+    for row in rows:
+        assert row["unit"] == "deliveries/s" and 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["goal"] is None and row["meets_goal"] is None  # the goal is stated at 10 clients
+        assert "aiohttp" in row["versions"]

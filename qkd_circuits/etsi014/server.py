@@ -108,7 +108,10 @@ async def _body(request: web.Request, allowed: set[str]) -> dict:
         return params
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+    except web.HTTPRequestEntityTooLarge:
+        raise _Error(400, "the request body is too large") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError, LookupError):
+        # RecursionError: absurdly deep nesting; LookupError: an unknown declared charset.
         raise _Error(400, "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _Error(400, "the request body must be a JSON object")
@@ -120,7 +123,7 @@ async def _body(request: web.Request, allowed: set[str]) -> dict:
 
 def _integer(value, name: str, *, from_query: bool) -> int:
     if isinstance(value, str) and from_query:
-        if not value.isdigit() or len(value) > 9:
+        if not (value.isascii() and value.isdigit()) or len(value) > 9:  # no "²" or full-width digits
             raise _Error(400, f"{name} shall be a positive integer")
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1 << 31:
@@ -128,15 +131,35 @@ def _integer(value, name: str, *, from_query: bool) -> int:
     return value
 
 
+def _text(value) -> bool:
+    """A string that UTF-8 can carry (JSON allows lone surrogates, which it cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _sae_id(value, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 256:
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or not _text(value):
         raise _Error(400, f"{what} shall be a string of 1 to 256 characters")
     return value
 
 
+@web.middleware
+async def _only_spec_errors(request: web.Request, handler):
+    """On the API, answer with the spec's codes and a JSON Error object, never aiohttp's pages."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status in (200, 400, 401, 503):
+            raise
+        return _error(400, f"bad request: {exc.reason}")
+
+
 def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
     """The aiohttp application of one KME."""
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20, middlewares=[_only_spec_errors])
     run = partial(asyncio.get_running_loop)
 
     async def blocking(fn, *args, **kwargs):
@@ -162,7 +185,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
         return wrapped
 
     def known_slave(slave: str) -> None:
-        if slave not in config.local_SAEs and slave not in config.remote_SAEs:
+        if not _text(slave) or (slave not in config.local_SAEs and slave not in config.remote_SAEs):
             raise _Error(400, f"slave SAE {slave!r} is not known to this KME")
 
     @api
@@ -232,7 +255,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
 
     @api
     async def dec_keys(request: web.Request, caller: str) -> web.Response:
-        master = request.match_info["master_SAE_ID"]
+        master = _sae_id(request.match_info["master_SAE_ID"], "master_SAE_ID")
         if request.method == "GET":
             body = await _body(request, {"key_ID"})
             if "key_ID" not in body:
@@ -251,7 +274,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
                     raise _Error(400, "each key_IDs entry shall be an object with a key_ID")
                 key_IDs.append(entry["key_ID"])
         for key_ID in key_IDs:
-            if not isinstance(key_ID, str) or not 0 < len(key_ID) <= 64:
+            if not isinstance(key_ID, str) or not 0 < len(key_ID) <= 64 or not key_ID.isascii():
                 raise _Error(400, "key_ID shall be a UUID string")
         keys = await blocking(store.take_for_slave, caller, master, key_IDs)
         log.info("dec_keys: %d keys to %s (master %s)", len(keys), caller, master)
@@ -275,7 +298,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
             return _error(409, str(exc))
         return web.json_response({})
 
-    base = "/api/v1/keys/{%s}/"
+    base = "/api/v1/keys/{%s:[^/]*}/"  # any segment (even empty or with braces) reaches a handler
     app.router.add_get(base % "slave_SAE_ID" + "status", status)
     app.router.add_route("GET", base % "slave_SAE_ID" + "enc_keys", enc_keys)
     app.router.add_route("POST", base % "slave_SAE_ID" + "enc_keys", enc_keys)

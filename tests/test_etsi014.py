@@ -158,10 +158,10 @@ def test_fifty_parallel_http_clients_never_get_a_duplicate(tmp_path):
     config = KmeConfig(KME_ID="kme-a", local_SAEs=frozenset({"sae-a", "sae-z"}))
     with start_kme(config, store, ssl_context=server_context(certs / "kme-a.pem", certs / "kme-a.key",
                                                              certs / "ca.pem")) as kme:
-        client = KmeClient("127.0.0.1", kme.port, client_context(certs / "sae-a.pem", certs / "sae-a.key",
-                                                                certs / "ca.pem"))
+        tls = client_context(certs / "sae-a.pem", certs / "sae-a.key", certs / "ca.pem")
 
         def drain(_):
+            client = KmeClient("127.0.0.1", kme.port, tls)  # one kept-alive connection per thread
             got = []
             while True:
                 try:

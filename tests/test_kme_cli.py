@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -66,21 +67,25 @@ def test_kill_9_under_load_then_restart_loses_nothing_and_duplicates_nothing(sit
     with sqlite3.connect(tmp / "kme-a.db") as db:
         initial = {r[0] for r in db.execute("SELECT key_ID FROM keys")}
     host, port = sites["a_url"][8:].split(":")
-    client = KmeClient(host, int(port), client_context(tmp / "tls/sae-a.pem", tmp / "tls/sae-a.key", tmp / "tls/ca.pem"))
+    tls = client_context(tmp / "tls/sae-a.pem", tmp / "tls/sae-a.key", tmp / "tls/ca.pem")
     received, stop = [], threading.Event()
 
     def load():
+        client = KmeClient(host, int(port), tls, timeout=10)  # a client (connection) per thread
         while not stop.is_set():
             try:
                 received.extend(k for k, _ in client.get_key("sae-b", number=1))
-            except (Etsi014Error, OSError, ConnectionError):
+            except (Etsi014Error, OSError, ConnectionError, http.client.HTTPException):
                 return
 
     threads = [threading.Thread(target=load) for _ in range(8)]
     for t in threads:
         t.start()
-    while len(received) < 20:
+    for _ in range(3000):  # at most 30 s
+        if len(received) >= 20:
+            break
         threading.Event().wait(0.01)
+    assert len(received) >= 20, "the load never got going"
     os.kill(sites["a"].pid, signal.SIGKILL)
     sites["a"].wait()
     stop.set()

@@ -42,23 +42,44 @@ class KmeClient:
         if (unix_path is None) == (ssl_context is None):
             raise ValueError("connect over TLS (host, port, ssl_context) or a Unix socket (unix_path)")
         self.host, self.port, self._ctx, self._timeout, self._unix = host, port, ssl_context, timeout, unix_path
+        self._conn: http.client.HTTPConnection | None = None
 
     def __repr__(self) -> str:
         return f"KmeClient({self._unix or f'{self.host}:{self.port}'})"
 
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._unix:
+            return _UnixConnection(self._unix, self._timeout)
+        return http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self._timeout)
+
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        conn = (_UnixConnection(self._unix, self._timeout) if self._unix else
-                http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=self._timeout))
-        try:
-            headers = {"Content-Type": "application/json"} if body is not None else {}
-            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-            response = conn.getresponse()
-            data = json.loads(response.read() or b"{}")
-        finally:
-            conn.close()
+        # One kept-alive connection per client (one TLS handshake, not one per call); a
+        # connection the server closed meanwhile is reopened once.  Not for use by two threads.
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        payload = None if body is None else json.dumps(body)
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._connection()
+            try:
+                self._conn.request(method, path, body=payload, headers=headers)
+                response = self._conn.getresponse()
+                data = json.loads(response.read() or b"{}")
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self.close()
+                raise
         if response.status != 200:
             raise Etsi014Error(response.status, data)
         return data
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     @staticmethod
     def _path(sae: str, leaf: str, query: dict | None = None) -> str:

@@ -157,9 +157,30 @@ async def _only_spec_errors(request: web.Request, handler):
         return _error(400, f"bad request: {exc.reason}")
 
 
+class _PeerLink:
+    """One kept-alive HTTPS session to the peer KME for the app's lifetime (made on first use)."""
+
+    def __init__(self, config: KmeConfig) -> None:
+        self._config, self._session = config, None
+
+    def session(self) -> ClientSession | None:
+        if self._config.peer_url is None or self._config.peer_ssl is None:
+            return None
+        if self._session is None:
+            self._session = ClientSession(connector=TCPConnector(ssl=self._config.peer_ssl),
+                                          timeout=ClientTimeout(total=10))
+        return self._session
+
+    async def close(self, _app=None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
     """The aiohttp application of one KME."""
     app = web.Application(client_max_size=1 << 20, middlewares=[_only_spec_errors])
+    peer_link = _PeerLink(config)
+    app.on_cleanup.append(peer_link.close)
     run = partial(asyncio.get_running_loop)
 
     async def blocking(fn, *args, **kwargs):
@@ -242,7 +263,7 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
             key_IDs = await blocking(store.reserved_keys, reservation)
             try:
                 await _peer_call(config, "assign", {"key_IDs": key_IDs, "master_SAE_ID": caller,
-                                                    "slave_SAE_IDs": sorted(set(slaves))})
+                                                    "slave_SAE_IDs": sorted(set(slaves))}, peer_link.session())
             except _Error:
                 await blocking(store.release, reservation)
                 raise
@@ -308,17 +329,21 @@ def make_app(config: KmeConfig, store: KeyStore) -> web.Application:
     return app
 
 
-async def _peer_call(config: KmeConfig, action: str, payload: dict) -> None:
+async def _peer_call(config: KmeConfig, action: str, payload: dict, session: ClientSession | None = None) -> None:
     if config.peer_url is None or config.peer_ssl is None:
         raise _Error(503, "no peer KME is configured to serve slaves at the other site")
+    own = session is None
+    if own:
+        session = ClientSession(connector=TCPConnector(ssl=config.peer_ssl), timeout=ClientTimeout(total=10))
     try:
-        async with ClientSession(connector=TCPConnector(ssl=config.peer_ssl),
-                                 timeout=ClientTimeout(total=10)) as session:
-            async with session.post(f"{config.peer_url}/peer/v1/{action}", json=payload) as response:
-                if response.status != 200:
-                    raise _Error(503, "the peer KME refused to record the keys")
+        async with session.post(f"{config.peer_url}/peer/v1/{action}", json=payload) as response:
+            if response.status != 200:
+                raise _Error(503, "the peer KME refused to record the keys")
     except (ClientError, asyncio.TimeoutError, OSError):
         raise _Error(503, "the peer KME is unreachable") from None
+    finally:
+        if own:
+            await session.close()
 
 
 async def recover(config: KmeConfig, store: KeyStore) -> dict:

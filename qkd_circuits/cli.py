@@ -298,16 +298,24 @@ def pki_group() -> None:
 @click.option("--algorithm", type=click.Choice(["ed25519", "ml-dsa-65"]), default="ml-dsa-65", show_default=True)
 @click.option("--days", type=int, default=30, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-def pki_init(directory, algorithm, days, force) -> None:
+@click.option("--site-tls", is_flag=True,
+              help="Also write the key-delivery TLS material (CA, KME server certificates with SAN 127.0.0.1 "
+                   "and localhost, SAE certificates) into DIR/tls, as 'qkd kme tls-init' does.")
+def pki_init(directory, algorithm, days, force, site_tls) -> None:
     """Write a demo CA and certificates + private keys for alice and bob."""
     from .channel import pki
 
     try:
         paths = pki.init_demo_pki(directory, algorithm=algorithm, days=days, overwrite=force)
+        if site_tls:
+            from .etsi014 import init_tls_pki
+
+            init_tls_pki(Path(directory) / "tls", days=days)
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
     click.echo(f"wrote a demo {algorithm} PKI to {directory}: CA {paths['ca'].name}, "
-               + ", ".join(p.name for p in paths["certificates"].values()) + " (keys mode 0600)")
+               + ", ".join(p.name for p in paths["certificates"].values()) + " (keys mode 0600)"
+               + (f"; site TLS material in {Path(directory) / 'tls'}" if site_tls else ""))
 
 
 @main.group()

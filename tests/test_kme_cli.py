@@ -102,3 +102,12 @@ def test_kill_9_under_load_then_restart_loses_nothing_and_duplicates_nothing(sit
     assert len(delivered) == len(set(delivered)), "a key was delivered twice"
     assert set(received) <= set(delivered)  # everything a client got is on record
     assert set(delivered) | remaining == initial and not set(delivered) & remaining
+
+
+def test_pki_init_can_also_write_the_site_tls_material(tmp_path):
+    proc = subprocess.run([QKD, "pki", "init", str(tmp_path / "pki"), "--site-tls"], capture_output=True,
+                          text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("ca.pem", "kme-a.pem", "kme-b.pem", "sae-a.pem", "sae-b.pem", "kme-a.key"):
+        assert (tmp_path / "pki" / "tls" / name).exists()
+    assert oct((tmp_path / "pki" / "tls" / "kme-a.key").stat().st_mode & 0o777) == "0o600"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,7 +52,7 @@ KEY_BITS = 256
 class Sites:
     """Two KMEs on loopback (A: master SAE, peer B; B: slave SAE), stores filled with ``keys`` keys."""
 
-    def __init__(self, directory: Path, *, keys: int, seed: int) -> None:
+    def __init__(self, directory: Path, *, keys: int, seed: int, processes: bool = False) -> None:
         certs = init_tls_pki(directory / "tls", kmes=("kme-a", "kme-b"), saes=("sae-a", "sae-b"))
         self._ctx = lambda name: client_context(certs / f"{name}.pem", certs / f"{name}.key", certs / "ca.pem")
         bits = np.random.default_rng(seed).integers(0, 2, size=keys * KEY_BITS, dtype=np.uint8)
@@ -59,6 +60,10 @@ class Sites:
         self.stores = {site: KeyStore(directory / f"{site}.db") for site in "ab"}
         for store in self.stores.values():
             store.add(pieces, link_id="A-B", round_number=0)
+        self._procs = []
+        if processes:  # the deployment shape: each KME its own `qkd kme serve` process
+            self._start_processes(directory)
+            return
         srv = {site: server_context(certs / f"kme-{site}.pem", certs / f"kme-{site}.key", certs / "ca.pem")
                for site in "ab"}
         # B only answers A's peer calls (its slave never calls enc_keys), so it needs no peer URL.
@@ -68,12 +73,36 @@ class Sites:
                                      remote_SAEs=frozenset({"sae-b"}), peer_url=self.b.url,
                                      peer_ssl=self._ctx("kme-a")), self.stores["a"], ssl_context=srv["a"])
 
+    def _start_processes(self, directory: Path) -> None:
+        qkd = str(Path(sys.executable).with_name("qkd"))
+
+        def serve(site, *extra):
+            proc = subprocess.Popen([qkd, "kme", "serve", "--id", f"kme-{site}", "--store", str(directory / f"{site}.db"),
+                                     "--tls", str(directory / "tls"), "--listen", "127.0.0.1:0",
+                                     "--sae", f"sae-{site}", *extra], stderr=subprocess.PIPE, text=True)
+            self._procs.append(proc)
+            line = proc.stderr.readline()
+            if " on https://" not in line:
+                raise SystemExit(f"kme-{site} did not start: {line}")
+            return int(line.split(" on https://")[1].split()[0].rsplit(":", 1)[1])
+
+        self.b_port = serve("b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
+        self.a_port = serve("a", "--peer-id", "kme-b", "--peer-url", f"https://127.0.0.1:{self.b_port}",
+                            "--peer-sae", "sae-b")
+
     def clients(self) -> tuple[KmeClient, KmeClient]:
         """A fresh (master at A, slave at B) client pair."""
-        return (KmeClient("127.0.0.1", self.a.port, self._ctx("sae-a")),
-                KmeClient("127.0.0.1", self.b.port, self._ctx("sae-b")))
+        a_port = self.a_port if self._procs else self.a.port
+        b_port = self.b_port if self._procs else self.b.port
+        return (KmeClient("127.0.0.1", a_port, self._ctx("sae-a")),
+                KmeClient("127.0.0.1", b_port, self._ctx("sae-b")))
 
     def stop(self) -> None:
+        if self._procs:
+            for proc in self._procs:
+                proc.terminate()
+                proc.wait(10)
+            return
         self.a.stop()
         self.b.stop()
 
@@ -122,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cap on the timed deliveries of one level (per client: at least 1)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed deliveries per client first")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random key material")
+    parser.add_argument("--kme-processes", action="store_true",
+                        help="run each KME as its own `qkd kme serve` process (default: in this process)")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
     if any(c < 1 for c in levels) or args.deliveries < 1 or args.warmup < 0:
@@ -133,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     needed = sum(c * (per + args.warmup) for c, per in plan)
     with tempfile.TemporaryDirectory(prefix="kme_load-") as tmp:
-        sites = Sites(Path(tmp), keys=needed + 100, seed=args.seed)
+        sites = Sites(Path(tmp), keys=needed + 100, seed=args.seed, processes=args.kme_processes)
         try:
             for clients, per_client in plan:
                 rate, latencies = measure(sites, clients, per_client, args.warmup)
@@ -147,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     "goal": GOAL if at_goal else None, "meets_goal": meets,
                     "params": {"clients": clients, "deliveries": per_client, "warmup": args.warmup,
                                "key_bits": KEY_BITS, "keys_per_request": 1, "transport": "https mutual TLS, loopback",
-                               "seed": args.seed},
+                               "kmes": "processes" if args.kme_processes else "in-process", "seed": args.seed},
                     **ctx,
                 }
                 goal_text = (f"goal >= {GOAL['deliveries_per_s']} deliveries/s and p99 < {GOAL['p99_ms']:g} ms: "

@@ -234,7 +234,7 @@ class AuthenticatedBob:
         reply = self._send(TAG, mine)
         theirs = self._receive(reply, TAG)
         # Alice tagged the transcript as it stood after Bob's TAG envelope (without her reply).
-        expected = _without_last(self._transcript).tag(b"alice", pads[TAG_BYTES:])
+        expected = self._transcript.without_last().tag(b"alice", pads[TAG_BYTES:])
         if len(theirs) != TAG_BYTES or not hmac.compare_digest(theirs, expected):
             raise AuthenticationError()
         self.summary.verified = True
@@ -246,7 +246,7 @@ class AuthenticatedBob:
     def _close_pki(self) -> AuthSummary:
         mine = _pki_sign(self._pki, self._transcript.joined(), b"bob", self._round)
         theirs = self._receive(self._send(TAG, mine), TAG)
-        _pki_verify(self._pki, theirs, _without_last(self._transcript).joined(), b"alice", self._round)
+        _pki_verify(self._pki, theirs, self._transcript.without_last().joined(), b"alice", self._round)
         self.summary.verified = True
         self.summary.tag_bits = 0
         self._send(CONFIRM, b"")
@@ -305,7 +305,7 @@ class AuthenticatedAlice:
             return self._reply(DATA, self._handler(payload))
         if kind == TAG and self._state == "data" and self._pki is not None:
             self._state = "tagged"
-            _pki_verify(self._pki, payload, _without_last(self._transcript).joined(), b"bob", self._round)
+            _pki_verify(self._pki, payload, self._transcript.without_last().joined(), b"bob", self._round)
             self.summary.verified = True
             self.summary.tag_bits = 0
             return self._reply(TAG, _pki_sign(self._pki, self._transcript.joined(), b"alice", self._round))
@@ -314,7 +314,7 @@ class AuthenticatedAlice:
             pads = self._pool.take(PAD_BYTES_PER_ROUND)
             self.summary.pool_bits_used = 8 * PAD_BYTES_PER_ROUND
             before = self._transcript  # ends with Bob's TAG envelope; her reply is not in yet
-            expected = _without_last(before).tag(b"bob", pads[:TAG_BYTES])
+            expected = before.without_last().tag(b"bob", pads[:TAG_BYTES])
             if len(payload) != TAG_BYTES or not hmac.compare_digest(payload, expected):
                 raise AuthenticationError()
             self.summary.verified = True
@@ -339,7 +339,3 @@ def _new_transcript(pool: AuthKeyPool | None) -> _Transcript:
     if pool is not None:
         return _Transcript(pool.hash_key)
     return _Transcript(keep_bytes=True)
-
-
-def _without_last(transcript: _Transcript) -> _Transcript:
-    return transcript.without_last()

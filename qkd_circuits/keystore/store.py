@@ -169,10 +169,6 @@ class KeyStore:
             return db.execute("SELECT COUNT(*) FROM keys WHERE master_SAE_ID IS NULL AND size = ?",
                               (size,)).fetchone()[0]
 
-    def key_sizes(self) -> list[int]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT DISTINCT size FROM keys ORDER BY size")]
-
     def audit(self) -> list[tuple[float, str, str, str]]:
         """Every delivery so far: (time, key_ID, SAE_ID, action)."""
         with self._connect() as db:

@@ -75,14 +75,6 @@ class ExchangeTemplate:
     bob_theta: ParameterVector | None
     eve_fixed_basis: int | None
 
-    @property
-    def needs_aer(self) -> bool:
-        """True when the circuit holds Aer-only noise instructions."""
-        return any(inst.operation.name in _AER_ONLY for inst in self.circuit.data)
-
-
-_AER_ONLY = {"quantum_channel", "kraus", "qerror", "pauli_error"}
-
 
 def _ry_for_probability(p: float) -> float:
     """Angle θ with RY(θ)|0> giving |1> with probability p."""

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := ibm,braket,kme,notebooks,test
+EXTRAS := ibm,braket,kme,notebooks,sweep,test
 
 .PHONY: demo test test-all bench clean
 

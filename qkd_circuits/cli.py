@@ -288,6 +288,127 @@ def bob(**options) -> None:
     _party_round("bob", **options)
 
 
+def _distances(spec: str) -> list[float]:
+    """``START:STOP:STEP`` (STOP included) or a comma-separated list, in km."""
+    try:
+        if ":" in spec:
+            parts = [float(x) for x in spec.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            start, stop, step = parts
+            count = int(round((stop - start) / step)) + 1
+            if count > 100_000:
+                raise ValueError
+            return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
+        values = [float(x) for x in spec.split(",") if x.strip()]
+        if not values:
+            raise ValueError
+        return values
+    except ValueError:
+        raise ConfigurationError(f"--distance takes START:STOP:STEP (km, STEP > 0) or a comma list, got {spec!r}") from None
+
+
+@main.command()
+@click.option("--distance", "distance_spec", default="0:200:5", show_default=True, metavar="START:STOP:STEP",
+              help="Fibre lengths in km (STOP included), or a comma-separated list.")
+@click.option("--method", type=click.Choice(["gllp", "decoy-vacuum-weak", "decoy-infinite"]),
+              default="decoy-vacuum-weak", show_default=True,
+              help="gllp: no decoys; decoy-vacuum-weak: vacuum + one weak decoy; decoy-infinite: the limit.")
+@click.option("--preset", type=click.Choice(["GYS"], case_sensitive=False), default="GYS", show_default=True,
+              help="Published link parameters (GYS: Gobby, Yuan & Shields 2004) the options below change.")
+@click.option("--alpha-db-per-km", type=float, default=None, help="Fibre attenuation α (dB/km).")
+@click.option("--eta-bob", type=float, default=None, help="Bob's optics x detector efficiency.")
+@click.option("--y0", type=float, default=None, help="Dark-count yield per pulse.")
+@click.option("--e-detector", type=float, default=None, help="Misalignment error e_det.")
+@click.option("--f-ec", type=float, default=None, help="Error-correction inefficiency f.")
+@click.option("--mu", type=float, default=None, help="Signal intensity (default: optimised per distance).")
+@click.option("--nu", type=float, default=0.05, show_default=True, help="Weak decoy intensity (vacuum + weak).")
+@click.option("--compare", is_flag=True, help="Also compute the other two methods (plot and 'others' in JSON).")
+@click.option("--simulate", "simulate_spec", default=None, metavar="KM,KM,...",
+              help="Also run circuit sessions at these distances (vacuum + weak decoy, at --mu or 0.5).")
+@click.option("--pulses", type=int, default=1_000_000, show_default=True, help="Pulses per simulated point.")
+@click.option("--seed", type=int, default=None, help="Simulation seed for the simulated points.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the curve(s) to a PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the curve and max_distance_km as one JSON object.")
+def keyrate(distance_spec, method, preset, alpha_db_per_km, eta_bob, y0, e_detector, f_ec, mu, nu, compare,
+            simulate_spec, pulses, seed, plot_file, as_json) -> None:
+    """Secret key rate against fibre distance, from the formulas (and circuits with --simulate)."""
+    from . import keyrate as kr
+
+    try:
+        link = kr.PRESETS[preset.upper()].with_(alpha_db_per_km=alpha_db_per_km, eta_bob=eta_bob, y0=y0,
+                                                 e_detector=e_detector, f_ec=f_ec)
+        distances = _distances(distance_spec)
+        curve = kr.key_rate_curve(distances, method, link, mu=mu, nu=nu)
+        others = {m: kr.key_rate_curve(distances, m, link, mu=mu, nu=nu) for m in kr.METHODS if m != method} \
+            if compare else {}
+        simulated = []
+        if simulate_spec:
+            if method == "decoy-infinite":
+                raise ConfigurationError("--simulate runs a finite set of intensities: use gllp or decoy-vacuum-weak")
+            if pulses < 1000:
+                raise ConfigurationError(f"--pulses must be >= 1000, got {pulses}")
+            from .decoy import simulate_point
+
+            sim_mu = 0.5 if mu is None else mu
+            sim_nu = min(nu, sim_mu / 2) if method == "decoy-vacuum-weak" else 0.1
+            for i, d in enumerate(_distances(simulate_spec)):
+                simulated.append(simulate_point(d, link=link, mu=sim_mu, nu=sim_nu, pulses=pulses, method=method,
+                                                seed=None if seed is None else seed + i))
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    out = curve.to_dict()
+    out["simulated"] = simulated
+    out["others"] = {m: {"max_distance_km": c.max_distance_km} for m, c in others.items()}
+    if plot_file:
+        _plot_keyrate(plot_file, curve, others, simulated)
+    if as_json:
+        click.echo(json.dumps(out, default=_json_default))
+        return
+    click.echo(f"{method} on {link.name} (α={link.alpha_db_per_km} dB/km, η_Bob={link.eta_bob}, Y0={link.y0}, "
+               f"e_det={link.e_detector}, f={link.f_ec}): maximum distance {curve.max_distance_km:.1f} km")
+    for m, c in others.items():
+        click.echo(f"{m}: maximum distance {c.max_distance_km:.1f} km")
+    click.echo(f"{'km':>8} {'rate (bit/pulse)':>18} {'mu':>8}")
+    for p in curve.points:
+        click.echo(f"{p.distance_km:>8.1f} {p.rate:>18.4e} {p.mu:>8.4f}")
+    for s in simulated:
+        click.echo(f"simulated {s['distance_km']:.1f} km: {s['rate']:.3e} ± {s['rate_sd']:.1e} "
+                   f"(analytic {s['analytic']:.3e}, {s['pulses']:,} pulses)")
+    if plot_file:
+        click.echo(f"wrote {plot_file}")
+
+
+def _plot_keyrate(path, curve, others, simulated) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _fail("--plot needs matplotlib: pip install 'qkd_circuits[notebooks]'", EXIT_USAGE)
+    labels = {"gllp": "GLLP, no decoy", "decoy-vacuum-weak": "vacuum + weak decoy", "decoy-infinite": "infinite decoy"}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for c in [curve, *others.values()]:
+        xs = [p.distance_km for p in c.points if p.rate > 0]
+        ys = [p.rate for p in c.points if p.rate > 0]
+        label = f"{labels[c.method]} (max {c.max_distance_km:.0f} km)"
+        ax.semilogy(xs, ys, lw=2.5 if c is curve else 1.5, label=label)
+    if simulated:
+        pts = [s for s in simulated if s["rate"] > 0]
+        ax.errorbar([s["distance_km"] for s in pts], [s["rate"] for s in pts],
+                    yerr=[s["rate_sd"] or 0 for s in pts], fmt="o", color="black", capsize=4,
+                    label="simulated circuits (±1 sd)")
+    ax.set_xlabel("fibre length (km)", fontsize=13)
+    ax.set_ylabel("secret key rate (bits per pulse)", fontsize=13)
+    ax.set_title(f"BB84 key rate vs distance, {curve.link.name} parameters", fontsize=14)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 @main.group("pki")
 def pki_group() -> None:
     """A demo X.509 PKI for bootstrapping authentication with signatures."""
@@ -556,3 +677,8 @@ def kme_audit(store_path) -> None:
 
     for when, key_ID, sae, action in KeyStore(store_path).audit():
         click.echo(json.dumps({"time": when, "key_ID": key_ID, "SAE_ID": sae, "action": action}))
+
+
+from .sweep.cli import sweep_command  # noqa: E402  (qkd sweep: imports dask only when it runs)
+
+main.add_command(sweep_command)

@@ -37,7 +37,7 @@ from . import messages as m
 from .amplification import toeplitz_hash
 from .cascade import CascadeAlice, CascadeBob, PRESETS
 from .estimation import QBEREstimate, estimate_qber
-from .keylength import KeyLength, finite_key_length, variable_key_length
+from .keylength import KeyLength, decoy_key_length, finite_key_length, variable_key_length
 from .ledger import LeakageLedger
 from .shuffle import derive_permutation
 from .universal_hash import PolyHash128
@@ -61,6 +61,11 @@ class PostProcessingConfig:
         qber_tolerance: Q_tol of the key-length formula, fixed in advance (a sample above it
             gives no key); ``None`` (default) picks it from the sample on a public grid, see
             :func:`~qkd_circuits.postprocessing.keylength.variable_key_length`.
+        single_photon: weak-coherent pulses: ``(κ, e_1)`` from the decoy analysis (the lower
+            bound on the key's single-photon fraction and the upper bound on its error rate),
+            agreed from the public decoy statistics before post-processing; the key length is
+            then :func:`~qkd_circuits.postprocessing.keylength.decoy_key_length`.  ``None``
+            (default): a single-photon source, the TLGR formula.
     """
 
     sample_fraction: float = 0.1
@@ -70,8 +75,13 @@ class PostProcessingConfig:
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
     qber_tolerance: float | None = None
+    single_photon: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.single_photon is not None:
+            kappa, e1 = self.single_photon
+            if not (0.0 <= kappa <= 1.0 and 0.0 <= e1 <= 0.5):
+                raise ValueError(f"single_photon must be (fraction in [0, 1], e1 in [0, 0.5]), got {self.single_photon}")
         if not 0.0 < self.sample_fraction < 1.0:
             raise ValueError(f"sample_fraction must be in (0, 1), got {self.sample_fraction}")
         if not 0.0 < self.abort_qber <= 0.5:
@@ -141,6 +151,9 @@ def _sample_size(config: PostProcessingConfig, n: int) -> int:
 
 
 def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate, leak_ec: int) -> KeyLength:
+    if config.single_photon is not None:
+        kappa, e1 = config.single_photon
+        return decoy_key_length(n, k, kappa, e1, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
     if config.qber_tolerance is None:
         return variable_key_length(n, k, qber.estimate, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
     if qber.estimate > config.qber_tolerance:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 from . import channel as _channel  # noqa: F401  (import order: channel before session)
-from . import hybrid
+from . import decoy, hybrid, keyrate
 from .channel import attacks
 from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import (
@@ -32,7 +32,7 @@ from .exceptions import (
     RecordError,
 )
 from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
-from .postprocessing.keylength import KeyLength, binary_entropy, finite_key_length, shor_preskill_rate, variable_key_length
+from .postprocessing.keylength import KeyLength, binary_entropy, decoy_key_length, finite_key_length, shor_preskill_rate, variable_key_length
 from .postprocessing.ledger import LeakageLedger
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
 from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_qber
@@ -53,12 +53,17 @@ _LAZY = {
     "draw_choices": "qkd_circuits.quantum.execution",
     "PartyChoices": "qkd_circuits.quantum.execution",
     "PendingExchange": "qkd_circuits.quantum.execution",
+    "WeakCoherentSource": "qkd_circuits.quantum.wcp",
+    "PhotonNumberSplitting": "qkd_circuits.quantum.wcp",
+    "WcpRecord": "qkd_circuits.quantum.wcp",
+    "run_wcp_exchanges": "qkd_circuits.quantum.wcp",
+    "build_pulse_circuit": "qkd_circuits.quantum.wcp",
 }
 
 __all__ = sorted([
     "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
     "create_psk_file",
-    "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
+    "hybrid", "decoy", "keyrate", "decoy_key_length", "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
     "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView", "FinalKey",
     "InterceptResend", "KeyLength", "LeakageLedger", "MeasurementRecord", "MissingExtraError",
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",

@@ -22,6 +22,9 @@ PUBLIC = {
     "build_exchange_circuit", "clopper_pearson", "draw_choices", "drive", "estimate_qber",
     "finite_key_length", "load_record", "postprocess", "resolve_backend", "run_bb84", "run_exchanges",
     "shor_preskill_rate", "sift_mask", "submit", "variable_key_length",
+    # Weak coherent pulses and decoy states (issue 6).
+    "decoy", "keyrate", "decoy_key_length", "WeakCoherentSource", "PhotonNumberSplitting", "WcpRecord",
+    "run_wcp_exchanges", "build_pulse_circuit",
 }
 
 
@@ -43,7 +46,7 @@ def test_classical_layers_import_without_qiskit():
         import qkd_circuits, qkd_circuits.records, qkd_circuits.session, qkd_circuits.hazmat
         import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
         import qkd_circuits.postprocessing.protocol, qkd_circuits.channel, qkd_circuits.hybrid
-        import qkd_circuits.channel.pki, qkd_circuits.keystore
+        import qkd_circuits.channel.pki, qkd_circuits.keystore, qkd_circuits.keyrate, qkd_circuits.decoy
         import qkd_circuits.quantum.models
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:

@@ -72,3 +72,11 @@ def test_kme_load_json_lines():
         assert row["unit"] == "deliveries/s" and 0 < row["p50_ms"] <= row["p99_ms"]
         assert row["goal"] is None and row["meets_goal"] is None  # the goal is stated at 10 clients
         assert "aiohttp" in row["versions"]
+
+
+def test_sweep_json_lines():
+    rows = _json_lines("sweep.py", "--sessions", "16", "--exchanges", "2000")
+    assert [(row["figure"], row["unit"]) for row in rows] == [
+        ("sessions_per_s", "sessions/s"), ("sessions_per_s", "sessions/s"), ("speedup", "x")]
+    assert [row["workers"] for row in rows[:2]] == [1, 2] and all(row["sessions"] == 16 for row in rows[:2])
+    assert rows[2]["goal"] == 1.6 and rows[2]["params"]["reference_workers"] == 1

@@ -1,0 +1,291 @@
+"""Running a sweep on Dask distributed: one task per session, each row written as it finishes.
+
+The driver (this process) reads the output to find what is done, starts a ``LocalCluster`` of
+single-threaded worker processes (or connects to a scheduler), keeps a window of tasks
+submitted, and appends each row as its task completes (``as_completed``).  A session runs in a
+worker as one ``run_bb84`` call: its circuits on the simulator, both parties' post-processing,
+seeded.  Dask is imported here only when a sweep runs, so ``import qkd_circuits`` and the CLI
+stay fast and work without the ``sweep`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import _provenance
+from ..exceptions import ConfigurationError, MissingExtraError
+from .output import COLUMNS, open_output
+from .spec import SweepSpec, Task, expand, load_spec, session_options
+
+__all__ = ["SweepSummary", "run_sweep", "run_task"]
+
+#: Tasks kept submitted per worker: enough to hide the round trip, few enough that an
+#: interrupted sweep has little in flight and a huge sweep holds few futures.
+TASKS_PER_WORKER_IN_FLIGHT = 4
+WORKER_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a :func:`run_sweep` call did (``qkd sweep --json`` prints ``to_dict()``).
+
+    ``sessions_per_s`` is ``run / compute_s``: rows written per second from the first task
+    submitted to the last row written, with the workers already started and warm (their imports
+    done); ``startup_s`` is everything before that, ``wall_s`` the whole call.  ``None`` when no
+    task ran.  ``scheduler`` is the address given, or ``None`` for a cluster started here.
+    """
+
+    spec: str
+    output: str
+    tasks: int
+    skipped: int
+    run: int
+    failed: int
+    aborted: int
+    keys: int
+    workers: int
+    scheduler: str | None
+    startup_s: float
+    compute_s: float
+    wall_s: float
+    sessions_per_s: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _row(task: Task) -> dict:
+    return {**dict.fromkeys(COLUMNS), "task_id": task.task_id, "seed": task.seed, **task.parameters,
+            "commit": _provenance.commit(), "versions": json.dumps(_provenance.versions(), sort_keys=True)}
+
+
+def run_task(task: Task) -> dict:
+    """Run one task in this process and return its row: what every Dask task does.
+
+    An aborted session is an ordinary row (``aborted=True``); an exception becomes a row with
+    ``error`` set (its type and message) and no figures.
+    """
+    t0 = time.perf_counter()
+    row = {**_row(task), "worker": f"{socket.gethostname()}/{os.getpid()}"}
+    try:
+        from ..session import run_bb84
+
+        result = run_bb84(task.parameters["exchanges"], seed=task.seed, **session_options(task.parameters))
+    except Exception as exc:  # noqa: BLE001 -- one failing session must not end the sweep
+        row.update(error=_one_line(exc), wall_s=time.perf_counter() - t0)
+        return row
+    r = result.report
+    timings = {k: float(v) for k, v in r.timings_s.items()}
+    row.update(
+        detected=int(r.detected), sifted=int(r.sifted), sample_bits=int(r.sample_bits),
+        qber_estimate=_float(r.qber.get("estimate")), qber_upper=_float(r.qber.get("upper")),
+        qber_true_sifted=_float(r.qber.get("true_sifted")),
+        aborted=bool(r.aborted), abort_reason=r.abort_reason, final_key_bits=int(r.final_key_bits),
+        leaked_ec_bits=int(r.leaked_ec_bits), key_sha256=r.bob_key_sha256,
+        keys_match=None if r.aborted else r.alice_key_sha256 == r.bob_key_sha256,
+        quantum_s=timings.get("quantum"), postprocessing_s=sum(v for k, v in timings.items() if k != "quantum"),
+        timings_s=json.dumps(timings), wall_s=time.perf_counter() - t0,
+    )
+    return row
+
+
+def _warm_up() -> None:
+    """Run a tiny session in a worker, so its first task does not pay for qiskit's lazy set-up."""
+    from ..session import run_bb84
+
+    run_bb84(256, seed=0)
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise MissingExtraError("sweep", "dask", "Running a sweep on Dask distributed") from None
+    return distributed
+
+
+def _connect(distributed, workers: int | None, scheduler: str | None):
+    """(client, cluster or None): a LocalCluster of ``workers`` processes, or the given scheduler."""
+    if scheduler is None:
+        with _workers_ignore_ctrl_c():
+            cluster = distributed.LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                               processes=True, dashboard_address=None)
+        return distributed.Client(cluster), cluster
+    try:
+        client = distributed.Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        client.close()
+        raise ConnectionError(f"no worker joined the Dask scheduler at {scheduler} within {WORKER_WAIT_S:.0f} s") from None
+    return client, None
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start worker processes with SIGINT ignored (an ignored signal survives exec).
+
+    Ctrl-C reaches the whole foreground process group; the driver handles it (closes the output,
+    then the cluster), so the workers need not die of it, each printing a traceback.
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_usage(workers, scheduler) -> None:
+    if workers is not None and scheduler is not None:
+        raise ConfigurationError("give workers (a local cluster) or a scheduler address, not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise ConfigurationError(f"the scheduler address must look like tcp://HOST:PORT, got {scheduler!r}")
+
+
+def _check_backends(tasks: list[Task]) -> None:
+    """Resolve each fake device once here, so a wrong name fails before the workers start."""
+    devices = {t.parameters["backend"] for t in tasks} - {"aer"}
+    if devices:
+        from ..quantum.backends import resolve_backend
+
+        for spec in sorted(devices):
+            resolve_backend(spec)
+
+
+class _Progress:
+    def __init__(self, progress, total: int) -> None:
+        self._callback, self._bar, self.total, self.done = None, None, total, 0
+        if callable(progress):
+            self._callback = progress
+        elif progress:
+            import click
+
+            self._bar = click.progressbar(length=total, label="sessions", file=sys.stderr, show_pos=True)
+            self._bar.__enter__()
+
+    def step(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        if self._callback is not None:
+            self._callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int | None = None,
+              scheduler: str | None = None,
+              progress: bool | Callable[[int, int], None] | None = None) -> SweepSummary:
+    """Run every task of ``spec`` not yet in ``output`` on Dask and append their rows.
+
+    Args:
+        spec: a :class:`SweepSpec` or the path of a TOML spec.
+        output: a CSV file, or a Parquet dataset directory if it ends in ``.parquet`` (see
+            :mod:`qkd_circuits.sweep.output`).  Existing rows are kept and their tasks skipped.
+        workers: worker processes of the local cluster (one thread each); default: the cores.
+        scheduler: ``tcp://HOST:PORT`` of a running Dask scheduler to use instead; its workers
+            need this version of qkd_circuits installed.
+        progress: ``True`` draws a bar on stderr; a callable gets ``(done, total)`` per row.
+
+    Returns:
+        A :class:`SweepSummary`.  Tasks that raised are rows with ``error`` and count as done
+        (delete their lines to retry them); aborted sessions are ordinary rows.
+
+    Raises:
+        ConfigurationError: a bad spec, bad arguments, or an output of another format.
+        MissingExtraError: dask (or, for Parquet, pyarrow) is not installed.
+        ConnectionError: the scheduler cannot be reached, has no workers, or lost the tasks.
+        KeyboardInterrupt: after closing the output (rows written so far stay) and the cluster.
+    """
+    t0 = time.perf_counter()
+    _check_usage(workers, scheduler)
+    distributed = _distributed()
+    spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
+    tasks = expand(spec)
+    sink = open_output(output)
+    done = sink.recover()
+    pending = [t for t in tasks if t.task_id not in done]
+    counts = dict(run=0, failed=0, aborted=0, keys=0)
+    n_workers, compute_s, t_compute = 0, 0.0, time.perf_counter()
+    if pending:
+        _check_backends(pending)
+        client, cluster = _connect(distributed, workers, scheduler)
+        bar = None
+        try:
+            client.run(_warm_up)
+            n_workers = len(client.scheduler_info()["workers"])
+            sink.open()
+            bar = _Progress(progress, len(pending))
+            t_compute = time.perf_counter()
+            _run(distributed, client, pending, sink, bar, counts, window=TASKS_PER_WORKER_IN_FLIGHT * max(n_workers, 4))
+            compute_s = time.perf_counter() - t_compute
+        finally:
+            if bar is not None:
+                bar.close()
+            sink.close()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return SweepSummary(
+        spec=spec.name, output=str(output), tasks=len(tasks), skipped=len(tasks) - len(pending), **counts,
+        workers=n_workers, scheduler=scheduler, startup_s=t_compute - t0, compute_s=compute_s,
+        wall_s=time.perf_counter() - t0, sessions_per_s=counts["run"] / compute_s if counts["run"] else None)
+
+
+def _run(distributed, client, pending: list[Task], sink, bar: _Progress, counts: dict, *, window: int) -> None:
+    queue = iter(pending)
+    tasks: dict[str, Task] = {}
+
+    def submit(task: Task):
+        future = client.submit(run_task, task, key=f"bb84-{task.task_id}")
+        tasks[future.key] = task
+        return future
+
+    running = distributed.as_completed([submit(t) for t in itertools.islice(queue, window)])
+    for future in running:
+        task = tasks.pop(future.key)
+        if future.status == "finished":
+            row = future.result()
+        elif future.status == "error":  # the worker died running it (e.g. out of memory)
+            row = {**_row(task), "error": _one_line(future.exception())}
+        else:
+            raise ConnectionError(f"the scheduler lost task {task.task_id} ({future.status}): "
+                                  "rerun the same sweep to resume")
+        future.release()
+        sink.write(row)
+        counts["run"] += 1
+        counts["failed"] += row.get("error") is not None
+        counts["aborted"] += bool(row.get("aborted"))
+        counts["keys"] += (row.get("final_key_bits") or 0) > 0
+        bar.step()
+        following = next(queue, None)
+        if following is not None:
+            running.add(submit(following))

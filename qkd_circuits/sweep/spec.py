@@ -1,0 +1,281 @@
+"""The sweep spec: parameters, their validation, and the expansion into tasks.
+
+A spec is read once (:func:`load_spec` / :func:`parse_spec`) and fully validated there: every
+grid point is turned into the channel, detector, eavesdropper and post-processing config
+``run_bb84`` will get, so a bad value fails before a single worker starts.  :func:`expand` then
+lists the tasks, grid point by grid point (parameters in :data:`PARAMETERS` order, the last one
+varying fastest), each point with every seed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..exceptions import ConfigurationError
+from ..postprocessing.protocol import PostProcessingConfig
+from ..quantum.models import Channel, Detector, parse_eve, parse_noise
+
+__all__ = ["PARAMETERS", "SweepSpec", "Task", "expand", "load_spec", "parse_spec", "session_options", "task_id"]
+
+#: Mixed into every task id: bump it if the meaning of a parameter changes.
+TASK_ID_VERSION = "qkd_circuits.sweep/1"
+_TOP_LEVEL = ("name", "description", "seeds", "fixed", "grid")
+_LOCAL_BACKENDS = "aer or fake:<name> (a local, seedable simulator)"
+
+
+def _whole(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    # Integers become floats, so 10 and 10.0 are the same value (and the same task id).
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, got {value!r}")
+    return value.strip()
+
+
+def _mode(name: str, value: Any) -> str:
+    value = _text(name, value)
+    if value not in ("prepared", "qrng"):
+        raise ConfigurationError(f"{name} must be 'prepared' or 'qrng', got {value!r}")
+    return value
+
+
+def _backend(name: str, value: Any) -> str:
+    value = _text(name, value)
+    kind, _, device = value.partition(":")
+    if not ((kind == "aer" and not device) or (kind == "fake" and device)):
+        raise ConfigurationError(f"{name} must be {_LOCAL_BACKENDS}, got {value!r}")
+    return value
+
+
+def _noise(name: str, value: Any) -> str:
+    """``"none"``, one ``qkd run --noise`` string, several joined by ``+``, or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigurationError(
+            f"{name} must be a noise string such as 'depolarizing:0.04' (or several joined by '+', "
+            f"or a list of strings), got {value!r}")
+    parts = [p.strip() for item in items for p in item.split("+") if p.strip() and p.strip() != "none"]
+    parse_noise(parts)  # raises with the model's own message
+    return "+".join(parts) or "none"
+
+
+def _eve(name: str, value: Any) -> str:
+    value = _text(name, value)
+    parse_eve(value)
+    return value or "none"
+
+
+@dataclass(frozen=True)
+class _Parameter:
+    default: Any
+    check: Callable[[str, Any], Any]
+
+
+#: Every parameter a spec may set, with the default ``qkd run`` uses and its check.  Row columns
+#: follow this order.  Add, never rename: task ids hash the names.
+PARAMETERS: dict[str, _Parameter] = {
+    "mode": _Parameter("qrng", _mode),
+    "backend": _Parameter("aer", _backend),
+    "exchanges": _Parameter(100_000, lambda n, v: _whole(n, v, 1)),
+    "noise": _Parameter("none", _noise),
+    "eve": _Parameter("none", _eve),
+    "distance_km": _Parameter(0.0, _number),
+    "alpha_db_per_km": _Parameter(0.2, _number),
+    "detector_efficiency": _Parameter(1.0, _number),
+    "dark_count": _Parameter(0.0, _number),
+    "abort_qber": _Parameter(0.11, _number),
+    "cascade": _Parameter("option7", _text),
+    "sample_fraction": _Parameter(0.1, _number),
+    "eps_sec": _Parameter(1e-10, _number),
+    "eps_cor": _Parameter(1e-15, _number),
+}
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated spec: fixed values, grid lists (canonical values, in spec order) and seeds."""
+
+    name: str
+    fixed: Mapping[str, Any]
+    grid: Mapping[str, tuple]
+    seeds: tuple[int, ...]
+    description: str = ""
+
+    @property
+    def points(self) -> int:
+        """Grid points (without seeds)."""
+        return math.prod(len(values) for values in self.grid.values())
+
+    def __len__(self) -> int:
+        return self.points * len(self.seeds)
+
+    def grid_points(self):
+        """Every grid point as a full parameter dict, in expansion order."""
+        names = [n for n in PARAMETERS if n in self.grid]
+        for values in itertools.product(*(self.grid[n] for n in names)):
+            point = {n: self.fixed.get(n, PARAMETERS[n].default) for n in PARAMETERS}
+            point.update(zip(names, values))
+            yield point
+
+
+@dataclass(frozen=True)
+class Task:
+    """One session of a sweep: a full parameter dict (read-only by convention) and a seed."""
+
+    task_id: str
+    seed: int
+    parameters: dict
+
+
+def task_id(parameters: Mapping[str, Any], seed: int) -> str:
+    """A stable id for (parameters, seed): 16 hex digits of SHA-256 over canonical JSON.
+
+    Values are the canonical ones :func:`parse_spec` makes (numbers as floats, noise joined by
+    ``+``), so writing ``10`` or ``10.0`` names the same task.
+    """
+    canonical = json.dumps({"version": TASK_ID_VERSION, "seed": seed, "parameters": dict(parameters)},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def session_options(parameters: Mapping[str, Any]) -> dict:
+    """The keyword arguments of ``run_bb84`` (all but ``exchanges`` and ``seed``) for a point."""
+    p = parameters
+    channel_kw, detector_kw = parse_noise([] if p["noise"] == "none" else p["noise"].split("+"))
+    try:
+        config = PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
+                                      cascade=p["cascade"], eps_sec=p["eps_sec"], eps_cor=p["eps_cor"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    channel = Channel(distance_km=p["distance_km"], alpha_db_per_km=p["alpha_db_per_km"], **channel_kw)
+    detector = Detector(efficiency=p["detector_efficiency"], dark_count_probability=p["dark_count"], **detector_kw)
+    if p["backend"] != "aer" and (channel.has_noise_instructions or detector.has_noise_instructions):
+        raise ConfigurationError(
+            f"noise {p['noise']!r} is made of Aer noise instructions, which backend {p['backend']!r} cannot run: "
+            "use backend 'aer', or misalignment (a rotation) on a fake device")
+    return dict(mode=p["mode"], backend=p["backend"], channel=channel, detector=detector,
+                eve=parse_eve(p["eve"]), config=config)
+
+
+def _unknown(key: str, known, where: str) -> ConfigurationError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigurationError(f"unknown {where} {key!r}{hint}; known: {', '.join(known)}")
+
+
+def _table(data: Mapping, key: str) -> Mapping:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"[{key}] must be a table of parameters, got {value!r}")
+    for name in value:
+        if name not in PARAMETERS:
+            raise _unknown(name, list(PARAMETERS), f"parameter in [{key}]")
+    return value
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    if value is None:
+        raise ConfigurationError("the spec needs seeds: seeds = [1, 2, 3] or seeds = {start = 0, count = 50}")
+    if isinstance(value, Mapping):
+        for key in value:
+            if key not in ("start", "count"):
+                raise _unknown(key, ["start", "count"], "key in seeds")
+        if "count" not in value:
+            raise ConfigurationError("seeds = {start = S, count = N} needs count")
+        start = _whole("seeds.start", value.get("start", 0), 0)
+        return tuple(range(start, start + _whole("seeds.count", value["count"], 1)))
+    if not isinstance(value, list) or not value:
+        raise ConfigurationError(f"seeds must be a non-empty list of whole numbers or {{start, count}}, got {value!r}")
+    seeds = tuple(_whole("each seed", s, 0) for s in value)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigurationError(f"seeds repeat a value: {list(seeds)}")
+    return seeds
+
+
+def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
+    """Validate a spec given as the dict ``tomllib`` returns.
+
+    Raises:
+        ConfigurationError: unknown keys, wrong types, empty or repeated grid values, a grid
+            point the models refuse; the message names the key and the value.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"a sweep spec is a table, got {type(data).__name__}")
+    for key in data:
+        if key not in _TOP_LEVEL:
+            where = "parameter at the top level" if key in PARAMETERS else "top-level key"
+            error = _unknown(key, list(_TOP_LEVEL), where)
+            if key in PARAMETERS:
+                error = ConfigurationError(f"{error}; put {key!r} under [fixed] or [grid]")
+            raise error
+    name, description = (_text(k, data.get(k, "")) for k in ("name", "description"))
+    fixed_in, grid_in = _table(data, "fixed"), _table(data, "grid")
+    both = sorted(set(fixed_in) & set(grid_in))
+    if both:
+        raise ConfigurationError(f"{', '.join(both)} set in both [fixed] and [grid]: keep one")
+    fixed = {n: PARAMETERS[n].check(f"fixed.{n}", v) for n, v in fixed_in.items()}
+    grid = {}
+    for n, values in grid_in.items():
+        if not isinstance(values, list):
+            raise ConfigurationError(f"grid.{n} must be a list of values (a single value goes under [fixed]), "
+                                     f"got {values!r}")
+        if not values:
+            raise ConfigurationError(f"grid.{n} is empty: give at least one value, or remove it")
+        canonical = tuple(PARAMETERS[n].check(f"grid.{n}", v) for v in values)
+        if len(set(canonical)) != len(canonical):
+            raise ConfigurationError(f"grid.{n} repeats a value: {list(canonical)}")
+        grid[n] = canonical
+    spec = SweepSpec(name=name, fixed=fixed, grid=grid, seeds=_seeds(data.get("seeds")), description=description)
+    for point in spec.grid_points():
+        try:
+            session_options(point)
+        except ConfigurationError as exc:
+            varying = ", ".join(f"{n}={point[n]!r}" for n in grid)
+            raise ConfigurationError(f"grid point ({varying}): {exc}" if varying else str(exc)) from None
+    return spec
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a TOML spec file (see the package docstring for the format)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser as a package
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigurationError("reading a TOML spec needs Python >= 3.11 (tomllib) or the tomli package; "
+                                     "or pass the parsed dict to parse_spec()") from None
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the sweep spec {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        spec = parse_spec(data)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    return spec if spec.name else SweepSpec(path.stem, spec.fixed, spec.grid, spec.seeds, spec.description)
+
+
+def expand(spec: SweepSpec) -> list[Task]:
+    """Every task of ``spec``: each grid point with each seed, ids unique."""
+    return [Task(task_id(point, seed), seed, point) for point in spec.grid_points() for seed in spec.seeds]

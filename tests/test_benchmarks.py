@@ -80,3 +80,11 @@ def test_sweep_json_lines():
         ("sessions_per_s", "sessions/s"), ("sessions_per_s", "sessions/s"), ("speedup", "x")]
     assert [row["workers"] for row in rows[:2]] == [1, 2] and all(row["sessions"] == 16 for row in rows[:2])
     assert rows[2]["goal"] == 1.6 and rows[2]["params"]["reference_workers"] == 1
+
+
+def test_decoy_json_lines():
+    rows = _json_lines("decoy.py", "--distances", "0", "--pulses", "200000")
+    figures = [row["figure"] for row in rows]
+    assert figures.count("max_distance") == 3 and "simulated_rate" in figures and "pns_eve_known" in figures
+    sim = next(row for row in rows if row["figure"] == "simulated_rate")
+    assert sim["unit"] == "bits/pulse" and sim["analytic"] > 0 and sim["sd"] > 0

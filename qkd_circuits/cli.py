@@ -409,6 +409,63 @@ def _plot_keyrate(path, curve, others, simulated) -> None:
     plt.close(fig)
 
 
+@main.command("decoy")
+@click.option("--pulses", "-n", type=int, default=3_000_000, show_default=True, help="Pulses Alice sends (all intensities).")
+@click.option("--distance-km", type=float, default=0.0, show_default=True, help="Fibre length of the link.")
+@click.option("--preset", type=click.Choice(["GYS"], case_sensitive=False), default="GYS", show_default=True,
+              help="Link parameters (fibre loss, detector, dark counts, misalignment).")
+@click.option("--mu", type=float, default=0.5, show_default=True, help="Signal intensity.")
+@click.option("--nu", type=float, default=0.1, show_default=True, help="Weak decoy intensity.")
+@click.option("--p-signal", type=float, default=0.7, show_default=True, help="Share of signal pulses.")
+@click.option("--p-decoy", type=float, default=0.2, show_default=True, help="Share of decoy pulses (the rest: vacuum).")
+@click.option("--method", type=click.Choice(["decoy-vacuum-weak", "gllp", "assume-single-photons"]),
+              default="decoy-vacuum-weak", show_default=True,
+              help="How the single-photon part is bounded; assume-single-photons is the insecure shortcut.")
+@click.option("--u-alpha", type=float, default=3.0, show_default=True,
+              help="Standard deviations of statistical fluctuation in the decoy bounds.")
+@click.option("--eve", type=click.Choice(["none", "pns"]), default="none", show_default=True,
+              help="pns: photon-number splitting tuned to keep the signal's click rate honest.")
+@click.option("--seed", type=int, default=None, help="Simulation seed; omit for CSPRNG choices.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+def decoy_command(pulses, distance_km, preset, mu, nu, p_signal, p_decoy, method, u_alpha, eve, seed, as_json) -> None:
+    """One decoy-state BB84 round on weak coherent pulses (circuits on Aer)."""
+    from .decoy import link_models, run_decoy_session
+    from .keyrate import PRESETS
+    from .quantum.wcp import PhotonNumberSplitting, WeakCoherentSource
+
+    try:
+        if pulses < 1:
+            raise ConfigurationError(f"--pulses must be >= 1, got {pulses}")
+        link = PRESETS[preset.upper()]
+        if not distance_km >= 0:
+            raise ConfigurationError(f"--distance-km must be >= 0, got {distance_km}")
+        channel, detector = link_models(distance_km, link)
+        source = WeakCoherentSource.vacuum_weak(mu, nu, p_signal=p_signal, p_decoy=p_decoy)
+        attacker = PhotonNumberSplitting.matching(mu, channel, detector) if eve == "pns" else None
+        result = run_decoy_session(pulses, source=source, channel=channel, detector=detector, eve=attacker,
+                                   seed=seed, method=method, u_alpha=u_alpha, link=link)
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    out = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(out, default=_json_default))
+    else:
+        d = out["decoy"]
+        for label, s in d["intensities"].items():
+            click.echo(f"  {label:<7} mu={s['mu']:<5} pulses {s['pulses']:>10,}  gain {s['gain']:.3e}  "
+                       f"QBER {s['qber']:.2%} on {s['sifted']:,} sifted")
+        e = d["estimate"]
+        click.echo(f"  single photons: Y1 >= {e['y1']:.3e}, e1 <= {e['e1']:.2%}, "
+                   f"{'certified' if e['valid'] else 'NONE certified'}; asymptotic rate {d['rate']:.3e} bit/pulse")
+        if out["report"] is not None:
+            _print_report(result.bb84.report)
+        elif out["aborted"]:
+            click.echo(f"  ABORTED: {out['abort_reason']}; no key was output")
+        if eve == "pns":
+            click.echo(f"  (study) Eve knows {out['eve_known_sifted_fraction']:.1%} of the sifted signal bits")
+    sys.exit(EXIT_ABORTED if out["aborted"] else EXIT_OK)
+
+
 @main.group("pki")
 def pki_group() -> None:
     """A demo X.509 PKI for bootstrapping authentication with signatures."""

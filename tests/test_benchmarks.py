@@ -83,7 +83,7 @@ def test_sweep_json_lines():
 
 
 def test_decoy_json_lines():
-    rows = _json_lines("decoy.py", "--distances", "0", "--pulses", "200000")
+    rows = _json_lines("decoy.py", "--distances", "0", "--pulses", "200000", "--repeats", "2")
     figures = [row["figure"] for row in rows]
     assert figures.count("max_distance") == 3 and "simulated_rate" in figures and "pns_eve_known" in figures
     sim = next(row for row in rows if row["figure"] == "simulated_rate")

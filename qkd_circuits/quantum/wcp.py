@@ -372,7 +372,7 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
         clicked[idx] = d0 | d1
         results[idx] = np.where(d0 & d1, take("tie")[:, 0], d1)
         if kept:
-            eve_known[idx] = fwd  # she keeps the photon whether or not she forwards the rest
+            eve_known[idx] = True  # she keeps a photon whether or not she forwards the rest
             eve_results[idx] = take("eve_result")[:, 0]
     models = {"channel": asdict(channel), "detector": asdict(detector),
               "eve": eve.to_dict() if eve is not None else None, "source": source.to_dict(),

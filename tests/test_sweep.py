@@ -296,3 +296,23 @@ def test_ctrl_c_keeps_every_written_row_and_the_rerun_completes(tmp_path, schedu
     assert (summary.skipped, summary.run) == (len(kept), 60 - len(kept))
     rows = read_results(output)
     assert sorted(r["task_id"] for r in rows) == sorted(t.task_id for t in expand(load_spec(spec)))
+
+
+@pytest.mark.slow
+def test_a_two_hundred_session_sweep_on_two_workers(tmp_path):
+    # The scale: >= 200 sessions on a 2-worker LocalCluster; every one present once, and
+    # the noiseless / intercepted ones where physics puts them (throughput: benchmarks/sweep.py).
+    spec = parse_spec({"name": "scale", "seeds": {"count": 25},
+                       "fixed": {"mode": "prepared", "exchanges": 8000},
+                       "grid": {"eve": ["none", "intercept-resend:1"], "noise": ["none", "depolarizing:0.04"],
+                                "distance_km": [0, 10]}})
+    assert len(spec) == 200
+    output = tmp_path / "scale.csv"
+    summary = run_sweep(spec, output, workers=2)
+    assert (summary.run, summary.failed, summary.workers) == (200, 0, 2)
+    rows = read_results(output)
+    assert len(rows) == 200 and len({r["task_id"] for r in rows}) == 200
+    assert len({r["worker"] for r in rows}) == 2
+    for r in rows:
+        if r["eve"] != "none":
+            assert r["aborted"] and r["abort_reason"] == "qber_too_high"

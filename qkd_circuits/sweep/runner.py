@@ -122,12 +122,17 @@ def _distributed():
     return distributed
 
 
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _connect(distributed, workers: int | None, scheduler: str | None):
     """(client, cluster or None): a LocalCluster of ``workers`` processes, or the given scheduler."""
     if scheduler is None:
         with _workers_ignore_ctrl_c():
+            # One thread per worker process, Aer's OpenMP and BLAS included: a worker is one core's
+            # worth of sessions, so adding workers adds cores instead of contending for them.
             cluster = distributed.LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                               processes=True, dashboard_address=None)
+                                               processes=True, dashboard_address=None, env=SINGLE_THREAD_ENV)
         return distributed.Client(cluster), cluster
     try:
         client = distributed.Client(scheduler, timeout="10s")

@@ -152,3 +152,15 @@ def test_ibm_without_an_account_says_how_to_set_one_up(monkeypatch, tmp_path):
     monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
     with pytest.raises(qkd.BackendError, match="save_account"):
         qkd.resolve_backend("ibm:ibm_torino")
+
+
+def test_fake_devices_are_capped_at_what_this_machine_can_simulate():
+    # A fake device is simulated locally as one joint state: lanes="device" stays small, and an
+    # explicit request beyond it is refused with the reason, not a memory error deep in Aer.
+    from qkd_circuits.quantum.execution import FAKE_MAX_QUBITS
+
+    pending = qkd.submit(2000, mode="prepared", backend="fake:sherbrooke", lanes="device", seed=1)
+    assert pending.template.circuit.num_qubits <= FAKE_MAX_QUBITS
+    assert len(pending.result()) == 2000
+    with pytest.raises(qkd.ConfigurationError, match="simulated on this machine as one joint state"):
+        qkd.submit(2000, mode="prepared", backend="fake:sherbrooke", lanes=40, seed=1)

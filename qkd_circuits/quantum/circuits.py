@@ -187,7 +187,9 @@ def build_exchange_circuit(
         for op in _noise_instructions(channel):
             qc.append(op, [q])
 
-        # Bob measures in his basis.
+        # Bob measures in his basis.  The barrier keeps the transpiler from merging Bob's rotation
+        # into Alice's (RY(a)·RY(b) = RY(a+b)): on a device the pulse must exist between them.
+        qc.barrier(q)
         if mode == "qrng":
             qc.cry(-math.pi / 2, b_basis[lane], q)
         else:

@@ -47,6 +47,8 @@ HANDLE_VERSION = 1
 #: Exchanges per job: bounds memory and gives the progress bar something to count.
 DEFAULT_CHUNK = 1 << 20
 SEQUENTIAL_CHUNK = 4096
+#: Largest circuit a fake device (simulated locally with its noise model) may have.
+FAKE_MAX_QUBITS = 16
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,14 @@ def submit(
             raise ConfigurationError(f"lanes='device' needs a device backend, not {backend.spec!r}")
         per_lane = _qubits_per_lane(mode, channel, detector, eve)
         lanes = max(1, backend.num_qubits // (2 * per_lane))
+        if backend.kind == "fake":  # simulated here: keep the joint state small enough to run
+            lanes = max(1, min(lanes, FAKE_MAX_QUBITS // per_lane))
     lanes = _check_count("lanes", lanes)
+    if backend.kind == "fake" and lanes * _qubits_per_lane(mode, channel, detector, eve) > FAKE_MAX_QUBITS:
+        raise ConfigurationError(
+            f"{lanes} lanes need {lanes * _qubits_per_lane(mode, channel, detector, eve)} qubits; a fake device is "
+            f"simulated on this machine as one joint state (memory exponential in the qubits), so at most "
+            f"{FAKE_MAX_QUBITS} qubits run here: use fewer lanes, or lanes='device'")
     template = build_exchange_circuit(mode, channel=channel, detector=detector, eve=eve, lanes=lanes)
     circuit = backend.prepare(template.circuit)
     circuit_info = {"num_qubits": template.circuit.num_qubits, "depth": circuit.depth(),

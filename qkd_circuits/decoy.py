@@ -184,13 +184,23 @@ class DecoySessionResult:
 
     ``bb84`` is ``None`` when the decoy check already failed (no single photons certified):
     the round aborts before any post-processing and consumes nothing from the pools.
+    ``aborted``/``abort_reason`` cover both stages.
     """
 
     analysis: DecoyAnalysis
     bb84: object | None
     record: object = field(repr=False)
-    aborted: bool = False
-    abort_reason: str | None = None
+    decoy_abort_reason: str | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self.decoy_abort_reason is not None or (self.bb84 is not None and self.bb84.report.aborted)
+
+    @property
+    def abort_reason(self) -> str | None:
+        if self.decoy_abort_reason is not None:
+            return self.decoy_abort_reason
+        return self.bb84.report.abort_reason if self.bb84 is not None else None
 
     @property
     def alice_key(self):
@@ -211,9 +221,9 @@ class DecoySessionResult:
 
     def to_dict(self) -> dict:
         report = self.bb84.report.to_dict() if self.bb84 is not None else None
-        aborted = self.aborted or (report is not None and report["aborted"])
-        reason = self.abort_reason or (report["abort_reason"] if report else None)
-        return {"aborted": aborted, "abort_reason": reason, "decoy": self.analysis.to_dict(), "report": report,
+        detail = NO_SINGLE_PHOTONS_DETAIL if self.decoy_abort_reason == NO_SINGLE_PHOTONS else None
+        return {"aborted": self.aborted, "abort_reason": self.abort_reason, "abort_detail": detail,
+                "decoy": self.analysis.to_dict(), "report": report,
                 "pulses": len(self.record), "models": self.record.models,
                 "eve_known_sifted_fraction": self.eve_known_fraction}
 
@@ -222,6 +232,9 @@ SESSION_METHODS = ("decoy-vacuum-weak", "gllp", "assume-single-photons")
 
 #: The abort reason when the decoy bounds certify no single photons.
 NO_SINGLE_PHOTONS = "decoy_check_failed"
+NO_SINGLE_PHOTONS_DETAIL = ("the decoy bounds certify no single-photon detections: the data fit an attack that "
+                            "knows every bit (e.g. photon-number splitting), or there are too few decoy and "
+                            "vacuum counts for the fluctuation margin u_alpha (send more pulses)")
 
 
 def run_decoy_session(pulses: int = 2_000_000, *, source=None, channel=None, detector=None, eve=None,
@@ -267,7 +280,7 @@ def run_decoy_session(pulses: int = 2_000_000, *, source=None, channel=None, det
     if method == "assume-single-photons":
         config = replace(config, single_photon=None)
     elif not est.valid or est.q_mu <= 0:
-        return DecoySessionResult(analysis, None, record, True, NO_SINGLE_PHOTONS)
+        return DecoySessionResult(analysis, None, record, NO_SINGLE_PHOTONS)
     else:
         config = replace(config, single_photon=(min(1.0, est.q1 / est.q_mu), est.e1))
     m = record.label_mask("signal")

@@ -112,8 +112,11 @@ class LinkParameters:
         return self.eta_bob * 10.0 ** (-self.alpha_db_per_km * np.asarray(distance_km, dtype=float) / 10.0)
 
     def with_(self, **changes) -> LinkParameters:
-        """A copy with some parameters changed (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some parameters changed (``None`` values are ignored); its name says so."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes and "name" not in changes and not self.name.endswith("(modified)"):
+            changes["name"] = f"{self.name} (modified)"
+        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return asdict(self)

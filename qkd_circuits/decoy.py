@@ -262,6 +262,7 @@ def run_decoy_session(pulses: int = 2_000_000, *, source=None, channel=None, det
     The round aborts with ``decoy_check_failed`` when the bounds leave no single photons (e.g.
     a photon-number-splitting attack caught by the decoys), before any post-processing.
     """
+    from ._provenance import versions
     from .quantum.wcp import WeakCoherentSource, run_wcp_exchanges
     from .records import MeasurementRecord, Provenance
     from .session import postprocess
@@ -286,7 +287,7 @@ def run_decoy_session(pulses: int = 2_000_000, *, source=None, channel=None, det
     m = record.label_mask("signal")
     provenance = Provenance(backend=record.models["backend"], backend_name=record.models["backend"], mode="wcp",
                             schedule="grouped", lanes=1, shots=len(record), job_ids=(), seed=seed,
-                            versions={}, created_utc=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                            versions=versions(), created_utc=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
                             models=record.models)
     signal = MeasurementRecord(alice_bits=record.alice_bits[m], alice_bases=record.alice_bases[m],
                                bob_bases=record.bob_bases[m], bob_results=record.bob_results[m],

@@ -116,7 +116,8 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     assert result.alice_key is not None and result.alice_key.matches(result.bob_key)
     kl = d["report"]["key_length"]
     assert kl["formula"].startswith("GLLP with decoy bounds")
-    assert 0 < kl["mu"] < 1 and kl["qber_tolerance"] > d["decoy"]["estimate"]["e_mu"] * 0.5
+    assert 0 < kl["single_photon_fraction"] < 1 and kl["mu"] == 0.0
+    assert kl["qber_tolerance"] == d["decoy"]["estimate"]["e1"]  # the phase-error bound from the decoys
     # The same link under PNS, decoys on: aborted before post-processing.
     channel, detector = link_models(40)
     eve = PhotonNumberSplitting.matching(0.5, channel, detector)
@@ -160,3 +161,4 @@ def test_unseeded_choices_come_from_secrets():
     r1 = run_wcp_exchanges(2000)
     r2 = run_wcp_exchanges(2000)
     assert r1.seed is None and not np.array_equal(r1.alice_bits, r2.alice_bits)
+    assert repr(r1) == f"WcpRecord(pulses=2000, clicks={int(r1.clicked.sum())}, seed=None)"  # no bits in reprs

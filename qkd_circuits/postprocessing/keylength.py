@@ -54,6 +54,7 @@ class KeyLength:
     security_term: float  # log2(2/(ε_sec² ε_cor))
     tolerance_rule: str = "fixed in advance"
     formula: str = "Tomamichel-Lim-Gisin-Renner 2012, Eq. (2)"
+    single_photon_fraction: float | None = None  # decoy rounds: κ, the certified single-photon share
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -107,9 +108,11 @@ def decoy_key_length(n: int, k: int, single_photon_fraction: float, e1_upper: fl
     private = n * single_photon_fraction * (1.0 - binary_entropy(e1_upper))
     security = math.log2(2 / (eps_sec ** 2 * eps_cor))
     length = max(0, math.floor(private - leak_ec - security))
-    return KeyLength(length, n, k, e1_upper, single_photon_fraction, int(leak_ec), eps_sec, eps_cor, n - private,
+    # qber_tolerance holds e_1 (the phase-error bound) and mu is 0: the statistical margin is
+    # already inside the decoy bounds.
+    return KeyLength(length, n, k, e1_upper, 0.0, int(leak_ec), eps_sec, eps_cor, n - private,
                      security, "single-photon bounds from the decoy analysis",
-                     "GLLP with decoy bounds (Gottesman et al. 2004; Ma et al. 2005)")
+                     "GLLP with decoy bounds (Gottesman et al. 2004; Ma et al. 2005)", single_photon_fraction)
 
 
 def shor_preskill_rate(qber: float, f: float = 1.0) -> float:

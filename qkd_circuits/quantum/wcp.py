@@ -252,6 +252,9 @@ class WcpRecord:
     def __len__(self) -> int:
         return int(self.intensity.size)
 
+    def __repr__(self) -> str:  # never print key material (Alice's bits, Bob's results)
+        return f"WcpRecord(pulses={len(self)}, clicks={int(self.clicked.sum())}, seed={self.seed})"
+
     def label_mask(self, label: str) -> np.ndarray:
         return self.intensity == self.source.labels.index(label)
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from conftest import assert_rate
 from qkd_circuits import ConfigurationError
-from qkd_circuits.cli import main, run as run_command
+from qkd_circuits.cli import decoy_command, main, run as run_command
 from qkd_circuits.sweep import (COLUMNS, PARAMETERS, Task, expand, load_spec, parse_spec, read_results, run_sweep,
                                 run_task, task_id)
 
@@ -92,6 +92,14 @@ GRID = {"distance_km": [0, 10]}
      r"grid point \(detector_efficiency=1.5\): efficiency must be a probability in \[0, 1\], got 1.5"),
     ({"seeds": [1], "fixed": {"cascade": "turbo"}}, r"unknown Cascade preset 'turbo'"),
     ({"seeds": [1], "fixed": {"backend": "fake:nairobi", "noise": "depolarizing:0.04"}}, r"Aer noise instructions"),
+    ({"seeds": [1], "fixed": {"protocol": "e91"}}, r"fixed.protocol must be one of 'bb84', 'decoy', got 'e91'"),
+    ({"seeds": [1], "fixed": {"eve": "pns"}}, r"eve 'pns' \(photon-number splitting\) needs protocol = 'decoy'"),
+    ({"seeds": [1], "fixed": {"protocol": "decoy", "noise": "depolarizing:0.04"}}, r"use 'misalignment:E' or 'none'"),
+    ({"seeds": [1], "fixed": {"protocol": "decoy", "eve": "probe:0.3"}}, r"decoy sessions take eve 'none' or 'pns'"),
+    ({"seeds": [1], "fixed": {"protocol": "decoy", "backend": "fake:nairobi"}}, r"decoy sessions run on backend 'aer'"),
+    ({"seeds": [1], "fixed": {"protocol": "decoy"}, "grid": {"nu": [0.1, 0.6]}},
+     r"grid point \(nu=0.6\): the decoy nu=0.6 must be weaker than the signal mu=0.5"),
+    ({"seeds": [1], "fixed": {"protocol": "decoy", "decoy_method": "trust-me"}}, r"fixed.decoy_method must be one of"),
 ])
 def test_bad_specs_are_refused_with_the_key_and_the_value(data, message):
     with pytest.raises(ConfigurationError, match=message):
@@ -113,6 +121,9 @@ def test_load_spec_refuses_unreadable_and_invalid_files(tmp_path):
 
 def test_defaults_are_those_of_qkd_run():
     cli = {p.name: p.default for p in run_command.params}
+    decoy = {p.name: p.default for p in decoy_command.params}  # the decoy-session parameters: qkd decoy's
+    cli.update({k: decoy[k] for k in ("mu", "nu", "p_signal", "p_decoy", "u_alpha")},
+               decoy_method=decoy["method"], protocol="bb84")
     for name, parameter in PARAMETERS.items():
         expected = {"noise": "none", "eve": "none"}.get(name, cli[name])
         assert parameter.default == expected, name
@@ -316,3 +327,27 @@ def test_a_two_hundred_session_sweep_on_two_workers(tmp_path):
     for r in rows:
         if r["eve"] != "none":
             assert r["aborted"] and r["abort_reason"] == "qber_too_high"
+
+
+def test_decoy_sessions_in_a_sweep(tmp_path, scheduler):
+    # The GYS link at 0 and 40 km, honest and under photon-number splitting: the decoys certify
+    # single photons on the honest link and catch PNS at 40 km, where Eve holds every sifted bit.
+    spec = parse_spec({"seeds": [3], "fixed": {"protocol": "decoy", "exchanges": 1_000_000, "p_signal": 0.6,
+                                               "p_decoy": 0.3, "noise": "misalignment:0.033",
+                                               "detector_efficiency": 0.045, "dark_count": 1.7e-6,
+                                               "alpha_db_per_km": 0.21},
+                       "grid": {"distance_km": [0, 40], "eve": ["none", "pns"]}})
+    output = tmp_path / "decoy.csv"
+    summary = run_sweep(spec, output, scheduler=scheduler)
+    assert (summary.run, summary.failed) == (4, 0)
+    rows = {(r["distance_km"], r["eve"]): r for r in read_results(output)}
+    for distance in (0.0, 40.0):
+        honest = rows[(distance, "none")]
+        assert honest["decoy_valid"] and honest["decoy_y1"] > 0 and honest["eve_known_fraction"] == 0.0
+    assert rows[(0.0, "none")]["decoy_rate"] > 0  # at 40 km the u_alpha = 3 margin leaves no rate at 10^6 pulses
+    caught = rows[(40.0, "pns")]
+    assert caught["aborted"] and caught["abort_reason"] == "decoy_check_failed" and not caught["decoy_valid"]
+    assert caught["eve_known_fraction"] > 0.95 and caught["final_key_bits"] == 0
+    # A BB84 task keeps the id it had before decoy parameters existed (resume across versions).
+    bb84 = expand(parse_spec({"seeds": [3], "fixed": {"mu": 0.3}}))[0]
+    assert bb84.task_id == expand(parse_spec({"seeds": [3]}))[0].task_id

@@ -44,7 +44,20 @@ cascade               "option7"   ``--cascade``
 sample_fraction       0.1         ``--sample-fraction``
 eps_sec               1e-10       ``--eps-sec``
 eps_cor               1e-15       ``--eps-cor``
+protocol              "bb84"      "bb84" (``run_bb84``) or "decoy": a decoy-state round on weak
+                                  coherent pulses (``run_decoy_session``, as ``qkd decoy``)
+mu, nu                0.5, 0.1    decoy: signal and weak-decoy intensities
+p_signal, p_decoy     0.7, 0.2    decoy: shares of signal and decoy pulses (the rest: vacuum)
+u_alpha               3.0         decoy: standard deviations of fluctuation in the bounds
+decoy_method          "decoy-     decoy: "decoy-vacuum-weak", "gllp" or "assume-single-photons"
+                      vacuum-weak"
 ====================  ==========  ==================================================================
+
+A decoy session reads ``exchanges`` as pulses, the fibre and detector parameters (noise may only
+be "misalignment:E"), ``eve`` "none" or "pns" (photon-number splitting tuned to the signal's
+honest click rate) and the post-processing parameters; it runs on "aer".  Its rows add
+decoy_rate, decoy_y1, decoy_e1, decoy_valid, gain_signal, gain_decoy and eve_known_fraction
+(the simulator's ground truth).  A BB84 task's id leaves the decoy-only parameters out.
 
 Any parameter goes under ``[fixed]`` (a value) or ``[grid]`` (a non-empty list without repeats),
 not both.  The whole spec is validated before anything runs (unknown keys, wrong types, empty

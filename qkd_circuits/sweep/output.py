@@ -44,6 +44,8 @@ COLUMNS: dict[str, str] = {
     "qber_estimate": "float", "qber_upper": "float", "qber_true_sifted": "float",
     "aborted": "bool", "abort_reason": "str", "final_key_bits": "int", "leaked_ec_bits": "int",
     "key_sha256": "str", "keys_match": "bool",
+    "decoy_rate": "float", "decoy_y1": "float", "decoy_e1": "float", "decoy_valid": "bool",
+    "gain_signal": "float", "gain_decoy": "float", "eve_known_fraction": "float",
     "quantum_s": "float", "postprocessing_s": "float", "wall_s": "float", "timings_s": "str",
     "error": "str", "worker": "str", "commit": "str", "versions": "str",
 }

@@ -86,9 +86,24 @@ def run_task(task: Task) -> dict:
     t0 = time.perf_counter()
     row = {**_row(task), "worker": f"{socket.gethostname()}/{os.getpid()}"}
     try:
-        from ..session import run_bb84
+        options = session_options(task.parameters)
+        if options.pop("protocol", "bb84") == "decoy":
+            from ..decoy import run_decoy_session
 
-        result = run_bb84(task.parameters["exchanges"], seed=task.seed, **session_options(task.parameters))
+            decoy = run_decoy_session(task.parameters["exchanges"], seed=task.seed, **options)
+            a = decoy.analysis
+            row.update(decoy_rate=float(a.rate), decoy_y1=float(a.estimate.y1), decoy_e1=float(a.estimate.e1),
+                       decoy_valid=bool(a.estimate.valid), gain_signal=float(a.stats["signal"].gain),
+                       gain_decoy=float(a.stats["decoy"].gain), eve_known_fraction=float(decoy.eve_known_fraction),
+                       aborted=decoy.aborted, abort_reason=decoy.abort_reason)
+            if decoy.bb84 is None:  # the decoy check failed: no post-processing ran
+                row.update(final_key_bits=0, wall_s=time.perf_counter() - t0)
+                return row
+            result = decoy.bb84
+        else:
+            from ..session import run_bb84
+
+            result = run_bb84(task.parameters["exchanges"], seed=task.seed, **options)
     except Exception as exc:  # noqa: BLE001 -- one failing session must not end the sweep
         row.update(error=_one_line(exc), wall_s=time.perf_counter() - t0)
         return row

@@ -78,8 +78,19 @@ def _noise(name: str, value: Any) -> str:
 
 def _eve(name: str, value: Any) -> str:
     value = _text(name, value)
+    if value == "pns":  # photon-number splitting: decoy sessions only (checked per point)
+        return value
     parse_eve(value)
     return value or "none"
+
+
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        value = _text(name, value)
+        if value not in allowed:
+            raise ConfigurationError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    return check
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,17 @@ PARAMETERS: dict[str, _Parameter] = {
     "sample_fraction": _Parameter(0.1, _number),
     "eps_sec": _Parameter(1e-10, _number),
     "eps_cor": _Parameter(1e-15, _number),
+    # Decoy-state sessions on weak coherent pulses (``qkd decoy``'s options and defaults).
+    "protocol": _Parameter("bb84", _choice("bb84", "decoy")),
+    "mu": _Parameter(0.5, _number),
+    "nu": _Parameter(0.1, _number),
+    "p_signal": _Parameter(0.7, _number),
+    "p_decoy": _Parameter(0.2, _number),
+    "u_alpha": _Parameter(3.0, _number),
+    "decoy_method": _Parameter("decoy-vacuum-weak", _choice("decoy-vacuum-weak", "gllp", "assume-single-photons")),
 }
+#: Parameters only decoy sessions read; a BB84 task's id leaves them out (so it does not change).
+DECOY_ONLY = ("protocol", "mu", "nu", "p_signal", "p_decoy", "u_alpha", "decoy_method")
 
 
 @dataclass(frozen=True)
@@ -150,14 +171,24 @@ def task_id(parameters: Mapping[str, Any], seed: int) -> str:
     Values are the canonical ones :func:`parse_spec` makes (numbers as floats, noise joined by
     ``+``), so writing ``10`` or ``10.0`` names the same task.
     """
+    if parameters.get("protocol", "bb84") == "bb84":
+        parameters = {k: v for k, v in parameters.items() if k not in DECOY_ONLY}
     canonical = json.dumps({"version": TASK_ID_VERSION, "seed": seed, "parameters": dict(parameters)},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def session_options(parameters: Mapping[str, Any]) -> dict:
-    """The keyword arguments of ``run_bb84`` (all but ``exchanges`` and ``seed``) for a point."""
+    """The keyword arguments of ``run_bb84`` (all but ``exchanges`` and ``seed``) for a point.
+
+    For ``protocol = "decoy"``: those of :func:`qkd_circuits.decoy.run_decoy_session`, plus
+    ``protocol="decoy"``.
+    """
     p = parameters
+    if p.get("protocol", "bb84") == "decoy":
+        return _decoy_options(p)
+    if p["eve"] == "pns":
+        raise ConfigurationError("eve 'pns' (photon-number splitting) needs protocol = 'decoy' (weak coherent pulses)")
     channel_kw, detector_kw = parse_noise([] if p["noise"] == "none" else p["noise"].split("+"))
     try:
         config = PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
@@ -172,6 +203,33 @@ def session_options(parameters: Mapping[str, Any]) -> dict:
             "use backend 'aer', or misalignment (a rotation) on a fake device")
     return dict(mode=p["mode"], backend=p["backend"], channel=channel, detector=detector,
                 eve=parse_eve(p["eve"]), config=config)
+
+
+def _decoy_options(p: Mapping[str, Any]) -> dict:
+    """A decoy-state session: weak coherent pulses over the same fibre and detector parameters."""
+    from ..quantum.wcp import PhotonNumberSplitting, WeakCoherentSource
+
+    if p["backend"] != "aer":
+        raise ConfigurationError("decoy sessions run on backend 'aer' (millions of pulses per session)")
+    channel_kw, detector_kw = parse_noise([] if p["noise"] == "none" else p["noise"].split("+"))
+    if set(channel_kw) - {"misalignment"} or detector_kw:
+        raise ConfigurationError(f"decoy sessions model misalignment, loss and dark counts; noise {p['noise']!r} "
+                                 "has Aer noise instructions: use 'misalignment:E' or 'none'")
+    if p["eve"] not in ("none", "pns"):
+        raise ConfigurationError(f"decoy sessions take eve 'none' or 'pns', got {p['eve']!r}")
+    try:
+        config = PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
+                                      cascade=p["cascade"], eps_sec=p["eps_sec"], eps_cor=p["eps_cor"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    channel = Channel(distance_km=p["distance_km"], alpha_db_per_km=p["alpha_db_per_km"], **channel_kw)
+    detector = Detector(efficiency=p["detector_efficiency"], dark_count_probability=p["dark_count"])
+    source = WeakCoherentSource.vacuum_weak(p["mu"], p["nu"], p_signal=p["p_signal"], p_decoy=p["p_decoy"])
+    eve = PhotonNumberSplitting.matching(p["mu"], channel, detector) if p["eve"] == "pns" else None
+    if p["u_alpha"] < 0:
+        raise ConfigurationError(f"u_alpha must be >= 0, got {p['u_alpha']}")
+    return dict(protocol="decoy", source=source, channel=channel, detector=detector, eve=eve, config=config,
+                method=p["decoy_method"], u_alpha=p["u_alpha"])
 
 
 def _unknown(key: str, known, where: str) -> ConfigurationError:

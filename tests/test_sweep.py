@@ -351,3 +351,9 @@ def test_decoy_sessions_in_a_sweep(tmp_path, scheduler):
     # A BB84 task keeps the id it had before decoy parameters existed (resume across versions).
     bb84 = expand(parse_spec({"seeds": [3], "fixed": {"mu": 0.3}}))[0]
     assert bb84.task_id == expand(parse_spec({"seeds": [3]}))[0].task_id
+
+
+@pytest.mark.parametrize("name, sessions", [("sweep_example.toml", 360), ("sweep_decoy.toml", 120)])
+def test_the_example_specs_are_valid(name, sessions):
+    spec = load_spec(Path(__file__).parent.parent / "benchmarks" / name)
+    assert len(spec) == sessions and len({t.task_id for t in expand(spec)}) == sessions

@@ -1,7 +1,7 @@
 """Secret key rate of BB84 with weak coherent pulses against fibre distance.
 
-The asymptotic rate per pulse (GLLP, eq. (1) of Lo, Ma & Chen 2005; eq. (1) of Ma, Qi, Zhao & Lo
-2005)::
+The asymptotic rate per pulse (GLLP, as written by Lo, Ma & Chen 2005 and Ma, Qi, Zhao & Lo
+2005; equation numbers are not cited here because the papers' texts could not be re-read)::
 
     R >= q { -Q_mu f(E_mu) h(E_mu) + Q_1 [1 - h(e_1)] }
 
@@ -19,12 +19,12 @@ single-photon part.  Three ways to bound the single-photon part, the ``method`` 
     Infinitely many decoys measure ``Y_1`` and ``e_1`` exactly: ``Y_1 = Y_0 + eta`` and
     ``e_1 Y_1 = e_0 Y_0 + e_det eta`` for this channel model (Lo, Ma & Chen 2005).
 ``decoy-vacuum-weak``
-    Vacuum plus one weak decoy ``nu`` (Ma et al. 2005, eqs. (34) and (37))::
+    Vacuum plus one weak decoy ``nu`` (Ma et al. 2005, the vacuum + weak decoy bounds)::
 
         Y_1 >= mu / (mu nu - nu^2) (Q_nu e^nu - Q_mu e^mu nu^2/mu^2 - (mu^2 - nu^2)/mu^2 Y_0)
         e_1 <= (E_nu Q_nu e^nu - e_0 Y_0) / (Y_1 nu)
 
-The channel model behind the analytic curves (Ma et al. 2005, Sec. II): overall transmittance
+The channel model behind the analytic curves (Ma et al. 2005): overall transmittance
 ``eta = eta_Bob 10^(-alpha L / 10)``, each photon independently lost, threshold detectors::
 
     Q_mu = Y_0 + 1 - e^(-eta mu)
@@ -32,7 +32,7 @@ The channel model behind the analytic curves (Ma et al. 2005, Sec. II): overall 
 
 :func:`decoy_estimate` applies the same bounds to *observed* gains and error rates (from a
 simulated or real session), optionally with the finite-size fluctuation of Ma et al. 2005,
-Sec. VI: a count ``N Q`` is replaced by its ``u_alpha``-standard-deviation bound.
+statistical-fluctuation section: a count ``N Q`` is replaced by its ``u_alpha``-standard-deviation bound.
 
 The published GYS parameter set (Gobby, Yuan & Shields, Appl. Phys. Lett. 84, 3762 (2004), as
 used by Lo, Ma & Chen and by Ma et al.) is the preset ``"GYS"``.
@@ -123,7 +123,7 @@ class LinkParameters:
 
 
 #: Named parameter sets.  GYS: Gobby, Yuan & Shields, APL 84, 3762 (2004) — 122 km of fibre at
-#: 1550 nm; the parameters as listed in Ma, Qi, Zhao & Lo, PRA 72, 012326 (2005), Table I.
+#: 1550 nm; the parameters as used by Lo, Ma & Chen (2005) and Ma, Qi, Zhao & Lo, PRA 72, 012326 (2005).
 PRESETS = {
     "GYS": LinkParameters(alpha_db_per_km=0.21, eta_bob=0.045, y0=1.7e-6, e_detector=0.033, f_ec=1.22, q=0.5,
                           name="GYS"),
@@ -131,12 +131,12 @@ PRESETS = {
 
 
 def gain(mu, eta, link: LinkParameters):
-    """Expected gain Q_μ = Y_0 + 1 − e^(−ημ) (Ma et al. 2005, eq. (6))."""
+    """Expected gain Q_μ = Y_0 + 1 − e^(−ημ) (Ma et al. 2005)."""
     return link.y0 + 1.0 - np.exp(-np.asarray(eta) * mu)
 
 
 def error_gain(mu, eta, link: LinkParameters):
-    """Expected erroneous-click probability E_μ·Q_μ = e_0 Y_0 + e_det (1 − e^(−ημ)) (eq. (8))."""
+    """Expected erroneous-click probability E_μ·Q_μ = e_0 Y_0 + e_det (1 − e^(−ημ))."""
     return 0.5 * link.y0 + link.e_detector * (1.0 - np.exp(-np.asarray(eta) * mu))
 
 
@@ -174,7 +174,7 @@ class DecoyEstimate:
 
 
 def _vacuum_weak(mu, nu, q_mu, q_nu, eq_nu, y0):
-    """Ma et al. 2005 eqs. (34), (37): Y_1^L and e_1^U from vacuum + weak decoy data."""
+    """Ma et al. 2005 (vacuum + weak decoy): Y_1^L and e_1^U from vacuum + weak decoy data."""
     y1 = mu / (mu * nu - nu * nu) * (q_nu * np.exp(nu) - q_mu * np.exp(mu) * nu * nu / (mu * mu)
                                       - (mu * mu - nu * nu) / (mu * mu) * y0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -362,7 +362,7 @@ def key_rate_curve(distances_km, method: str = "decoy-vacuum-weak", link: LinkPa
 
 
 def _lower(count_rate: float, n: int, u: float) -> float:
-    """Ma et al. 2005 Sec. VI: Q^L = Q (1 − u/√(N Q)), i.e. the count minus u standard deviations."""
+    """Ma et al. 2005, statistical fluctuations: Q^L = Q (1 − u/√(N Q)), i.e. the count minus u standard deviations."""
     if n <= 0 or u == 0:
         return count_rate
     return max(count_rate - u * math.sqrt(max(count_rate, 0.0) / n), 0.0)
@@ -386,7 +386,7 @@ def decoy_estimate(method: str, *, mu: float, q_mu: float, e_mu: float, nu: floa
         q_mu, e_mu, q_nu, e_nu, q_vacuum: observed gains and error rates.
         pulses: pulses sent per intensity, ``{"signal": N_mu, "decoy": N_nu, "vacuum": N_0}``;
             with ``u_alpha > 0`` each rate is moved ``u_alpha`` standard deviations the
-            pessimistic way (Ma et al. 2005, Sec. VI): Q_ν and Y_0 down (for Y_1), E_νQ_ν and
+            pessimistic way (Ma et al. 2005's fluctuation analysis): Q_ν and Y_0 down (for Y_1), E_νQ_ν and
             Y_0 up (for e_1)... each to the side that loosens the bound.
         u_alpha: standard deviations for the finite-size bounds (0: asymptotic).
 

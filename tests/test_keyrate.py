@@ -20,7 +20,7 @@ GYS = PRESETS["GYS"]
 # row is a paper's *conclusion* rather than a number, the source says so.
 PUBLISHED = [
     ("max distance, infinite decoy, GYS (km)", lambda: max_distance_km("decoy-infinite", GYS), 142.05, 1.0,
-     "Ma, Qi, Zhao & Lo, PRA 72, 012326 (2005), Sec. V (GYS simulation); Lo, Ma & Chen, PRL 94, 230504 "
+     "Ma, Qi, Zhao & Lo, PRA 72, 012326 (2005) (GYS simulation); Lo, Ma & Chen, PRL 94, 230504 "
      "(2005) quote about 140 km; X. Ma, M.Sc. thesis (quant-ph/0503057) abstract: 'over 140 km'"),
     ("max distance, vacuum + weak decoy (nu -> 0), GYS (km)",
      lambda: max_distance_km("decoy-vacuum-weak", GYS, nu=0.01), 142.05, 1.0,
@@ -32,7 +32,7 @@ PUBLISHED = [
     ("max distance, no decoy (GLLP), GYS (km)", lambda: max_distance_km("gllp", GYS), 35.0, 6.0,
      "Lo, Ma & Chen 2005, Fig. 1 (GLLP without decoys, GYS): read off the figure, not quoted text"),
     ("optimal signal intensity at 0 km, infinite decoy", lambda: key_rate(0.0, "decoy-infinite", GYS).mu, 0.48, 0.03,
-     "Ma et al. 2005, Sec. V: mu ~ O(1), about 0.48 for GYS"),
+     "Ma et al. 2005 (GYS simulation): mu ~ O(1), about 0.48 for GYS"),
     ("Shor-Preskill QBER threshold", shor_preskill_threshold, 0.110, 0.001,
      "Shor & Preskill, PRL 85, 441 (2000): 1 - 2h(Q) = 0 at about 11%"),
 ]

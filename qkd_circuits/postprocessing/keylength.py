@@ -91,7 +91,7 @@ def decoy_key_length(n: int, k: int, single_photon_fraction: float, e1_upper: fl
     lower bound on the fraction of the n key bits that came from single-photon pulses and
     ``e_1`` an upper bound on their error (phase-error) rate, both from the decoy analysis
     (:func:`qkd_circuits.keyrate.decoy_estimate`; their statistical fluctuation is in those
-    bounds, Ma et al. 2005 Sec. VI).  This is the asymptotic GLLP formula applied to finite
+    bounds, as in Ma et al. 2005's fluctuation analysis).  This is the asymptotic GLLP formula applied to finite
     counts with fluctuation-corrected bounds; it is not a composable finite-key proof such as
     Lim, Curty, Walenta, Xu & Zbinden, PRA 89, 022307 (2014).
 

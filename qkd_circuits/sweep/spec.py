@@ -178,6 +178,14 @@ def task_id(parameters: Mapping[str, Any], seed: int) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _config(p: Mapping[str, Any]) -> PostProcessingConfig:
+    try:
+        return PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
+                                    cascade=p["cascade"], eps_sec=p["eps_sec"], eps_cor=p["eps_cor"])
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def session_options(parameters: Mapping[str, Any]) -> dict:
     """The keyword arguments of ``run_bb84`` (all but ``exchanges`` and ``seed``) for a point.
 
@@ -190,11 +198,7 @@ def session_options(parameters: Mapping[str, Any]) -> dict:
     if p["eve"] == "pns":
         raise ConfigurationError("eve 'pns' (photon-number splitting) needs protocol = 'decoy' (weak coherent pulses)")
     channel_kw, detector_kw = parse_noise([] if p["noise"] == "none" else p["noise"].split("+"))
-    try:
-        config = PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
-                                      cascade=p["cascade"], eps_sec=p["eps_sec"], eps_cor=p["eps_cor"])
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+    config = _config(p)
     channel = Channel(distance_km=p["distance_km"], alpha_db_per_km=p["alpha_db_per_km"], **channel_kw)
     detector = Detector(efficiency=p["detector_efficiency"], dark_count_probability=p["dark_count"], **detector_kw)
     if p["backend"] != "aer" and (channel.has_noise_instructions or detector.has_noise_instructions):
@@ -217,11 +221,7 @@ def _decoy_options(p: Mapping[str, Any]) -> dict:
                                  "has Aer noise instructions: use 'misalignment:E' or 'none'")
     if p["eve"] not in ("none", "pns"):
         raise ConfigurationError(f"decoy sessions take eve 'none' or 'pns', got {p['eve']!r}")
-    try:
-        config = PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
-                                      cascade=p["cascade"], eps_sec=p["eps_sec"], eps_cor=p["eps_cor"])
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+    config = _config(p)
     channel = Channel(distance_km=p["distance_km"], alpha_db_per_km=p["alpha_db_per_km"], **channel_kw)
     detector = Detector(efficiency=p["detector_efficiency"], dark_count_probability=p["dark_count"])
     source = WeakCoherentSource.vacuum_weak(p["mu"], p["nu"], p_signal=p["p_signal"], p_decoy=p["p_decoy"])

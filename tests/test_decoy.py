@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from qkd_circuits import ConfigurationError, PostProcessingConfig
+from qkd_circuits import AuthKeyPool, ConfigurationError, PostProcessingConfig
 from qkd_circuits.decoy import NO_SINGLE_PHOTONS, analyse, link_models, run_decoy_session, simulate_point
 from qkd_circuits.keyrate import PRESETS, error_gain, gain
 from qkd_circuits.quantum.models import Channel, Detector
@@ -121,9 +121,14 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     # The same link under PNS, decoys on: aborted before post-processing.
     channel, detector = link_models(40)
     eve = PhotonNumberSplitting.matching(0.5, channel, detector)
-    caught = run_decoy_session(1_000_000, channel=channel, detector=detector, eve=eve, seed=4)
+    alice_pool = AuthKeyPool.fresh()
+    bob_pool = alice_pool.copy()
+    before = (alice_pool.available_bits, bob_pool.available_bits)
+    caught = run_decoy_session(1_000_000, channel=channel, detector=detector, eve=eve, seed=4,
+                               alice_pool=alice_pool, bob_pool=bob_pool)
     assert caught.aborted and caught.abort_reason == NO_SINGLE_PHOTONS
     assert caught.alice_key is None and caught.bb84 is None
+    assert (alice_pool.available_bits, bob_pool.available_bits) == before  # no pad bits spent
 
 
 def test_without_decoys_pns_yields_a_key_eve_knows():

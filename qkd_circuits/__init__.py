@@ -24,6 +24,7 @@ from .exceptions import (
     ConfigurationError,
     KeyPoolExhausted,
     KeyStoreError,
+    LinkHalted,
     MissingExtraError,
     ProtocolAborted,
     ProtocolError,
@@ -62,6 +63,7 @@ _LAZY = {
 
 __all__ = sorted([
     "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
+    "LinkHalted",
     "create_psk_file",
     "hybrid", "decoy", "keyrate", "decoy_key_length", "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",
     "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView", "FinalKey",

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from .channel.attacks import ATTACKS
-from .channel.authenticated import PAD_BYTES_PER_ROUND
 from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import BackendError, ConfigurationError, QKDError
 from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
@@ -130,8 +129,10 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
         if mitm:
             _run_mitm(exchanges, options, pool, as_json)
         if pool is not None:
-            options.update(alice_pool=pool, bob_pool=pool.copy(),
-                           round_number=pool.position // PAD_BYTES_PER_ROUND)
+            options.update(alice_pool=pool, bob_pool=pool.copy())
+        if (store_a or store_b) and (seed is not None or (pool is not None and pool.simulation)):
+            raise ConfigurationError("a seeded round's key (or one authenticated by a simulation pool) is known to "
+                                     "anyone with the seed: it never goes into a key store; omit --seed")
         if attack:
             options["attack"] = ATTACKS[attack]
         if as_json or exchanges < PROGRESS_MIN_EXCHANGES:
@@ -147,14 +148,14 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
     if pool is not None:
-        options["bob_pool"].save(psk_file)  # both ends hold the same pool after the round
+        options["bob_pool"].save(psk_file)  # Bob's view: he decides each round (Alice's copy follows him)
     if pki_dir and result.pools is not None and not result.report.aborted:
         result.pools[1].save(Path(pki_dir) / "pool.psk")
         if not as_json:
             click.echo(f"the signed round seeded the key pool: continue with --psk {Path(pki_dir) / 'pool.psk'}",
                        err=True)
     if (store_a or store_b) and not result.report.aborted:
-        _store_keys(result, store_a, store_b, link_id, options.get("round_number"))
+        _store_keys(result, store_a, store_b, link_id, result.report.auth.get("round") if pool is not None else None)
     if save_record:
         result.record.save(save_record)
     report = result.report
@@ -224,21 +225,31 @@ def _party_command(role: str):
                     else "HOST:PORT of Alice")
 
     def decorate(function):
-        function = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary and nothing else.")(function)
+        function = click.option("--json", "as_json", is_flag=True,
+                                help="Print one JSON object per round (JSON lines) and nothing else.")(function)
+        function = click.option("--rounds", type=click.IntRange(1, 1_000_000), default=1, show_default=True,
+                                help="Rounds to run, one connection each (a seeded simulation: a new block each).")(function)
         function = click.option("--timeout", type=float, default=60.0, show_default=True,
                                 help="Seconds to wait for the peer at each step.")(function)
         function = click.option("--record", "record_file", type=click.Path(dir_okay=False), default=None,
                                 help="Use this measurement record (from 'qkd run --save-record') instead of simulating.")(function)
         function = click.option("--psk", "psk_file", type=click.Path(dir_okay=False), required=True,
-                                help="This party's copy of the PSK / pool file; updated after the round.")(function)
+                                help="This party's copy of the PSK / link state file; updated as the round goes.")(function)
         function = click.option("--listen" if role == "alice" else "--connect", "address", required=True,
                                 help=address_help)(function)
-        return main.command(role, help=f"Run {role.capitalize()}'s side of one round over TCP.")(_shared_options(function))
+        return main.command(role, help=f"Run {role.capitalize()}'s side of BB84 rounds over TCP.")(_shared_options(function))
 
     return decorate
 
 
-def _party_round(role, *, address, psk_file, record_file, timeout, as_json, **shared) -> None:
+def _block_seed(seed: int, block: bytes) -> int:
+    """The simulation seed of one block: both processes derive it from the shared seed and Bob's block id."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(seed.to_bytes(8, "big", signed=True) + block).digest()[:7], "big")
+
+
+def _party_round(role, *, address, psk_file, record_file, timeout, rounds, as_json, **shared) -> None:
     from .channel.tcp import parse_address
     from .network import run_alice, run_bob
     from .records import load_record
@@ -247,20 +258,50 @@ def _party_round(role, *, address, psk_file, record_file, timeout, as_json, **sh
         options = _round_options(**shared)
         host, port = parse_address(address)
         config = options.pop("config")
+        pool = AuthKeyPool.load(psk_file)
         if record_file:
-            record = load_record(record_file)
+            if rounds != 1:
+                raise ConfigurationError("a record file holds one round: --rounds must be 1 with --record")
+            records = load_record(record_file)
         else:
             if options["seed"] is None:
-                raise ConfigurationError("two processes share a simulation only through --seed (or use --record FILE)")
+                raise ConfigurationError("two processes share a simulation only through --seed with a simulation "
+                                         "pool (qkd psk init --simulation), or use --record FILE")
             from .quantum.execution import run_exchanges
 
-            record = run_exchanges(shared["exchanges"], **options)
-        pool = AuthKeyPool.load(psk_file)
+            seed = options.pop("seed")
+
+            def records(block: bytes):
+                return run_exchanges(shared["exchanges"], seed=_block_seed(seed, block), **options)
+
+            # Load the simulator once before the peer waits on us (the first run pays for imports).
+            run_exchanges(64, seed=_block_seed(seed, b"warm-up"), **options)
+
+        def on_round(result) -> None:
+            summary = result.to_dict()
+            if as_json:
+                click.echo(json.dumps(summary, default=_json_default), nl=True)
+                sys.stdout.flush()
+                return
+            if result.key is not None:
+                state = f"final key {summary['final_key_bits']:,} bits, sha256 {summary['key_sha256'][:16]}…"
+            elif result.pending:
+                state = "PENDING: the key is held until Bob's authenticated decision arrives (next connection)"
+            else:
+                state = f"ABORTED: {result.abort_reason}; no key was output"
+            settled = [s for s in result.settled if s.round != summary["round"]]
+            extra = "".join(f"; settled round {s.round}: {s.decision}" for s in settled)
+            sim = " [simulation pool: keys known to anyone with the seed]" if pool.simulation else ""
+            click.echo(f"{role} round {summary['round']}: {state}{extra}{sim}")
+
+        persist = lambda: pool.save(psk_file)  # noqa: E731
         if role == "alice":
-            result = run_alice(record, pool, host=host, port=port, config=config, timeout=timeout,
-                               on_listening=lambda h, p: click.echo(f"listening on {h}:{p}", err=True))
+            results = run_alice(records, pool, host=host, port=port, config=config, timeout=timeout,
+                                rounds=rounds, persist=persist, on_round=on_round,
+                                on_listening=lambda h, p: click.echo(f"listening on {h}:{p}", err=True))
         else:
-            result = run_bob(record, pool, host=host, port=port, config=config, timeout=timeout)
+            results = run_bob(records, pool, host=host, port=port, config=config, timeout=timeout,
+                              rounds=rounds, persist=persist, on_round=on_round)
     except BackendError as exc:
         _fail(str(exc), EXIT_BACKEND)
     except QKDError as exc:
@@ -268,14 +309,10 @@ def _party_round(role, *, address, psk_file, record_file, timeout, as_json, **sh
     except ConnectionError as exc:
         _fail(str(exc), EXIT_BACKEND)
     pool.save(psk_file)
-    summary = result.to_dict()
-    if as_json:
-        click.echo(json.dumps(summary, default=_json_default))
-    else:
-        state = (f"final key {summary['final_key_bits']:,} bits, sha256 {summary['key_sha256'][:16]}…"
-                 if not result.aborted else f"ABORTED: {result.abort_reason}; no key was output")
-        click.echo(f"{role}: {state}")
-    sys.exit(EXIT_ABORTED if result.aborted else EXIT_OK)
+    if pool.link.halted:
+        click.echo(f"the link halted after {pool.link.failures} consecutive authentication failures: "
+                   f"inspect both sites, then 'qkd psk resume {psk_file}'", err=True)
+    sys.exit(EXIT_OK if results and results[-1].key is not None else EXIT_ABORTED)
 
 
 @_party_command("alice")
@@ -503,15 +540,58 @@ def psk() -> None:
 
 @psk.command("init")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--bits", type=int, default=1 << 16, show_default=True, help="Pad bits in the pool.")
+@click.option("--bits", type=int, default=1 << 16, show_default=True, help="Pool bits (512 per round).")
+@click.option("--simulation", is_flag=True,
+              help="A pool for seeded simulations: their keys are known to anyone with the seed, so it never "
+                   "feeds a key store.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def psk_init(path, bits, force) -> None:
+def psk_init(path, bits, simulation, force) -> None:
     """Write a fresh PSK file (copy it to the other site over a trusted path)."""
     try:
-        create_psk_file(path, pad_bits=bits, overwrite=force)
+        create_psk_file(path, pad_bits=bits, overwrite=force, simulation=simulation)
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
-    click.echo(f"wrote {path}: a 128-bit hash key and {bits} pad bits (mode 0600)")
+    kind = "simulation pool" if simulation else "PSK"
+    click.echo(f"wrote {path}: a {kind} of {bits} bits, {bits // 512} rounds of tags (mode 0600)")
+
+
+def _psk_status(pool: AuthKeyPool) -> dict:
+    link = pool.link
+    return {"epoch": link.epoch.hex(), "next_round": link.next_round, "position": pool.position,
+            "available_bits": pool.available_bits, "simulation": link.simulation, "pending_rounds": sorted(link.pending),
+            "unconfirmed_rounds": sorted(link.unconfirmed), "failures": link.failures, "halt_after": link.halt_after,
+            "halted": link.halted, "records_processed": len(link.processed), "epsilon": link.ledger.to_dict(),
+            "state_sha256": pool.state_digest()}
+
+
+@psk.command("status")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def psk_status(path, as_json) -> None:
+    """Show a link state file: round, pool level, pending rounds, halt state, ε ledger (no secrets)."""
+    try:
+        status = _psk_status(AuthKeyPool.load(path))
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    for key, value in status.items():
+        click.echo(f"{key:>20}: {value}")
+
+
+@psk.command("resume")
+@click.argument("path", type=click.Path(dir_okay=False))
+def psk_resume(path) -> None:
+    """Resume a halted link after an operator has inspected both sites (resets the failure count)."""
+    try:
+        pool = AuthKeyPool.load(path)
+        was = pool.link.failures
+        pool.link.failures = 0
+        pool.save(path)
+    except QKDError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"{path}: failure count {was} -> 0; the link may run again")
 
 
 def _json_default(value):

@@ -7,7 +7,8 @@ Every error the package raises on purpose derives from :class:`QKDError`::
     ├── BackendError            a quantum backend could not be found, reached or used
     │   └── MissingExtraError   an optional dependency is not installed (names the extra)
     ├── RecordError             a measurement record or job handle file is corrupt or foreign
-    ├── ProtocolError           a peer's message is malformed, oversized or out of order
+    ├── ProtocolError           a peer's message is malformed, oversized or out of order, or
+    │                           asks for more parity bits than the round's leak budget
     ├── AuthenticationError     a tag, signature or certificate did not verify (opaque on purpose)
     ├── KeyPoolExhausted        the authentication key pool ran dry: bootstrap again
     ├── KeyStoreError           the key store refused a request (not enough keys, unknown IDs...)
@@ -50,7 +51,9 @@ class RecordError(QKDError):
 
 
 class ProtocolError(QKDError):
-    """A message from the peer is malformed, truncated, oversized or arrives out of order."""
+    """A message from the peer is malformed, truncated, oversized or arrives out of order, or
+    asks Alice for parity bits past the round's leak budget (her round then aborts with
+    ``leak_budget_exceeded``)."""
 
 
 class AuthenticationError(QKDError):
@@ -70,7 +73,14 @@ class KeyStoreError(QKDError):
 
 
 class ProtocolAborted(QKDError):
-    """The protocol stopped on purpose; ``reason`` is a short machine-readable string."""
+    """The protocol stopped on purpose; ``reason`` is a short machine-readable string.
+
+    A party's reasons (``qkd_circuits.postprocessing.protocol.ABORT_REASONS``):
+    ``too_few_sifted_bits``, ``qber_too_high``, ``key_too_short``, ``leak_budget_exceeded``
+    (Cascade would disclose more parity bits than the round's leak budget; Alice also raises
+    :class:`ProtocolError` at a peer that asks past it), ``verification_failed``; a round adds
+    ``authentication_failed`` and ``no_key_left_after_replenishment``.
+    """
 
     reason = "aborted"
 
@@ -88,3 +98,15 @@ class QBERTooHigh(ProtocolAborted):
             f"QBER upper bound {upper:.4f} (estimate {estimate:.4f}) exceeds the abort "
             f"threshold {threshold:.4f}"
         )
+
+
+class LinkHalted(AuthenticationError):
+    """The link stopped after too many consecutive authentication failures; an operator must look.
+
+    A single failed tag is what any active attacker (or a flipped bit) can cause, so it only
+    fails its round; ``halt_after`` in a row (default 5) stop the link until an operator inspects
+    the site and resumes it (``qkd psk resume FILE``).  What an attacker still has: denial of service.
+    """
+
+    def __init__(self, message: str = "the link halted after repeated authentication failures") -> None:
+        QKDError.__init__(self, message)

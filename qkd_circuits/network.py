@@ -1,29 +1,47 @@
 """Alice and Bob as two processes over TCP (``qkd alice --listen`` / ``qkd bob --connect``).
 
-Each side holds only its own view of the measurement record (from a shared, seeded simulation
-or a record file), its own copy of the authentication key pool, and talks to the other through
-:mod:`qkd_circuits.channel.tcp` inside authenticated envelopes.  A side outputs a key only when
-the round's authentication completed at its end; the pool is replenished from that key.
+Each side holds only its own view of the measurement record (from a record file, or from a
+seeded simulation both processes run), its own pool and link state, and talks to the other
+through :mod:`qkd_circuits.channel.tcp` inside authenticated envelopes
+(:mod:`qkd_circuits.channel.authenticated`).  Bob releases a key when Alice's tag verifies;
+Alice when Bob's authenticated CONFIRM arrives, at the end of the round or at the start of the
+next connection (until then her key is *pending*).  ``persist`` saves a party's state at every
+point the protocol needs it saved, so a party killed at any moment resumes without reusing a pad.
+
+Several rounds can run on one listening socket (``rounds``): Bob names each round's quantum
+block in his SETTLE (public, authenticated with the round), and ``records`` may be a function
+of that block, which is how two processes share a seeded simulation round after round.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Union
 
-from .channel.authenticated import PAD_BYTES_PER_ROUND, AuthenticatedAlice, AuthenticatedBob
+from .channel.admission import admit, view_digest
+from .channel.authenticated import DEFAULT_REPLENISH_BITS, AuthenticatedAlice, AuthenticatedBob
 from .channel.pool import AuthKeyPool
-from .channel.tcp import TcpClient, serve_round
-from .exceptions import AuthenticationError, ProtocolError
+from .channel.tcp import TcpClient, TcpServer
+from .exceptions import AuthenticationError, ProtocolError, QKDError
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig
 from .records import MeasurementRecord
-from .session import _check_pools, _random_sources, _split_key, drive_authenticated
+from .session import check_pools, drive_authenticated, random_sources
 
 __all__ = ["PartyResult", "run_alice", "run_bob"]
+
+Records = Union[MeasurementRecord, Callable[[bytes], MeasurementRecord]]
+_CHANNEL_ERRORS = (AuthenticationError, ProtocolError, TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)
 class PartyResult:
-    """One party's end of a round run over the network."""
+    """One party's end of a round run over the network.
+
+    ``key`` is this round's released key (``None`` when aborted or pending); ``settled`` lists
+    every round decided during this connection (earlier pending rounds included), with the
+    delivered key of each commit.
+    """
 
     role: str
     key: FinalKey | None
@@ -31,57 +49,134 @@ class PartyResult:
     auth: dict
     sifted: int
     qber: dict | None
+    pending: bool = False
+    settled: tuple = field(default=())
 
     @property
     def aborted(self) -> bool:
-        return self.key is None
+        return self.key is None and not self.pending
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "aborted": self.aborted, "abort_reason": self.abort_reason,
+        return {"role": self.role, "aborted": self.aborted, "pending": self.pending,
+                "abort_reason": self.abort_reason, "round": self.auth.get("round"),
                 "final_key_bits": 0 if self.key is None else len(self.key),
                 "key_sha256": None if self.key is None else self.key.sha256(),
-                "sifted": self.sifted, "qber": self.qber, "auth": self.auth}
+                "sifted": self.sifted, "qber": self.qber, "auth": self.auth,
+                "settled": [s.to_dict() for s in self.settled]}
 
 
-def _finish(role, party_outcome, released: bool, failure, pool: AuthKeyPool, summary, replenish_bits: int) -> PartyResult:
-    refill, key = _split_key(party_outcome.key, replenish_bits) if released else (None, None)
-    auth = summary.to_dict()
-    if key is not None:
-        pool.replenish(refill)
-        auth["pool_bits_added"] = 8 * len(refill)
-    auth.update(failure=failure, pool_position=pool.position, pool_bits_available=pool.available_bits)
-    reason = ("authentication_failed" if failure else party_outcome.abort_reason
-              or (None if key is not None else "no_key_released"))
-    q = party_outcome.qber.to_dict() if party_outcome.qber else None
-    return PartyResult(role, key, None if key is not None else reason, auth, party_outcome.sifted_bits, q)
+def _result(role: str, outcome, end, failure: str | None, pool: AuthKeyPool) -> PartyResult:
+    auth = end.summary.to_dict()
+    auth.update(failure=failure, pool_position=pool.position, pool_bits_available=pool.available_bits,
+                pool_state_sha256=pool.state_digest(), simulation_pool=pool.simulation)
+    pending = bool(end.summary.pending)
+    key = end.released_key
+    if key is not None or pending:
+        reason = None
+    elif failure:
+        reason = "authentication_failed" if failure == "AuthenticationError" else failure
+    else:
+        reason = (outcome.abort_reason if outcome is not None and outcome.abort_reason
+                  else "no_key_left_after_replenishment" if end.summary.released else "no_key_released")
+    q = outcome.qber.to_dict() if outcome is not None and outcome.qber else None
+    return PartyResult(role, key, reason, auth, outcome.sifted_bits if outcome is not None else 0, q, pending,
+                       tuple(end.settled))
 
 
-def run_alice(record: MeasurementRecord, pool: AuthKeyPool, *, host: str, port: int,
-              config: PostProcessingConfig | None = None, replenish_bits: int = 512, timeout: float = 30.0,
-              on_listening=None) -> PartyResult:
-    """Serve one round as Alice on ``host:port`` (uses only ``record.alice_view()``)."""
+def _record_for(records: Records, block: bytes) -> MeasurementRecord:
+    return records(block) if callable(records) else records
+
+
+def run_alice(records: Records, pool: AuthKeyPool, *, host: str, port: int,
+              config: PostProcessingConfig | None = None, replenish_bits: int = DEFAULT_REPLENISH_BITS,
+              timeout: float = 30.0, accept_timeout: float = 120.0, rounds: int = 1,
+              persist: Callable[[], None] | None = None, on_listening=None,
+              on_round: Callable[[PartyResult], None] | None = None) -> list[PartyResult]:
+    """Serve ``rounds`` connections as Alice on ``host:port``, one round each (her view only).
+
+    Returns one :class:`PartyResult` per connection (``on_round`` gets each as it ends).
+    """
     config = config or PostProcessingConfig()
-    _check_pools(pool)
-    alice = AliceParty(record.alice_view(), config, random_bytes=_random_sources(record.provenance.seed)[0])
-    end = AuthenticatedAlice(pool, alice.handle, round_number=pool.position // PAD_BYTES_PER_ROUND)
+    check_pools(pool)
+    results = []
+    with TcpServer(host, port, on_listening=on_listening) as server:
+        for _ in range(rounds):
+            results.append(_alice_round(server, records, pool, config, replenish_bits, timeout, accept_timeout,
+                                        persist))
+            if persist is not None:
+                persist()
+            if on_round is not None:
+                on_round(results[-1])
+            if pool.link.halted:
+                break
+    return results
+
+
+def _alice_round(server, records, pool, config, replenish_bits, timeout, accept_timeout, persist) -> PartyResult:
+    state: dict = {}
+
+    def handler(frame: bytes) -> bytes:
+        if "party" not in state:
+            try:
+                record = _record_for(records, end.block or b"")
+                view = record.alice_view()
+                admit(pool, view_digest(view.bits, view.bases), seeded=record.provenance.seed is not None)
+            except QKDError as exc:
+                raise ProtocolError(f"Alice refused the round: {exc}") from None
+            if persist is not None:
+                persist()  # the record is marked as used before anything about it is disclosed
+            state["party"] = AliceParty(view, config, random_bytes=random_sources(record.provenance.seed)[0])
+        return state["party"].handle(frame)
+
+    def outcome():
+        return state["party"].outcome if "party" in state else None
+
+    end = AuthenticatedAlice(pool, handler, outcome=outcome, replenish_bits=replenish_bits, persist=persist)
     failure = None
     try:
-        serve_round(host, port, end.handle, timeout=timeout, on_listening=on_listening)
-    except (AuthenticationError, ProtocolError, TimeoutError, ConnectionError) as exc:
+        server.serve_one(end.handle, timeout=timeout, accept_timeout=accept_timeout)
+    except _CHANNEL_ERRORS as exc:
         failure = type(exc).__name__
-    return _finish("alice", alice.outcome, end.released and failure is None, failure, pool, end.summary,
-                   replenish_bits)
+    if failure is None and not end.summary.verified and not end.summary.pending and outcome() is not None \
+            and not outcome().aborted:
+        failure = "ConnectionError"  # Bob went away before the tags
+    return _result("alice", outcome(), end, failure, pool)
 
 
-def run_bob(record: MeasurementRecord, pool: AuthKeyPool, *, host: str, port: int,
-            config: PostProcessingConfig | None = None, replenish_bits: int = 512,
-            timeout: float = 30.0) -> PartyResult:
-    """Run one round as Bob against Alice at ``host:port`` (uses only ``record.bob_view()``)."""
+def run_bob(records: Records, pool: AuthKeyPool, *, host: str, port: int,
+            config: PostProcessingConfig | None = None, replenish_bits: int = DEFAULT_REPLENISH_BITS,
+            timeout: float = 30.0, rounds: int = 1, persist: Callable[[], None] | None = None,
+            on_round: Callable[[PartyResult], None] | None = None) -> list[PartyResult]:
+    """Run ``rounds`` rounds as Bob against Alice at ``host:port`` (his view only), one connection each."""
     config = config or PostProcessingConfig()
-    _check_pools(pool)
-    bob = BobParty(record.bob_view(), config, random_bytes=_random_sources(record.provenance.seed)[1])
-    with TcpClient(host, port, timeout=timeout) as client:
-        end = AuthenticatedBob(pool, client.request, round_number=pool.position // PAD_BYTES_PER_ROUND)
+    results = []
+    for _ in range(rounds):
+        check_pools(pool)
+        results.append(_bob_round(records, pool, host, port, config, replenish_bits, timeout, persist))
+        if persist is not None:
+            persist()
+        if on_round is not None:
+            on_round(results[-1])
+        if pool.link.halted:
+            break
+    return results
+
+
+def _bob_round(records, pool, host, port, config, replenish_bits, timeout, persist) -> PartyResult:
+    block = secrets.token_bytes(16) if callable(records) else b""
+    record = _record_for(records, block)
+    view = record.bob_view()
+    admit(pool, view_digest(view.bases, view.results, view.detected), seeded=record.provenance.seed is not None)
+    if persist is not None:
+        persist()
+    bob = BobParty(view, config, random_bytes=random_sources(record.provenance.seed)[1])
+    try:
+        client = TcpClient(host, port, timeout=timeout)
+    except ConnectionError:
+        end = AuthenticatedBob(pool, lambda env: b"", outcome=lambda: bob.outcome, replenish_bits=replenish_bits)
+        return _result("bob", None, end, "ConnectionError", pool)
+    with client:
+        end = AuthenticatedBob(pool, client.request, outcome=lambda: bob.outcome, replenish_bits=replenish_bits,
+                               persist=persist, block=block)
         _, failure = drive_authenticated(bob, end)
-    return _finish("bob", bob.outcome, end.summary.released and failure is None, failure, pool, end.summary,
-                   replenish_bits)
+    return _result("bob", bob.outcome, end, failure, pool)

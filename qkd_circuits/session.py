@@ -19,17 +19,20 @@ from typing import Callable
 
 import numpy as np
 
-from .channel.authenticated import PAD_BYTES_PER_ROUND, AuthenticatedAlice, AuthenticatedBob, PkiIdentity
-from .channel.pool import HASH_KEY_BYTES, AuthKeyPool
-from .exceptions import (AuthenticationError, ConfigurationError, KeyPoolExhausted, ProtocolAborted, ProtocolError,
-                         QBERTooHigh)
+from .channel.admission import admit, view_digest
+from .channel.authenticated import (DEFAULT_REPLENISH_BITS, PAD_BYTES_PER_ROUND, AuthenticatedAlice, AuthenticatedBob,
+                                    PkiIdentity)
+from .channel.pool import AuthKeyPool
+from .exceptions import (AuthenticationError, ConfigurationError, KeyPoolExhausted, LinkHalted, ProtocolAborted,
+                         ProtocolError, QBERTooHigh)
 from .postprocessing.estimation import estimate_qber
 from .postprocessing.keylength import binary_entropy
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
 from .postprocessing.sifting import sift_mask
 from .records import MeasurementRecord
 
-__all__ = ["Report", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess"]
+__all__ = ["Report", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess", "check_pools",
+           "drive_authenticated", "random_sources"]
 
 @dataclass(frozen=True)
 class Report:
@@ -62,6 +65,7 @@ class Report:
     auth: dict | None = None
     eve: dict | None = None
     provenance: dict = field(default_factory=dict)
+    pending: bool = False  # Alice holds the key pending Bob's decision (see report.auth)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +114,7 @@ def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> dict | None:
     }
 
 
-def _random_sources(seed: int | None):
+def random_sources(seed: int | None):
     """The parties' public random choices: CSPRNG, or seeded for a reproducible simulation."""
     if seed is None:
         return secrets.token_bytes, secrets.token_bytes
@@ -120,7 +124,7 @@ def _random_sources(seed: int | None):
 
 def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None = None, *,
                 alice_pool: AuthKeyPool | None = None, bob_pool: AuthKeyPool | None = None,
-                round_number: int = 0, replenish_bits: int = 512,
+                round_number: int | None = None, replenish_bits: int = DEFAULT_REPLENISH_BITS,
                 attack: Callable[[Callable[[bytes], bytes]], Callable[[bytes], bytes]] | None = None,
                 alice_pki: PkiIdentity | None = None, bob_pki: PkiIdentity | None = None,
                 pki_pool_bits: int = 4096, timings_s: dict | None = None) -> BB84Result:
@@ -128,21 +132,23 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
 
     Alice gets only ``record.alice_view()`` and Bob only ``record.bob_view()``; every message
     between them travels in an authenticated envelope (:mod:`qkd_circuits.channel`), and the
-    round closes with one Wegman–Carter tag per direction.  No key is released unless both tags
-    verified; then the first ``replenish_bits`` of the final key refill both pools and the rest
-    is delivered.  ``attack`` wraps the carrier between the parties (see
-    :mod:`qkd_circuits.channel.attacks`).  Without pools, a fresh demo PSK is made and the
-    report says so.
+    round closes with one Wegman–Carter tag per direction and Bob's authenticated CONFIRM.  Bob
+    releases his key when Alice's tag verifies; Alice releases hers on the CONFIRM, or holds it
+    *pending* (``report.auth["pending"]``) until the next round settles it.  The first
+    ``replenish_bits`` of the final key refill the pools, the rest is delivered.  ``attack``
+    wraps the carrier between the parties (see :mod:`qkd_circuits.channel.attacks`).  Without
+    pools, a fresh demo PSK (a simulation pool) is made and the report says so.
 
-    The simulator's view is used only for the report's study fields (``qber.true_sifted``,
-    efficiency, Eve).  With a seeded record the parties' public random choices are seeded too,
-    so the round (final key included) is reproducible; unseeded, they come from :mod:`secrets`.
-    Never feed the same seeded record twice into pools you keep: the same key would refill
-    them with the same pad bytes.  An abort before the tag exchange (e.g. ``qber_too_high``) is
-    not authenticated: tampering can look like noise there, but no key is released either way.
+    Kept pools refuse what would make a key known: a seeded record refills only a simulation pool
+    (``AuthKeyPool.fresh(..., simulation=True)``), and a record is processed at most once per
+    pool.  An abort before the tag exchange (e.g. ``qber_too_high``) spends no pool bits: nothing
+    computed from the round's slice was disclosed.
 
     Raises:
         KeyPoolExhausted: a pool cannot pay for this round's tags (checked before any work).
+        ConfigurationError: a seeded record with a real pool, or inconsistent arguments.
+        RecordError: this record was processed with these pools before.
+        LinkHalted: a pool halted after repeated authentication failures.
     """
     config = config or PostProcessingConfig()
     if (alice_pool is None) != (bob_pool is None) or (alice_pki is None) != (bob_pki is None):
@@ -150,41 +156,44 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     if alice_pki is not None and alice_pool is not None:
         raise ConfigurationError("bootstrap with a PSK pool or with PKI, not both")
     if alice_pki is not None:
-        # The first round is signed; its key then seeds the pool (hash key + pad stream).
-        replenish_bits = 8 * HASH_KEY_BYTES + pki_pool_bits
+        replenish_bits = pki_pool_bits  # the signed round's key seeds the pool
     elif alice_pool is None:
-        alice_pool = AuthKeyPool.fresh()
+        alice_pool = AuthKeyPool.fresh(bootstrap="demo-psk", simulation=True)
         bob_pool = alice_pool.copy()
-    _check_pools(alice_pool, bob_pool)
+    check_pools(alice_pool, bob_pool)
+    if round_number is not None and bob_pool is not None and round_number != bob_pool.link.next_round:
+        raise ConfigurationError(f"round_number {round_number} disagrees with the pool's next round "
+                                 f"{bob_pool.link.next_round}; rounds are numbered by the pools now (omit it)")
     if replenish_bits < 0 or replenish_bits % 8:
         raise ConfigurationError(f"replenish_bits must be a non-negative multiple of 8, got {replenish_bits}")
-    alice_random, bob_random = _random_sources(record.provenance.seed)
-    alice = AliceParty(record.alice_view(), config, random_bytes=alice_random)
-    bob = BobParty(record.bob_view(), config, random_bytes=bob_random)
-    alice_end = AuthenticatedAlice(alice_pool, alice.handle, round_number=round_number, pki=alice_pki)
+    seeded = record.provenance.seed is not None
+    alice_view, bob_view = record.alice_view(), record.bob_view()
+    admit(alice_pool, view_digest(alice_view.bits, alice_view.bases), seeded=seeded)
+    admit(bob_pool, view_digest(bob_view.bases, bob_view.results, bob_view.detected), seeded=seeded)
+    alice_random, bob_random = random_sources(record.provenance.seed)
+    alice = AliceParty(alice_view, config, random_bytes=alice_random)
+    bob = BobParty(bob_view, config, random_bytes=bob_random)
+    alice_end = AuthenticatedAlice(alice_pool, alice.handle, outcome=lambda: alice.outcome,
+                                   replenish_bits=replenish_bits, pki=alice_pki)
     carry = alice_end.handle if attack is None else attack(alice_end.handle)
-    bob_end = AuthenticatedBob(bob_pool, carry, round_number=round_number, pki=bob_pki)
+    bob_end = AuthenticatedBob(bob_pool, carry, outcome=lambda: bob.outcome, replenish_bits=replenish_bits,
+                               pki=bob_pki)
     t0 = time.perf_counter()
     ob, auth_failure = drive_authenticated(bob, bob_end)
     auth_seconds = time.perf_counter() - t0 - sum(ob.timings_s.values())
     oa = alice.outcome
 
-    # Keys leave only when both ends released them; otherwise neither is output.
-    released = auth_failure is None and bob_end.summary.released and alice_end.released
-    alice_refill, alice_key = _split_key(oa.key, replenish_bits) if released else (None, None)
-    bob_refill, bob_key = _split_key(ob.key, replenish_bits) if released else (None, None)
+    alice_key, bob_key = alice_end.released_key, bob_end.released_key
+    if alice_pki is not None and bob_key is not None and alice_end.released:
+        alice_pool = AuthKeyPool(alice_end.pki_seed, epoch=alice_end.pki_epoch, bootstrap="pki", simulation=seeded)
+        bob_pool = AuthKeyPool(bob_end.pki_seed, epoch=bob_end.pki_epoch, bootstrap="pki", simulation=seeded)
     auth = bob_end.summary.to_dict()
-    if released and alice_refill is not None:
-        if alice_pki is not None:  # the signed round's key seeds both pools
-            alice_pool = AuthKeyPool(alice_refill[:HASH_KEY_BYTES], alice_refill[HASH_KEY_BYTES:], bootstrap="pki")
-            bob_pool = AuthKeyPool(bob_refill[:HASH_KEY_BYTES], bob_refill[HASH_KEY_BYTES:], bootstrap="pki")
-        else:
-            alice_pool.replenish(alice_refill)
-            bob_pool.replenish(bob_refill)
-        auth["pool_bits_added"] = 8 * len(bob_refill)
+    auth.update(alice_pending=alice_end.summary.pending, alice_settled=alice_end.summary.to_dict()["settled"],
+                alice_released=alice_end.released)
     auth["pool_bits_available"] = bob_pool.available_bits if bob_pool is not None else 0
     auth["pool_position"] = bob_pool.position if bob_pool is not None else 0
     auth["failure"] = auth_failure
+    auth["simulation_pool"] = bool(bob_pool is not None and bob_pool.simulation)
 
     sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
     true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
@@ -201,9 +210,9 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
         cascade["errors_before"] = errors
         if 0 < q_key < 0.5:
             cascade["efficiency"] = cascade["leaked_bits"] / (oa.reconciled_key.size * binary_entropy(q_key))
-    aborted = bob_key is None  # also when released but the refill took the whole key
+    aborted = bob_key is None  # Bob decides; also when the refill took the whole key
     reason = ("authentication_failed" if auth_failure else ob.abort_reason or oa.abort_reason
-              or ("no_key_left_after_replenishment" if released and bob_key is None else None))
+              or ("no_key_left_after_replenishment" if bob_end.summary.released and bob_key is None else None))
     p = record.provenance
     report = Report(
         exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits, qber=qber,
@@ -216,15 +225,21 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
         alice_key_sha256=alice_key.sha256() if alice_key else None,
         bob_key_sha256=bob_key.sha256() if bob_key else None,
         auth=auth, eve=_eve_summary(record, sifted), provenance=p.to_dict(),
+        pending=bool(alice_end.summary.pending),
     )
     pools = (alice_pool, bob_pool) if alice_pool is not None else None
     return BB84Result(report, record, alice_key, bob_key, pools)
 
 
-def _check_pools(*pools: AuthKeyPool | None) -> None:
-    """Refuse to start a round whose tags a pool could not pay for (before any work is done)."""
+def check_pools(*pools: AuthKeyPool | None) -> None:
+    """Refuse to start a round a pool could not pay for, or on a halted link (before any work)."""
     for pool in pools:
-        if pool is not None and pool.available_bits < 8 * PAD_BYTES_PER_ROUND:
+        if pool is None:
+            continue
+        if pool.link.halted:
+            raise LinkHalted(f"the link halted after {pool.link.failures} consecutive authentication failures; "
+                             "inspect both sites, then resume it with 'qkd psk resume FILE'")
+        if pool.available_bits < 8 * PAD_BYTES_PER_ROUND:
             raise KeyPoolExhausted(
                 f"the authentication key pool holds {pool.available_bits} bits, a round needs "
                 f"{8 * PAD_BYTES_PER_ROUND}: bootstrap again (qkd psk init, or PKI)")
@@ -245,17 +260,9 @@ def drive_authenticated(bob: BobParty, end: AuthenticatedBob) -> tuple:
     return outcome, None
 
 
-def _split_key(key: FinalKey | None, replenish_bits: int) -> tuple[bytes | None, FinalKey | None]:
-    """(pool refill bytes, delivered key): the refill is the key's first bits, never delivered."""
-    if key is None or len(key) <= replenish_bits:
-        return None, None
-    refill = np.packbits(key.bits[:replenish_bits]).tobytes()
-    return refill, FinalKey(np.array(key.bits[replenish_bits:]))
-
-
 def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = None,
              progress: Callable[[int, int], None] | None = None, alice_pool: AuthKeyPool | None = None,
-             bob_pool: AuthKeyPool | None = None, round_number: int = 0, attack=None,
+             bob_pool: AuthKeyPool | None = None, round_number: int | None = None, attack=None,
              alice_pki: PkiIdentity | None = None, bob_pki: PkiIdentity | None = None,
              **exchange_options) -> BB84Result:
     """Run one BB84 round: circuits on a backend, then the two-party post-processing.
@@ -267,7 +274,7 @@ def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = 
         progress: called as ``progress(done, total)`` after each quantum job.
         alice_pool, bob_pool: the parties' authentication key pools (a fresh demo PSK if omitted);
             they are consumed and replenished in place.
-        round_number: this round's number on the authenticated channel.
+        round_number: optional check: the round number the pools must be at (they number rounds).
         attack: a carrier wrapper from :mod:`qkd_circuits.channel.attacks`.
         alice_pki, bob_pki: bootstrap this round with signatures instead of a pool; on success
             ``result.pools`` holds the pools seeded from its key.
@@ -324,26 +331,27 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
     seed = exchange_options.pop("seed", None)
     link_ae = submit(exchanges, seed=seed, **exchange_options).result()  # Alice ↔ Eve (as Bob)
     link_eb = submit(exchanges, seed=None if seed is None else seed + 1, **exchange_options).result()  # Eve ↔ Bob
-    (a_random, e_random_b), (e_random_a, b_random) = _random_sources(seed), _random_sources(
+    (a_random, e_random_b), (e_random_a, b_random) = random_sources(seed), random_sources(
         None if seed is None else seed + 1)
     alice = AliceParty(link_ae.alice_view(), config, random_bytes=a_random)
     eve_as_bob = BobParty(link_ae.bob_view(), config, random_bytes=e_random_b)
     eve_as_alice = AliceParty(link_eb.alice_view(), config, random_bytes=e_random_a)
     bob = BobParty(link_eb.bob_view(), config, random_bytes=b_random)
-    eve_pool = AuthKeyPool.fresh()  # Eve does not know the parties' pools: she can only guess
+    # Eve does not know the parties' pools, only what their envelopes show (epoch, round, position).
+    eve_pool = AuthKeyPool.fresh(alice_pool.available_bits // 8, epoch=alice_pool.epoch)
+    eve_pool.position, eve_pool.link.next_round = alice_pool.position, alice_pool.link.next_round
 
     def leg(driver: BobParty, responder: AliceParty, driver_pool, responder_pool):
         if not authenticated:
             out = drive(driver, responder.handle)
             return responder.outcome.key, out.key, None, None
-        resp_end = AuthenticatedAlice(responder_pool, responder.handle, round_number=0)
-        drv_end = AuthenticatedBob(driver_pool, resp_end.handle, round_number=0)
+        resp_end = AuthenticatedAlice(responder_pool, responder.handle, outcome=lambda: responder.outcome)
+        drv_end = AuthenticatedBob(driver_pool, resp_end.handle, outcome=lambda: driver.outcome)
         _, failure = drive_authenticated(driver, drv_end)
         # Who noticed: the side whose check failed.
         responder_failure = "authentication_failed" if failure and not resp_end.summary.verified else None
         driver_failure = "authentication_failed" if failure and not drv_end.summary.verified else None
-        resp_key = responder.outcome.key if resp_end.released else None
-        drv_key = driver.outcome.key if drv_end.summary.released else None
+        resp_key, drv_key = resp_end.released_key, drv_end.released_key
         return resp_key, drv_key, responder_failure, driver_failure
 
     alice_key, eve_key_a, alice_failure, _ = leg(eve_as_bob, alice, eve_pool, alice_pool)

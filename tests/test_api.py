@@ -12,7 +12,7 @@ import qkd_circuits as qkd
 
 PUBLIC = {
     "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
-    "create_psk_file",
+    "create_psk_file", "LinkHalted",
     "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "Backend", "BackendError", "BobParty", "BobView",
     "CASCADE_PRESETS", "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView",
     "ExchangeTemplate", "FinalKey", "InterceptResend", "KeyLength", "LeakageLedger",

@@ -85,19 +85,35 @@ def test_too_short_a_round_exits_3():
 
 
 def test_psk_bootstrap_attacks_and_mitm_from_the_command_line(tmp_path):
-    psk = tmp_path / "link.psk"
+    psk, sim = tmp_path / "link.psk", tmp_path / "sim.psk"
     assert qkd_cli("psk", "init", str(psk), "--bits", "4096").returncode == 0
     assert "refusing to overwrite" in qkd_cli("psk", "init", str(psk)).stderr
+    # A seeded round's key is public: it must not refill a real pool (the seeded-pool chain).
     proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(psk))
+    assert proc.returncode == 2 and "simulation pool" in proc.stderr
+    assert qkd.AuthKeyPool.load(psk).position == 0  # refused before anything was spent
+    proc = qkd_cli("run", "--json", "-n", "100000", "--psk", str(psk))  # unseeded: the real pool takes it
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["auth"]["bootstrap"] == "psk" and report["auth"]["verified"]
-    assert qkd.AuthKeyPool.load(psk).position == 32  # the pool file moved on
-    proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(psk), "--attack", "replay")
+    assert qkd.AuthKeyPool.load(psk).position == 64  # the pool file moved on by one round's slice
+    assert qkd_cli("psk", "init", str(sim), "--bits", "4096", "--simulation").returncode == 0
+    proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(sim), "--attack", "replay")
     assert proc.returncode == 3 and json.loads(proc.stdout)["abort_reason"] == "authentication_failed"
+    proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(sim), "--store-a", str(tmp_path / "a.db"))
+    assert proc.returncode == 2 and "never goes into a key store" in proc.stderr
     proc = qkd_cli("run", "--json", "-n", "60000", "--seed", "2", "--mitm")
     assert proc.returncode == 3 and json.loads(proc.stdout)["detected"] is True
     proc = qkd_cli("run", "--json", "-n", "60000", "--seed", "2")
     assert json.loads(proc.stdout)["auth"]["bootstrap"] == "demo-psk"  # said so in the report
+    status = json.loads(qkd_cli("psk", "status", str(psk), "--json").stdout)
+    assert status["next_round"] == 1 and status["halted"] is False and status["pending_rounds"] == []
+    assert status["epsilon"]["rounds"] == 1 and status["epsilon"]["total"] > 0
+
+
+@pytest.mark.parametrize("eps", ["0", "1.5", "2.0", "-1e-9", "nan"])
+def test_bad_epsilons_are_refused_before_any_work(eps):
+    proc = qkd_cli("run", "--json", "-n", "1000", "--eps-sec", eps)
+    assert proc.returncode == 2 and "eps_sec" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_pki_bootstrap_from_the_command_line(tmp_path):

@@ -121,7 +121,7 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     # The same link under PNS, decoys on: aborted before post-processing.
     channel, detector = link_models(40)
     eve = PhotonNumberSplitting.matching(0.5, channel, detector)
-    alice_pool = AuthKeyPool.fresh()
+    alice_pool = AuthKeyPool.fresh(simulation=True)
     bob_pool = alice_pool.copy()
     before = (alice_pool.available_bits, bob_pool.available_bits)
     caught = run_decoy_session(1_000_000, channel=channel, detector=detector, eve=eve, seed=4,

@@ -38,24 +38,28 @@ def _run_pair(tmp_path, bob_psk):
 
 
 def test_two_processes_make_the_same_key(tmp_path):
-    qkd.create_psk_file(tmp_path / "alice.psk", pad_bits=4096)
+    qkd.create_psk_file(tmp_path / "alice.psk", pad_bits=4096, simulation=True)
     shutil.copy(tmp_path / "alice.psk", tmp_path / "bob.psk")
     a_rc, a, b_rc, b = _run_pair(tmp_path, tmp_path / "bob.psk")
     assert (a_rc, b_rc) == (0, 0)
     assert a["key_sha256"] == b["key_sha256"] and a["final_key_bits"] == b["final_key_bits"] > 0
     assert a["auth"]["verified"] and b["auth"]["verified"]
     pools = [qkd.AuthKeyPool.load(tmp_path / f"{r}.psk") for r in ("alice", "bob")]
-    assert pools[0].position == pools[1].position == 32
-    assert pools[0].available_bits == pools[1].available_bits == 4096 - 256 + 512
+    assert pools[0].position == pools[1].position == 64
+    assert pools[0].available_bits == pools[1].available_bits == 4096 - 512 + 1024
+    assert pools[0].state_digest() == pools[1].state_digest() and a["auth"]["pool_state_sha256"] == pools[0].state_digest()
 
 
 def test_a_bob_with_another_psk_gets_no_key_and_neither_does_alice(tmp_path):
-    qkd.create_psk_file(tmp_path / "alice.psk", pad_bits=4096)
-    qkd.create_psk_file(tmp_path / "other.psk", pad_bits=4096)
+    qkd.create_psk_file(tmp_path / "alice.psk", pad_bits=4096, simulation=True)
+    qkd.create_psk_file(tmp_path / "other.psk", pad_bits=4096, simulation=True)
+    before = qkd.AuthKeyPool.load(tmp_path / "alice.psk").state_digest()
     a_rc, a, b_rc, b = _run_pair(tmp_path, tmp_path / "other.psk")
     assert (a_rc, b_rc) == (3, 3)
     assert a["key_sha256"] is None and b["key_sha256"] is None
-    assert a["abort_reason"] == b["abort_reason"] == "authentication_failed"
+    assert a["abort_reason"] == "authentication_failed"  # Bob's envelopes are for another link
+    assert b["abort_reason"] in ("authentication_failed", "ConnectionError")  # Alice just hung up on him
+    assert qkd.AuthKeyPool.load(tmp_path / "alice.psk").state_digest() == before  # nothing moved her pool
 
 
 def test_parties_need_a_shared_simulation(tmp_path):

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..exceptions import ConfigurationError, ProtocolError
 
-__all__ = ["TcpClient", "serve_round", "parse_address", "MAX_FRAME"]
+__all__ = ["TcpClient", "TcpServer", "serve_round", "parse_address", "MAX_FRAME"]
 
 #: The largest frame either side accepts (post-processing frames are at most 64 MiB + headers).
 MAX_FRAME = (64 << 20) + 4096
@@ -79,6 +79,8 @@ class TcpClient:
             return _recv(self._sock)
         except socket.timeout:
             raise TimeoutError("no reply from the peer within the timeout") from None
+        except OSError as exc:
+            raise ConnectionError(f"the connection broke: {exc}") from None
 
     def close(self) -> None:
         try:
@@ -94,19 +96,35 @@ class TcpClient:
         self.close()
 
 
-def serve_round(host: str, port: int, handler: Callable[[bytes], bytes], *, timeout: float = 30.0,
-                accept_timeout: float = 120.0, on_listening: Callable[[str, int], None] | None = None) -> None:
-    """Accept one connection and answer its frames with ``handler`` until the peer closes.
+class TcpServer:
+    """Alice's listening socket, kept open across rounds: :meth:`serve_one` answers one connection.
 
     ``on_listening(host, port)`` is called once the socket listens (with the real port when
-    ``port`` is 0).  An exception from ``handler`` closes the connection and propagates.
+    ``port`` is 0).
     """
-    with socket.create_server((host, port)) as server:
-        server.settimeout(accept_timeout)
-        if on_listening is not None:
-            on_listening(*server.getsockname()[:2])
+
+    def __init__(self, host: str, port: int, *, on_listening: Callable[[str, int], None] | None = None) -> None:
         try:
-            conn, _ = server.accept()
+            self._sock = socket.create_server((host, port))
+        except OSError as exc:
+            raise ConnectionError(f"cannot listen on {host}:{port}: {exc}") from None
+        self.address = self._sock.getsockname()[:2]
+        if on_listening is not None:
+            on_listening(*self.address)
+
+    def __repr__(self) -> str:
+        return f"TcpServer(address={self.address})"
+
+    def serve_one(self, handler: Callable[[bytes], bytes], *, timeout: float = 30.0,
+                  accept_timeout: float = 120.0) -> None:
+        """Accept one connection and answer its frames with ``handler`` until the peer closes.
+
+        An exception from ``handler`` closes the connection and propagates; so does a peer that
+        goes silent for ``timeout`` seconds (:class:`TimeoutError`) or breaks a frame.
+        """
+        self._sock.settimeout(accept_timeout)
+        try:
+            conn, _ = self._sock.accept()
         except socket.timeout:
             raise TimeoutError(f"no peer connected within {accept_timeout} s") from None
         with conn:
@@ -118,4 +136,25 @@ def serve_round(host: str, port: int, handler: Callable[[bytes], bytes], *, time
                     return  # the peer is done: the round's outcome decides the rest
                 except socket.timeout:
                     raise TimeoutError("the peer went silent mid-round") from None
-                _send(conn, handler(frame))
+                except OSError as exc:
+                    raise ConnectionError(f"the connection broke: {exc}") from None
+                try:
+                    _send(conn, handler(frame))
+                except OSError as exc:
+                    raise ConnectionError(f"the connection broke: {exc}") from None
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> TcpServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def serve_round(host: str, port: int, handler: Callable[[bytes], bytes], *, timeout: float = 30.0,
+                accept_timeout: float = 120.0, on_listening: Callable[[str, int], None] | None = None) -> None:
+    """Accept one connection on ``host:port`` and answer it with ``handler`` (see :class:`TcpServer`)."""
+    with TcpServer(host, port, on_listening=on_listening) as server:
+        server.serve_one(handler, timeout=timeout, accept_timeout=accept_timeout)

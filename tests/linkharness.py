@@ -1,0 +1,119 @@
+"""Two real party processes (``qkd alice`` / ``qkd bob``) over TCP through a fault-injecting proxy.
+
+:func:`run_link` starts Alice listening on loopback, a :class:`~faultproxy.FaultProxy` in front of
+her, and Bob connecting through it; each runs ``rounds`` rounds (one connection each) and prints
+one JSON line per round.  :func:`check_link` asserts the link's invariants on what both printed
+and on both state files.  Every process is killed in a ``finally``, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from faultproxy import Fault, FaultProxy
+
+import qkd_circuits as qkd
+
+QKD = str(Path(sys.executable).with_name("qkd"))
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+#: Envelope kinds (qkd_circuits.channel.authenticated): the proxy can target the n-th frame of a kind.
+DATA, TAG, CONFIRM, SETTLE, ACK = 1, 2, 3, 4, 5
+TIMEOUT_S = 2.0
+ROUND = ["-n", "30000", "--noise", "depolarizing:0.02", "--cascade", "original", "--seed", "11",
+         "--timeout", str(TIMEOUT_S), "--json"]
+
+
+@dataclass
+class LinkRun:
+    alice: list[dict]
+    bob: list[dict]
+    alice_pool: qkd.AuthKeyPool
+    bob_pool: qkd.AuthKeyPool
+    log: list
+    alice_rc: int
+    bob_rc: int
+
+
+def run_link(tmp_path: Path, rounds: int, faults: list[Fault] = (), *, extra: list[str] = (),
+             deadline_s: float = 600.0) -> LinkRun:
+    psk_a, psk_b = tmp_path / "alice.psk", tmp_path / "bob.psk"
+    if not psk_a.exists():
+        qkd.create_psk_file(psk_a, pad_bits=1 << 14, simulation=True)
+        shutil.copy(psk_a, psk_b)
+    args = [*ROUND, "--rounds", str(rounds), *extra]
+    alice = subprocess.Popen([QKD, "alice", "--listen", "127.0.0.1:0", "--psk", str(psk_a), *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    bob = None
+    try:
+        line = alice.stderr.readline()
+        assert line.startswith("listening on"), line + alice.stderr.read()
+        port = int(line.strip().rsplit(":", 1)[1])
+        with FaultProxy(("127.0.0.1", port), faults=faults) as proxy:
+            proxy.reorder_timeout = TIMEOUT_S / 2
+            host, pport = proxy.address
+            bob = subprocess.Popen([QKD, "bob", "--connect", f"{host}:{pport}", "--psk", str(psk_b), *args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+            b_out, b_err = bob.communicate(timeout=deadline_s)
+            a_out, a_err = alice.communicate(timeout=60)
+            log = proxy.log
+    finally:
+        for proc in (alice, bob):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    parse = lambda out: [json.loads(x) for x in out.splitlines() if x.strip()]  # noqa: E731
+    run = LinkRun(parse(a_out), parse(b_out), qkd.AuthKeyPool.load(psk_a), qkd.AuthKeyPool.load(psk_b), log,
+                  alice.returncode, bob.returncode)
+    assert len(run.alice) == len(run.bob) == rounds, (a_err[-2000:], b_err[-2000:])
+    return run
+
+
+def released(lines: list[dict]) -> dict[int, str | None]:
+    """round → key fingerprint of every round this party released (settled as commit)."""
+    out: dict[int, str | None] = {}
+    for line in lines:
+        for s in line["settled"]:
+            if s["decision"] == "commit":
+                assert s["round"] not in out, f"round {s['round']} released twice"
+                out[s["round"]] = s["key_sha256"]
+    return out
+
+
+def decisions(lines: list[dict]) -> dict[int, str]:
+    return {s["round"]: s["decision"] for line in lines for s in line["settled"]}
+
+
+def check_link(run: LinkRun, *, honest_after: list[int] = ()) -> dict:
+    """Assert the invariants; returns counts for reports.
+
+    * no one-sided release and no mismatched key: both ends released exactly the same rounds,
+      with the same key fingerprints; no round decided differently;
+    * no slice of the pool handed out twice at either end, and the same slice for a round at both;
+    * both state files identical in what they share, nothing left pending;
+    * every connection in ``honest_after`` (the one after a fault) made a key at both ends.
+    """
+    ra, rb = released(run.alice), released(run.bob)
+    assert ra == rb, f"one-sided or mismatched release: alice {ra} bob {rb}"
+    da, db = decisions(run.alice), decisions(run.bob)
+    assert all(da[r] == db[r] for r in set(da) & set(db)), (da, db)
+    positions = {}
+    for role, lines in (("alice", run.alice), ("bob", run.bob)):
+        used = [(x["auth"]["round"], x["auth"]["pad_position"]) for x in lines if x["auth"]["pad_position"] is not None]
+        assert len({p for _, p in used}) == len(used), f"{role} used a pool slice twice: {used}"
+        positions[role] = dict(used)
+    common = set(positions["alice"]) & set(positions["bob"])
+    assert all(positions["alice"][r] == positions["bob"][r] for r in common)
+    assert run.alice_pool.state_digest() == run.bob_pool.state_digest()
+    assert run.alice_pool.link.pending == {}
+    for i in honest_after:
+        a, b = run.alice[i], run.bob[i]
+        assert b["key_sha256"] is not None and a["key_sha256"] == b["key_sha256"], (i, a["abort_reason"],
+                                                                                   b["abort_reason"])
+    return {"rounds": len(run.bob), "keys": len(rb), "alice_pending_seen": sum(x["pending"] for x in run.alice),
+            "slices_spent": run.bob_pool.link.next_round, "faults_applied": sum(1 for e in run.log if e.action)}

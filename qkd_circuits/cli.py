@@ -267,8 +267,10 @@ def _party_round(role, *, address, psk_file, record_file, timeout, rounds, as_js
             if options["seed"] is None:
                 raise ConfigurationError("two processes share a simulation only through --seed with a simulation "
                                          "pool (qkd psk init --simulation), or use --record FILE")
+            from .channel.admission import refuse_known_keys
             from .quantum.execution import run_exchanges
 
+            refuse_known_keys(pool, seeded=True)
             seed = options.pop("seed")
 
             def records(block: bytes):

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
-from .channel.admission import admit, view_digest
+from .channel.admission import admit_view
 from .channel.authenticated import DEFAULT_REPLENISH_BITS, AuthenticatedAlice, AuthenticatedBob
 from .channel.pool import AuthKeyPool
 from .channel.tcp import TcpClient, TcpServer
@@ -83,6 +83,11 @@ def _result(role: str, outcome, end, failure: str | None, pool: AuthKeyPool) -> 
                        tuple(end.settled))
 
 
+def _admit_view(pool: AuthKeyPool, record: MeasurementRecord, role: str) -> None:
+    view = record.alice_view() if role == "alice" else record.bob_view()
+    admit_view(pool, view, seeded=record.provenance.seed is not None)
+
+
 def _record_for(records: Records, block: bytes) -> MeasurementRecord:
     return records(block) if callable(records) else records
 
@@ -98,6 +103,10 @@ def run_alice(records: Records, pool: AuthKeyPool, *, host: str, port: int,
     """
     config = config or PostProcessingConfig()
     check_pools(pool)
+    if not callable(records):  # one record: refused now, before listening, if it cannot be used
+        _admit_view(pool, records, "alice")
+        if persist is not None:
+            persist()
     results = []
     with TcpServer(host, port, on_listening=on_listening) as server:
         for _ in range(rounds):
@@ -117,14 +126,15 @@ def _alice_round(server, records, pool, config, replenish_bits, timeout, accept_
 
     def handler(frame: bytes) -> bytes:
         if "party" not in state:
-            try:
-                record = _record_for(records, end.block or b"")
-                view = record.alice_view()
-                admit(pool, view_digest(view.bits, view.bases), seeded=record.provenance.seed is not None)
-            except QKDError as exc:
-                raise ProtocolError(f"Alice refused the round: {exc}") from None
-            if persist is not None:
-                persist()  # the record is marked as used before anything about it is disclosed
+            record = _record_for(records, end.block or b"")
+            if callable(records):
+                try:
+                    _admit_view(pool, record, "alice")
+                except QKDError as exc:
+                    raise ProtocolError(f"Alice refused the round: {exc}") from None
+                if persist is not None:
+                    persist()  # the record is marked as used before anything about it is disclosed
+            view = record.alice_view()
             state["party"] = AliceParty(view, config, random_bytes=random_sources(record.provenance.seed)[0])
         return state["party"].handle(frame)
 
@@ -166,7 +176,7 @@ def _bob_round(records, pool, host, port, config, replenish_bits, timeout, persi
     block = secrets.token_bytes(16) if callable(records) else b""
     record = _record_for(records, block)
     view = record.bob_view()
-    admit(pool, view_digest(view.bases, view.results, view.detected), seeded=record.provenance.seed is not None)
+    _admit_view(pool, record, "bob")
     if persist is not None:
         persist()
     bob = BobParty(view, config, random_bytes=random_sources(record.provenance.seed)[1])

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .channel.admission import admit, view_digest
+from .channel.admission import admit_view
 from .channel.authenticated import (DEFAULT_REPLENISH_BITS, PAD_BYTES_PER_ROUND, AuthenticatedAlice, AuthenticatedBob,
                                     PkiIdentity)
 from .channel.pool import AuthKeyPool
@@ -168,8 +168,8 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
         raise ConfigurationError(f"replenish_bits must be a non-negative multiple of 8, got {replenish_bits}")
     seeded = record.provenance.seed is not None
     alice_view, bob_view = record.alice_view(), record.bob_view()
-    admit(alice_pool, view_digest(alice_view.bits, alice_view.bases), seeded=seeded)
-    admit(bob_pool, view_digest(bob_view.bases, bob_view.results, bob_view.detected), seeded=seeded)
+    admit_view(alice_pool, alice_view, seeded=seeded)
+    admit_view(bob_pool, bob_view, seeded=seeded)
     alice_random, bob_random = random_sources(record.provenance.seed)
     alice = AliceParty(alice_view, config, random_bytes=alice_random)
     bob = BobParty(bob_view, config, random_bytes=bob_random)

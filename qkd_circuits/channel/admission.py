@@ -21,7 +21,7 @@ import numpy as np
 from ..exceptions import ConfigurationError, RecordError
 from .pool import AuthKeyPool
 
-__all__ = ["view_digest", "admit", "MAX_DIGESTS"]
+__all__ = ["view_digest", "admit", "admit_view", "refuse_known_keys", "MAX_DIGESTS"]
 
 #: Digests a pool remembers (the oldest are dropped first; 16 bytes each in the state file).
 MAX_DIGESTS = 1 << 16
@@ -37,6 +37,14 @@ def view_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
+def refuse_known_keys(pool: AuthKeyPool | None, *, seeded: bool) -> None:
+    """Raise :class:`ConfigurationError` if a seeded (publicly reproducible) round would refill a real pool."""
+    if seeded and pool is not None and not pool.simulation:
+        raise ConfigurationError(
+            "a seeded simulation's key can be recomputed by anyone who knows the seed, so it must not refill "
+            "a real authentication pool: omit --seed, or use a simulation pool (qkd psk init --simulation)")
+
+
 def admit(pool: AuthKeyPool | None, digest: str, *, seeded: bool, what: str = "this record") -> None:
     """Refuse a round whose key would be known, or whose input was processed before; else note it.
 
@@ -46,12 +54,16 @@ def admit(pool: AuthKeyPool | None, digest: str, *, seeded: bool, what: str = "t
     """
     if pool is None:
         return
-    if seeded and not pool.simulation:
-        raise ConfigurationError(
-            "a seeded simulation's key can be recomputed by anyone who knows the seed, so it must not refill "
-            "a real authentication pool: omit --seed, or use a simulation pool (qkd psk init --simulation)")
+    refuse_known_keys(pool, seeded=seeded)
     if digest in pool.link.processed:
         raise RecordError(f"{what} was post-processed with this pool before; a record is used at most once "
                           "(a second run would leak other parities of the same key)")
     pool.link.processed.append(digest)
     del pool.link.processed[:-MAX_DIGESTS]
+
+
+def admit_view(pool: AuthKeyPool | None, view, *, seeded: bool) -> None:
+    """:func:`admit` one party's view of a record (an ``AliceView`` or ``BobView``: its arrays in field order)."""
+    import dataclasses
+
+    admit(pool, view_digest(*(getattr(view, f.name) for f in dataclasses.fields(view))), seeded=seeded)

@@ -117,3 +117,26 @@ def check_link(run: LinkRun, *, honest_after: list[int] = ()) -> dict:
                                                                                    b["abort_reason"])
     return {"rounds": len(run.bob), "keys": len(rb), "alice_pending_seen": sum(x["pending"] for x in run.alice),
             "slices_spent": run.bob_pool.link.next_round, "faults_applied": sum(1 for e in run.log if e.action)}
+
+
+def start_party(role: str, psk: Path, address: str, rounds: int, *extra: str) -> subprocess.Popen:
+    """Start ``qkd alice`` (``address`` to listen on) or ``qkd bob`` (``address`` to connect to)."""
+    flag = "--listen" if role == "alice" else "--connect"
+    return subprocess.Popen([QKD, role, flag, address, "--psk", str(psk), *ROUND, "--rounds", str(rounds), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def listening_port(alice: subprocess.Popen) -> int:
+    line = alice.stderr.readline()
+    assert line.startswith("listening on"), line
+    return int(line.strip().rsplit(":", 1)[1])
+
+
+def wait_for(predicate, timeout: float = 120.0, poll: float = 0.02) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError("the condition did not come true in time")
+        time.sleep(poll)

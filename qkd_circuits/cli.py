@@ -527,7 +527,7 @@ def pki_init(directory, algorithm, days, force, site_tls) -> None:
         if site_tls:
             from .etsi014 import init_tls_pki
 
-            init_tls_pki(Path(directory) / "tls", days=days)
+            init_tls_pki(Path(directory) / "tls", days=days, overwrite=force)
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
     click.echo(f"wrote a demo {algorithm} PKI to {directory}: CA {paths['ca'].name}, "
@@ -659,12 +659,13 @@ def _tls_files(directory: str, name: str) -> tuple[Path, Path, Path]:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--kme", "kmes", multiple=True, default=("kme-a", "kme-b"), show_default=True)
 @click.option("--sae", "saes", multiple=True, default=("sae-a", "sae-b"), show_default=True)
-def kme_tls_init(directory, kmes, saes) -> None:
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def kme_tls_init(directory, kmes, saes, force) -> None:
     """Write a demo CA and certificates for the KMEs and SAEs (the CN is the ID)."""
     from .etsi014 import init_tls_pki
 
     try:
-        init_tls_pki(directory, kmes=tuple(kmes), saes=tuple(saes))
+        init_tls_pki(directory, kmes=tuple(kmes), saes=tuple(saes), overwrite=force)
     except QKDError as exc:
         _fail(str(exc), EXIT_USAGE)
     click.echo(f"wrote {directory}/ca.pem and certificates for {', '.join((*kmes, *saes))}")

@@ -288,7 +288,7 @@ def run_decoy_session(pulses: int = 2_000_000, *, source=None, channel=None, det
     provenance = Provenance(backend=record.models["backend"], backend_name=record.models["backend"], mode="wcp",
                             schedule="grouped", lanes=1, shots=len(record), job_ids=(), seed=seed,
                             versions=versions(), created_utc=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-                            models=record.models)
+                            models=record.models, simulator_seed_bits=record.simulator_seed_bits)
     signal = MeasurementRecord(alice_bits=record.alice_bits[m], alice_bases=record.alice_bases[m],
                                bob_bases=record.bob_bases[m], bob_results=record.bob_results[m],
                                detected=record.clicked[m], provenance=provenance)

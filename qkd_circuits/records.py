@@ -8,20 +8,28 @@ parties must only ever see their own part, which :meth:`MeasurementRecord.alice_
 for scoring what she learned.
 
 Files are ``.npz`` archives holding the arrays and a JSON header with the format name and version;
-:func:`load_record` refuses anything else with a :class:`RecordError`.  A record holds Alice's
-raw bits: treat a file of a real (non-simulated) exchange as secret.
+:func:`load_record` refuses anything else — whatever the bytes — with a :class:`RecordError`.  A
+record holds Alice's raw bits: :meth:`MeasurementRecord.save` writes it with
+:func:`~qkd_circuits.secretfile.write_secret_file` (mode 0600, atomic, never through a symlink).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import os
+import struct
+import tokenize
 import zipfile
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from .exceptions import RecordError
+from .secretfile import write_secret_file
 
 __all__ = ["MeasurementRecord", "Provenance", "AliceView", "BobView", "EveView", "load_record"]
 
@@ -44,11 +52,19 @@ class Provenance:
         lanes: exchanges per shot.
         shots: total shots executed (over all pubs and jobs).
         job_ids: the jobs that produced the data.
-        seed: the simulation seed, or ``None`` (parties' choices from ``secrets``).
+        seed: the simulation seed, or ``None`` (parties' choices from ``secrets``).  A seed is
+            public: anyone who has it recomputes the record.
         versions: package versions (qkd_circuits, qiskit, qiskit-aer, numpy, ...).
         created_utc: ISO 8601 time the results were collected.
         models: channel, detector and eavesdropper parameters.
         circuit: size of the executed (transpiled) circuit.
+        simulator_seed_bits: the entropy, in bits, of each simulator seed (Aer's
+            ``seed_simulator``; one fresh seed per job).  64 when the seeds were drawn from
+            :mod:`secrets` (no ``seed`` given): the seeds themselves are never recorded, since
+            with them and the record's circuits anyone could recompute the raw bits.  0 when they
+            were derived from a user ``seed`` (public, so no entropy).  ``None`` where the
+            backend takes no simulator seed (hardware, the Braket simulator) and in records
+            written before this field existed.
     """
 
     backend: str
@@ -63,6 +79,7 @@ class Provenance:
     created_utc: str
     models: dict = field(default_factory=dict)
     circuit: dict = field(default_factory=dict)
+    simulator_seed_bits: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,10 +88,44 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, d: dict) -> Provenance:
-        try:
-            return cls(**{**d, "job_ids": tuple(d["job_ids"])})
-        except (TypeError, KeyError) as exc:
-            raise RecordError(f"record provenance is malformed: {exc}") from None
+        """The inverse of :meth:`to_dict`; a missing, unknown or mistyped field raises
+        :class:`RecordError` (a field added later may be missing: it takes its default)."""
+        if not isinstance(d, dict):
+            raise RecordError(f"record provenance is malformed: a JSON object was expected, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_PROVENANCE_TYPES))
+        missing = sorted(f.name for f in fields(cls)
+                         if f.name not in d and f.default is MISSING and f.default_factory is MISSING)
+        if unknown or missing:
+            raise RecordError(f"record provenance is malformed: unknown fields {unknown}, missing fields {missing}")
+        for name, value in d.items():
+            if not _PROVENANCE_TYPES[name](value):
+                raise RecordError(f"record provenance is malformed: {name} = {value!r:.80}")
+        return cls(**{**d, "job_ids": tuple(d["job_ids"])})
+
+
+def _is_int(value, *, minimum: int = 0, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return type(value) is int and value >= minimum
+
+
+# What a field must hold in a file (JSON types): checked on load, so that the code that reads a
+# loaded record's provenance (seeds, lane counts...) never meets a value of the wrong type.
+_PROVENANCE_TYPES = {
+    "backend": lambda v: isinstance(v, str),
+    "backend_name": lambda v: isinstance(v, str),
+    "mode": lambda v: isinstance(v, str),
+    "schedule": lambda v: isinstance(v, str),
+    "lanes": lambda v: _is_int(v, minimum=1),
+    "shots": lambda v: _is_int(v),
+    "job_ids": lambda v: isinstance(v, list) and all(isinstance(j, str) for j in v),
+    "seed": lambda v: _is_int(v, optional=True),
+    "versions": lambda v: isinstance(v, dict),
+    "created_utc": lambda v: isinstance(v, str),
+    "models": lambda v: isinstance(v, dict),
+    "circuit": lambda v: isinstance(v, dict),
+    "simulator_seed_bits": lambda v: _is_int(v, optional=True),
+}
 
 
 @dataclass(frozen=True)
@@ -179,44 +230,99 @@ class MeasurementRecord:
         return EveView(active=self.eve_active, bases=self.eve_bases, results=self.eve_results)
 
     def save(self, path: str | Path) -> Path:
-        """Write the record to ``path`` (``.npz``); returns the path written."""
-        path = Path(path)
+        """Write the record to ``path`` (``.npz``; an existing file is replaced); returns the path.
+
+        The file is secret (it holds Alice's raw bits): mode 0600, written atomically, a symlink
+        at ``path`` replaced rather than followed (:func:`~qkd_circuits.secretfile.write_secret_file`).
+        """
         header = {"format": FORMAT, "version": FORMAT_VERSION, "provenance": self.provenance.to_dict()}
         arrays = {k: getattr(self, k) for k in _PARTY_ARRAYS + _EVE_ARRAYS if getattr(self, k) is not None}
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, header=np.array(json.dumps(header)), **arrays)
-        return path
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
+        with buffer.getbuffer() as data:
+            return write_secret_file(path, data, overwrite=True)
+
+
+# What decoding an untrusted archive can raise (zip layer, inflate, npy headers, JSON); our own
+# checks raise RecordError directly.  RuntimeError: zipfile on an encrypted member.
+# NotImplementedError: an unsupported zip compression method or feature.  SyntaxError and
+# tokenize.TokenError: numpy re-tokenizes an npy header that is not a Python literal (its
+# "Python 2 header" fallback) and lets the tokenizer's errors through.
+_DECODE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
+                  struct.error, NotImplementedError, RuntimeError, OverflowError, SyntaxError, tokenize.TokenError)
+_ARCHIVE_MEMBERS = frozenset(("header",) + _PARTY_ARRAYS + _EVE_ARRAYS)
+# Deflate expands at most 1032:1; np.savez writes stored or deflated members only.
+_MAX_EXPANSION = 1032
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _read_member(npz, name: str, file_bytes: int, path: Path) -> np.ndarray:
+    """One array of the archive, after checking that its npy header declares no more data than
+    the member can hold (a forged shape would otherwise allocate before reading fails)."""
+    info = npz.zip.getinfo(f"{name}.npy")
+    if info.compress_type not in _COMPRESSIONS:
+        raise RecordError(f"{path}: member {name!r} uses zip compression method {info.compress_type}, "
+                          f"not stored or deflate")
+    with npz.zip.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise RecordError(f"{path}: member {name!r} is npy format version {version}, not 1.0 or 2.0")
+    need = math.prod(shape) * dtype.itemsize
+    if need > info.file_size or need > _MAX_EXPANSION * file_bytes:
+        raise RecordError(f"{path}: array {name!r} declares {need} bytes, more than its member holds")
+    return npz[name]
 
 
 def load_record(path: str | Path) -> MeasurementRecord:
     """Read a record written by :meth:`MeasurementRecord.save`.
 
+    Whatever the file holds, the only error raised is :class:`RecordError`.
+
     Raises:
         RecordError: the file is missing, not an npz archive, truncated, of another format or
-            version, or its arrays are inconsistent.
+            version, or its arrays or provenance are inconsistent.
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        file_bytes = os.stat(path).st_size
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array (np.load returns it)
+            raise RecordError(f"{path} is not a qkd_circuits measurement record (not an npz archive)")
+        with loaded as npz:
             if "header" not in npz.files:
                 raise RecordError(f"{path} is not a qkd_circuits measurement record (no header)")
-            header = json.loads(str(npz["header"]))
-            arrays = {k: npz[k] for k in npz.files if k != "header"}
+            unexpected = sorted(set(npz.files) - _ARCHIVE_MEMBERS)
+            if unexpected or len(npz.files) != len(set(npz.files)):
+                raise RecordError(f"{path} is not a qkd_circuits measurement record (unexpected or repeated "
+                                  f"members {unexpected or sorted(npz.files)})")
+            raw = {k: _read_member(npz, k, file_bytes, path) for k in npz.files}
+        header_array = raw.pop("header")
+        if header_array.shape != () or header_array.dtype.kind != "U":
+            raise RecordError(f"{path} is not a qkd_circuits measurement record (malformed header)")
+        header = json.loads(str(header_array))
     except RecordError:
         raise
     except FileNotFoundError:
         raise RecordError(f"no record file at {path}") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+    except RecursionError:  # JSON nested deeper than the interpreter's stack
+        raise RecordError(f"{path} is not a readable record (its header is nested too deeply)") from None
+    except MemoryError:
+        raise RecordError(f"{path} is not a readable record (too large to load)") from None
+    except _DECODE_ERRORS as exc:
         raise RecordError(f"{path} is not a readable record (corrupt or truncated): {exc}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise RecordError(f"{path} is not a qkd_circuits measurement record")
     if header.get("version") != FORMAT_VERSION:
         raise RecordError(
-            f"{path} is record format version {header.get('version')!r}; this qkd_circuits "
+            f"{path} is record format version {header.get('version')!r:.40}; this qkd_circuits "
             f"reads version {FORMAT_VERSION}: load it with the version that wrote it"
         )
-    missing = [k for k in _PARTY_ARRAYS if k not in arrays]
+    missing = [k for k in _PARTY_ARRAYS if k not in raw]
     if missing:
         raise RecordError(f"{path} lacks the arrays {missing}")
     provenance = Provenance.from_dict(header.get("provenance", {}))
-    return MeasurementRecord(provenance=provenance, **arrays)
+    return MeasurementRecord(provenance=provenance, **raw)

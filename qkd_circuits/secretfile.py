@@ -1,8 +1,9 @@
 """The one way qkd_circuits writes and reads secret files (keys, pools, records, credentials).
 
-Every file that holds key material — private keys, PSK/pool files, measurement records of real
-exchanges, key-store backups — goes through :func:`write_secret_file` and, where it is read
-back as raw bytes, :func:`read_secret_file`.  Why each step:
+Every file that holds key material — private keys (and the certificates written beside them),
+PSK/pool files, measurement records, job handles with the parties' choices — goes through
+:func:`write_secret_file` and, where it is read back as raw bytes, :func:`read_secret_file`.
+Why each step:
 
 * **mode 0600, whatever the umask.**  The data is written to a new temporary file created with
   mode 0600 and then ``fchmod``-ed to 0600, so neither a permissive umask (``umask 0``) nor an

@@ -34,7 +34,8 @@ def _serve(tmp_path, name, sae, *extra):
 @pytest.fixture
 def sites(tmp_path):
     assert subprocess.run([QKD, "kme", "tls-init", str(tmp_path / "tls")], env=ENV).returncode == 0
-    proc = subprocess.run([QKD, "run", "--json", "-n", "300000", "--seed", "6", "--noise", "depolarizing:0.04",
+    # Unseeded: a seeded round's key is public and never goes into a key store.
+    proc = subprocess.run([QKD, "run", "--json", "-n", "300000", "--noise", "depolarizing:0.04",
                            "--store-a", str(tmp_path / "kme-a.db"), "--store-b", str(tmp_path / "kme-b.db")],
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import zipfile
 
 import numpy as np
@@ -106,3 +108,83 @@ def test_inconsistent_lengths_are_refused(record):
         qkd.MeasurementRecord(alice_bits=record.alice_bits, alice_bases=record.alice_bases,
                               bob_bases=record.bob_bases[:10], bob_results=record.bob_results,
                               detected=record.detected, provenance=record.provenance)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and symlinks are POSIX")
+def test_saved_record_is_a_secret_file(record, tmp_path):
+    old = os.umask(0)
+    try:
+        path = record.save(tmp_path / "r.npz")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        stale = tmp_path / "stale.npz"  # save replaces an existing file, as it always did ...
+        stale.write_bytes(b"old")
+        os.chmod(stale, 0o644)
+        record.save(stale)
+        assert stat.S_IMODE(os.stat(stale).st_mode) == 0o600  # ... and the old 0644 does not survive
+        victim = tmp_path / "victim"
+        victim.write_bytes(b"untouched")
+        link = tmp_path / "link.npz"
+        link.symlink_to(victim)
+        record.save(link)  # the link is replaced, its target never written through
+        assert not link.is_symlink() and victim.read_bytes() == b"untouched"
+        assert qkd.load_record(link).provenance == record.provenance
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "r.npz", "stale.npz", "victim"]
+
+
+@pytest.mark.parametrize("provenance, match", [
+    ([1, 2], "JSON object was expected"),
+    ({}, "missing fields"),
+    ("LANES", "lanes = 'x'"),
+    ("SEED", "seed = -3"),
+    ("EXTRA", r"unknown fields \['colour'\]"),
+])
+def test_malformed_provenance_is_refused(record, tmp_path, provenance, match):
+    d = record.provenance.to_dict()
+    if provenance == "LANES":
+        provenance = {**d, "lanes": "x"}
+    elif provenance == "SEED":
+        provenance = {**d, "seed": -3}
+    elif provenance == "EXTRA":
+        provenance = {**d, "colour": "blue"}
+    path = record.save(tmp_path / "r.npz")
+    _rewrite(path, header={"format": FORMAT, "version": 1, "provenance": provenance})
+    with pytest.raises(qkd.RecordError, match=match):
+        qkd.load_record(path)
+
+
+def test_foreign_or_forged_archives_raise_record_error(record, tmp_path):
+    path = tmp_path / "x.npz"
+    with open(path, "wb") as fh:
+        np.save(fh, np.zeros(3, dtype=bool))  # a bare .npy array: np.load reads it, but not an archive
+    with pytest.raises(qkd.RecordError, match="not an npz archive"):
+        qkd.load_record(path)
+    good = record.save(tmp_path / "r.npz")
+    with np.load(good) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    np.savez(path, extra=np.zeros(3), **arrays)  # an array this format does not have
+    with pytest.raises(qkd.RecordError, match="unexpected or repeated members"):
+        qkd.load_record(path)
+    # a member whose npy header claims far more data than the archive holds (no allocation)
+    header = "{'descr': '|b1', 'fortran_order': False, 'shape': (1000000000000,), }"
+    npy = b"\x93NUMPY\x01\x00" + (len(header) + 1).to_bytes(2, "little") + header.encode() + b"\n" + b"\x00" * 8
+    with zipfile.ZipFile(good) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    members["alice_bits.npy"] = npy
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    with pytest.raises(qkd.RecordError, match="declares 1000000000000 bytes"):
+        qkd.load_record(path)
+    # an npy header that is no Python literal: numpy's tokenizer fallback raised TokenError
+    header = "{'descr': '|b1', 'fortran_order': False, 'shape': ((3,), }"
+    members["alice_bits.npy"] = b"\x93NUMPY\x01\x00" + (len(header) + 1).to_bytes(2, "little") + header.encode() + b"\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    with pytest.raises(qkd.RecordError, match="corrupt or truncated"):
+        qkd.load_record(path)
+    path.write_bytes(b"{" * 100_000)
+    with pytest.raises(qkd.RecordError):
+        qkd.load_record(path)

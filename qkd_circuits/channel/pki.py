@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from ..exceptions import AuthenticationError, ConfigurationError, ProtocolError
+from ..secretfile import write_secret_file
 
 __all__ = ["PartyCredentials", "init_demo_pki", "load_credentials", "sign_transcript", "verify_transcript",
            "chain_to_bytes", "chain_from_bytes", "ALGORITHMS", "MAX_CHAIN_CERTS", "MAX_CERT_BYTES"]
@@ -88,24 +89,15 @@ def _key_usage(*, signer: bool) -> x509.KeyUsage:
                          crl_sign=not signer, encipher_only=False, decipher_only=False)
 
 
-def _write(path: Path, data: bytes, *, private: bool, overwrite: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    fd = os.open(path, flags, 0o600 if private else 0o644)
-    try:
-        if private and hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)  # an overwritten file keeps its old mode, and umask may differ
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def init_demo_pki(directory: str | os.PathLike, *, parties: Sequence[str] = ("alice", "bob"),
                   algorithm: str = "ed25519", days: int = 30, now: dt.datetime | None = None,
                   overwrite: bool = False) -> dict:
     """Write a demo root CA and one certificate and private key per party into ``directory``.
 
     Files: ``ca.pem`` (the trust anchor), ``<party>.pem`` (its certificate) and ``<party>.key``
-    (PKCS#8 PEM, unencrypted, mode 0600).  The CA's private key is discarded once the parties are
+    (PKCS#8 PEM, unencrypted), all mode 0600, each written atomically and never through a
+    symlink (:func:`~qkd_circuits.secretfile.write_secret_file`); if any exists, nothing is
+    written unless ``overwrite``.  The CA's private key is discarded once the parties are
     issued: to add a party, make a new PKI.  All keys use ``algorithm`` (one of
     :data:`ALGORITHMS`).  Certificates are valid from ``now`` − 5 min (clock skew) for ``days``.
     A demo PKI is for study: in production the CA key lives offline and keys are made where used.
@@ -128,7 +120,7 @@ def init_demo_pki(directory: str | os.PathLike, *, parties: Sequence[str] = ("al
     paths = {"ca": out / "ca.pem", "certificates": {n: out / f"{n}.pem" for n in names},
              "keys": {n: out / f"{n}.key" for n in names}}
     targets = [paths["ca"], *paths["certificates"].values(), *paths["keys"].values()]
-    if not overwrite and (clash := [str(p) for p in targets if p.exists()]):
+    if not overwrite and (clash := [str(p) for p in targets if p.exists() or p.is_symlink()]):
         raise ConfigurationError(f"refusing to overwrite {clash}; pick an empty directory or pass overwrite=True")
 
     generate = ALGORITHMS[algorithm].generate
@@ -144,7 +136,7 @@ def init_demo_pki(directory: str | os.PathLike, *, parties: Sequence[str] = ("al
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(_key_usage(signer=False), critical=True)
           .sign(ca_key, None))
-    _write(paths["ca"], ca.public_bytes(serialization.Encoding.PEM), private=False, overwrite=overwrite)
+    write_secret_file(paths["ca"], ca.public_bytes(serialization.Encoding.PEM), overwrite=overwrite)
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     for name in names:
         key = generate()
@@ -156,11 +148,11 @@ def init_demo_pki(directory: str | os.PathLike, *, parties: Sequence[str] = ("al
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
                 .add_extension(aki, critical=False)
                 .sign(ca_key, None))
-        _write(paths["certificates"][name], cert.public_bytes(serialization.Encoding.PEM),
-               private=False, overwrite=overwrite)
+        write_secret_file(paths["certificates"][name], cert.public_bytes(serialization.Encoding.PEM),
+                          overwrite=overwrite)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        _write(paths["keys"][name], pem, private=True, overwrite=overwrite)
+        write_secret_file(paths["keys"][name], pem, overwrite=overwrite)
     return paths
 
 
@@ -326,7 +318,8 @@ def chain_to_bytes(chain: Sequence[x509.Certificate]) -> bytes:
 
 def chain_from_bytes(data: bytes) -> list[x509.Certificate]:
     """Parse :func:`chain_to_bytes` output; malformed, truncated, non-canonical or oversized input
-    raises :class:`ProtocolError`.  Parsing proves nothing: verify with :func:`verify_transcript`."""
+    raises :class:`ProtocolError` (and nothing else, whatever the bytes; a non-bytes argument is a
+    ``TypeError``).  Parsing proves nothing: verify with :func:`verify_transcript`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -347,7 +340,7 @@ def chain_from_bytes(data: bytes) -> list[x509.Certificate]:
         try:
             cert = x509.load_der_x509_certificate(der)
             canonical = cert.public_bytes(serialization.Encoding.DER) == der
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion: an X.509 version other than 1 or 3
             canonical = False
         if not canonical:
             raise ProtocolError(f"certificate {index} is not a valid DER certificate")

@@ -3,14 +3,15 @@
 :func:`init_tls_pki` writes a demo CA (ECDSA P-256), a server+client certificate per KME (SAN
 127.0.0.1 and localhost; the KME ID as CN, which is how the peer KME is recognised) and a client
 certificate per SAE (the SAE ID as CN).  ECDSA keeps the certificates usable by every TLS stack
-here (the OpenSSL in this Python has no ML-DSA in TLS).
+here (the OpenSSL in this Python has no ML-DSA in TLS).  Every file goes through
+:func:`~qkd_circuits.secretfile.write_secret_file`: mode 0600 (keys and certificates alike),
+atomic, never written through a symlink, and existing files are kept unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
@@ -20,14 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..exceptions import ConfigurationError
+from ..secretfile import write_secret_file
 
 __all__ = ["init_tls_pki", "server_context", "client_context", "peer_identity"]
-
-
-def _write(path: Path, data: bytes, *, private: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def _name(cn: str) -> x509.Name:
@@ -35,13 +31,21 @@ def _name(cn: str) -> x509.Name:
 
 
 def init_tls_pki(directory: str | Path, *, kmes: tuple[str, ...] = ("kme-a", "kme-b"),
-                 saes: tuple[str, ...] = ("sae-a", "sae-b"), days: int = 30) -> Path:
-    """Write ``ca.pem`` and ``NAME.pem`` / ``NAME.key`` for every KME and SAE into ``directory``."""
+                 saes: tuple[str, ...] = ("sae-a", "sae-b"), days: int = 30, overwrite: bool = False) -> Path:
+    """Write ``ca.pem`` and ``NAME.pem`` / ``NAME.key`` for every KME and SAE into ``directory``.
+
+    Every file is mode 0600.  If any of them exists already, nothing is written and
+    :class:`~qkd_circuits.ConfigurationError` is raised, unless ``overwrite`` (``--force``).
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     for name in (*kmes, *saes):
         if not name or "/" in name or name == "ca":
             raise ConfigurationError(f"bad certificate name {name!r}")
+    targets = [directory / "ca.pem"] + [directory / f"{n}.{ext}" for n in (*kmes, *saes) for ext in ("pem", "key")]
+    if not overwrite and (clash := [str(p) for p in targets if p.exists() or p.is_symlink()]):
+        raise ConfigurationError(f"refusing to overwrite {clash}; pick an empty directory or pass "
+                                 f"overwrite=True (--force)")
+    directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("qkd_circuits demo site CA")).issuer_name(
@@ -51,7 +55,7 @@ def init_tls_pki(directory: str | Path, *, kmes: tuple[str, ...] = ("kme-a", "km
           .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
-    _write(directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM), private=False)
+    write_secret_file(directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM), overwrite=overwrite)
     for name in (*kmes, *saes):
         key = ec.generate_private_key(ec.SECP256R1())
         usage = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if name in kmes else [])
@@ -66,9 +70,10 @@ def init_tls_pki(directory: str | Path, *, kmes: tuple[str, ...] = ("kme-a", "km
         if name in kmes:
             sans += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         cert = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(ca_key, hashes.SHA256())
-        _write(directory / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
-        _write(directory / f"{name}.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption()), private=True)
+        write_secret_file(directory / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), overwrite=overwrite)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        write_secret_file(directory / f"{name}.key", pem, overwrite=overwrite)
     return directory
 
 

@@ -19,6 +19,12 @@ succeeds whole or changes nothing.  SQLite's atomic commit (WAL, ``synchronous=F
 crash at any instant leaves every key either undelivered and still stored, or delivered and
 gone — never both, never twice.  The audit table records deliveries (key_ID, SAE, time, action)
 and never key bytes.
+
+Every connection sets ``PRAGMA secure_delete=ON`` (some SQLite builds default to it, others do
+not): a deleted key's bytes are overwritten with zeros in the database file, not left in a free
+page or cell for anyone who later copies the file.  Older page images in the write-ahead log
+can hold a delivered key until the log restarts; :meth:`KeyStore.checkpoint` copies the log
+into the database and truncates it (run it when the store is idle, e.g. after :meth:`KeyStore.purge`).
 """
 
 from __future__ import annotations
@@ -135,6 +141,7 @@ class KeyStore:
         db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
         try:
             db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA secure_delete=ON")  # zero deleted keys' bytes in the file
             yield db
         finally:
             db.close()
@@ -149,6 +156,17 @@ class KeyStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and truncate the log, so that no old
+        page image of a delivered key is left on disk; returns whether it completed.
+
+        It waits (up to the busy timeout) for other connections' transactions; if one is still
+        open it does what it can and returns ``False``: call it again when the store is idle.
+        """
+        with self._connect() as db:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
 
     # -- filling ---------------------------------------------------------------------------------
     def add(self, keys: Iterable[StoredKey], *, link_id: str, round_number: int) -> int:

@@ -18,12 +18,22 @@ A backend spec string names where circuits run:
 
 Every backend takes the same logical circuits from :mod:`.circuits`; :meth:`Backend.prepare`
 transpiles them to what the backend accepts.  Only Aer runs the channel-noise instructions.
+
+Simulator seeds.  In ``qrng`` mode the raw key *is* the simulator's random numbers, so its seed
+is as secret as the key.  Left to itself Aer draws a 32-bit seed per run (``std::random_device``),
+which an attacker who knows the circuit could search exhaustively.  Unseeded runs therefore pass
+:func:`draw_simulator_seed` — 64 bits from :mod:`secrets`, a fresh one per job — on ``aer`` and
+``fake:`` backends (:attr:`Backend.takes_simulator_seed`).  Aer's ``seed_simulator`` accepts
+exactly the signed 64-bit integers (found by experiment with qiskit-aer 0.18: ``2**63 - 1`` and
+``-2**63`` run, ``2**63`` and ``2**64 - 1`` raise ``TypeError``) and uses them as its unsigned
+64-bit seed, so a uniform signed 64-bit value has the full 64 bits of entropy.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +41,24 @@ from qiskit import QuantumCircuit, transpile
 
 from ..exceptions import BackendError, ConfigurationError, MissingExtraError
 
-__all__ = ["Backend", "resolve_backend", "DENSITY_MATRIX_MAX_QUBITS"]
+__all__ = ["Backend", "resolve_backend", "draw_simulator_seed", "DENSITY_MATRIX_MAX_QUBITS",
+           "SIMULATOR_SEED_BITS"]
 
 #: Above this many qubits the density matrix (4^n entries) gets too large; Aer then picks its
 #: own method (noisy circuits fall back to per-shot trajectories, which are much slower).
 DENSITY_MATRIX_MAX_QUBITS = 12
+#: Entropy of a seed from :func:`draw_simulator_seed`: the full width of Aer's ``seed_simulator``.
+SIMULATOR_SEED_BITS = 64
+
+
+def draw_simulator_seed() -> int:
+    """A fresh simulator seed from :mod:`secrets`, uniform over the 2^64 seeds Aer tells apart.
+
+    The value is a signed 64-bit integer (Aer's ``seed_simulator`` refuses ``2**63`` and above).
+    Use one per job, and never write it down: with it anyone can recompute the job's results.
+    """
+    value = secrets.randbits(SIMULATOR_SEED_BITS)
+    return value - (1 << SIMULATOR_SEED_BITS) if value >> (SIMULATOR_SEED_BITS - 1) else value
 
 
 def _import(module: str, extra: str, purpose: str):
@@ -88,8 +111,19 @@ class Backend:
         # is what qiskit-braket-provider emits for cry/crx; plain cnot/ccnot/cswap are fine.
         return transpile(circuit, basis_gates=_BRAKET_SAFE_GATES, optimization_level=0)
 
+    @property
+    def takes_simulator_seed(self) -> bool:
+        """Whether :meth:`sampler` passes ``seed`` on (``aer`` and ``fake:``; hardware and the
+        Braket simulator take none)."""
+        return self.kind in ("aer", "fake")
+
     def sampler(self, *, seed: int | None, num_qubits: int):
-        """A fresh ``BaseSamplerV2`` for circuits of ``num_qubits`` qubits."""
+        """A fresh ``BaseSamplerV2`` for circuits of ``num_qubits`` qubits.
+
+        ``seed`` is the simulator seed of every job the sampler runs; ``None`` leaves it to the
+        backend (Aer: 32 bits of its own per run).  For secret results, build one sampler per
+        job with ``seed=draw_simulator_seed()``, as :func:`~qkd_circuits.submit` does.
+        """
         if self.kind == "aer":
             from qiskit_aer.primitives import SamplerV2
 

@@ -22,6 +22,7 @@ How settings map onto executions in ``prepared`` mode (``schedule``):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import secrets
@@ -35,7 +36,8 @@ import numpy as np
 
 from ..exceptions import BackendError, ConfigurationError, RecordError
 from ..records import MeasurementRecord, Provenance
-from .backends import Backend, resolve_backend
+from ..secretfile import write_secret_file
+from .backends import SIMULATOR_SEED_BITS, Backend, draw_simulator_seed, resolve_backend
 from .circuits import ExchangeTemplate, build_exchange_circuit
 from .models import Channel, Detector, Eavesdropper, EntanglingProbe, InterceptResend
 
@@ -120,7 +122,8 @@ class PendingExchange:
 
     def __init__(self, *, backend: Backend, template: ExchangeTemplate, exchanges: int,
                  schedule: str, seed: int | None, models: dict, choices: PartyChoices | None,
-                 chunks: list[_Chunk], jobs: list, circuit_info: dict) -> None:
+                 chunks: list[_Chunk], jobs: list, circuit_info: dict,
+                 simulator_seed_bits: int | None = None) -> None:
         self.backend = backend
         self.template = template
         self.exchanges = exchanges
@@ -131,6 +134,7 @@ class PendingExchange:
         self.chunks = chunks
         self.jobs = jobs
         self.circuit_info = circuit_info
+        self.simulator_seed_bits = simulator_seed_bits
 
     def __repr__(self) -> str:
         return (f"PendingExchange(exchanges={self.exchanges}, backend={self.backend.spec!r}, "
@@ -195,6 +199,7 @@ class PendingExchange:
             created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             models=self.models,
             circuit=self.circuit_info,
+            simulator_seed_bits=self.simulator_seed_bits,
         )
         return MeasurementRecord(
             alice_bits=alice_bits, alice_bases=alice_bases, bob_bases=bob_bases,
@@ -204,7 +209,8 @@ class PendingExchange:
     def save(self, path: str | Path) -> Path:
         """Write a handle from which :meth:`load` can collect the jobs later (IBM only).
 
-        In prepared mode the file holds Alice's and Bob's choices: keep it as secret as a key.
+        In prepared mode the file holds Alice's and Bob's choices: it is written as a secret
+        file (mode 0600, atomic, no symlink followed; an existing file is replaced).
         """
         if not self.backend.resumable:
             raise BackendError(
@@ -217,15 +223,16 @@ class PendingExchange:
             "schedule": self.schedule, "seed": self.seed, "models": self.models,
             "job_ids": list(self.job_ids), "circuit": self.circuit_info,
             "chunks": [[c.start, c.stop, c.shots] for c in self.chunks],
+            "simulator_seed_bits": self.simulator_seed_bits,
         }
         arrays = {}
         if self.choices is not None:
             arrays = {"alice_bits": self.choices.alice_bits, "alice_bases": self.choices.alice_bases,
                       "bob_bases": self.choices.bob_bases}
-        path = Path(path)
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, header=np.array(json.dumps(header)), **arrays)
-        return path
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
+        with buffer.getbuffer() as data:
+            return write_secret_file(path, data, overwrite=True)
 
     @classmethod
     def load(cls, path: str | Path, *, service: Any = None) -> PendingExchange:
@@ -254,7 +261,8 @@ class PendingExchange:
         jobs = [backend.job(job_id) for job_id in header["job_ids"]]
         return cls(backend=backend, template=template, exchanges=header["exchanges"],
                    schedule=header["schedule"], seed=header["seed"], models=models,
-                   choices=choices, chunks=chunks, jobs=jobs, circuit_info=header["circuit"])
+                   choices=choices, chunks=chunks, jobs=jobs, circuit_info=header["circuit"],
+                   simulator_seed_bits=header.get("simulator_seed_bits"))
 
 
 def _unscramble(bits: np.ndarray, chunk: _Chunk, size: int) -> np.ndarray:
@@ -318,7 +326,9 @@ def submit(
             ``"braket-local"``) or a resolved :class:`Backend`.
         channel, detector, eve: the link and the attacker; ``None`` for ideal / absent.
         seed: simulation seed for the parties' choices and the simulator; ``None`` draws the
-            choices from :mod:`secrets` and leaves the simulator unseeded.
+            choices from :mod:`secrets`, and on ``aer``/``fake:`` backends a fresh 64-bit
+            simulator seed per job from :mod:`secrets` too (never recorded; the record's
+            ``provenance.simulator_seed_bits`` says 64; with a seed it says 0).
         lanes: exchanges side by side in one circuit; ``"device"`` fills the device (half its
             qubits, leaving room for routing); default 1.
         schedule: ``"grouped"`` or ``"sequential"`` (prepared mode; see the module docstring).
@@ -372,13 +382,18 @@ def submit(
     chunk = _check_count("chunk", chunk)
     seeds = (np.random.SeedSequence(seed).generate_state(math.ceil(exchanges / chunk)).tolist()
              if seed is not None else None)
-    sampler = backend.sampler(seed=None, num_qubits=circuit.num_qubits)
+    if not backend.takes_simulator_seed:
+        simulator_seed_bits = None
+    else:
+        simulator_seed_bits = 0 if seed is not None else SIMULATOR_SEED_BITS
+    sampler = None if backend.takes_simulator_seed else backend.sampler(seed=None, num_qubits=circuit.num_qubits)
     chunks, jobs = [], []
     for i, start in enumerate(range(0, exchanges, chunk)):
         stop = min(start + chunk, exchanges)
         c, pub = _plan_chunk(template, circuit, choices, schedule, start, stop)
-        if seeds is not None:
-            sampler = backend.sampler(seed=int(seeds[i]), num_qubits=circuit.num_qubits)
+        if backend.takes_simulator_seed:  # one sampler per job: each job gets its own seed
+            job_seed = int(seeds[i]) if seeds is not None else draw_simulator_seed()
+            sampler = backend.sampler(seed=job_seed, num_qubits=circuit.num_qubits)  # the seed goes nowhere else
         try:
             jobs.append(sampler.run([pub], shots=c.shots))
         except Exception as exc:
@@ -387,7 +402,8 @@ def submit(
     backend.close_batch()
     return PendingExchange(backend=backend, template=template, exchanges=exchanges,
                            schedule=schedule, seed=seed, models=_models_dict(channel, detector, eve),
-                           choices=choices, chunks=chunks, jobs=jobs, circuit_info=circuit_info)
+                           choices=choices, chunks=chunks, jobs=jobs, circuit_info=circuit_info,
+                           simulator_seed_bits=simulator_seed_bits)
 
 
 def _plan_chunk(template, circuit, choices, schedule, start, stop):

@@ -41,7 +41,7 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.circuit import Parameter
 
 from ..exceptions import ConfigurationError
-from .backends import Backend, resolve_backend
+from .backends import SIMULATOR_SEED_BITS, Backend, draw_simulator_seed, resolve_backend
 from .models import Channel, Detector
 
 __all__ = ["WeakCoherentSource", "PhotonNumberSplitting", "WcpRecord", "build_pulse_circuit", "run_wcp_exchanges"]
@@ -233,7 +233,9 @@ class WcpRecord:
 
     ``intensity`` indexes ``source.labels``.  ``clicked`` is Bob's detection, ``bob_results`` his
     bit (meaningful where clicked).  ``photons`` (the source's photon numbers) and ``eve_*`` are
-    the simulator's ground truth, for studies only: no party sees them.
+    the simulator's ground truth, for studies only: no party sees them.  ``simulator_seed_bits``
+    is as in :class:`~qkd_circuits.Provenance` (64: fresh seeds from :mod:`secrets`, never
+    recorded; 0: derived from the public ``seed``; ``None``: the backend takes no seed).
     """
 
     source: WeakCoherentSource
@@ -248,6 +250,7 @@ class WcpRecord:
     eve_results: np.ndarray
     models: dict
     seed: int | None
+    simulator_seed_bits: int | None = None
 
     def __len__(self) -> int:
         return int(self.intensity.size)
@@ -293,7 +296,8 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
         channel, detector: the honest link (loss, misalignment) and Bob's detector.
         eve: a :class:`PhotonNumberSplitting` attack, or ``None``.
         seed: simulation seed for the parties' choices, the photon numbers and the simulator;
-            ``None`` draws the parties' choices from :mod:`secrets`.
+            ``None`` draws the parties' choices and (Aer, fake backends) a fresh 64-bit
+            simulator seed per job from :mod:`secrets`.
         backend: ``"aer"`` or another backend spec (only Aer runs millions of shots quickly).
     """
     if not isinstance(pulses, int) or isinstance(pulses, bool) or pulses < 1:
@@ -340,7 +344,10 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
         if "eve_theta" in params:
             values[params["eve_theta"]] = theta_e
         prepared = backend.prepare(circuit)
-        sim_seed = None if sim_seeds is None else int(sim_seeds[n])
+        if sim_seeds is not None:
+            sim_seed = int(sim_seeds[n])
+        else:  # one job per sampler here, so one fresh secret seed each (never recorded)
+            sim_seed = draw_simulator_seed() if backend.takes_simulator_seed else None
         if backend.kind == "aer":
             # No noise instructions here (loss, dark counts, misalignment and Eve are gates), so
             # the state-vector method is exact, and far faster than density matrices at 9+ qubits.
@@ -390,4 +397,6 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
               "backend": backend.spec}
     return WcpRecord(source=source, intensity=intensity, alice_bits=bits, alice_bases=a_bases, bob_bases=b_bases,
                      clicked=clicked, bob_results=results, photons=photons, eve_known=eve_known,
-                     eve_results=eve_results, models=models, seed=seed)
+                     eve_results=eve_results, models=models, seed=seed,
+                     simulator_seed_bits=(None if not backend.takes_simulator_seed
+                                          else 0 if seed is not None else SIMULATOR_SEED_BITS))

@@ -141,7 +141,8 @@ def _alice_round(server, records, pool, config, replenish_bits, timeout, accept_
     def outcome():
         return state["party"].outcome if "party" in state else None
 
-    end = AuthenticatedAlice(pool, handler, outcome=outcome, replenish_bits=replenish_bits, persist=persist)
+    end = AuthenticatedAlice(pool, handler, outcome=outcome, key_epsilon=(config.eps_sec, config.eps_cor),
+                             replenish_bits=replenish_bits, persist=persist)
     failure = None
     try:
         server.serve_one(end.handle, timeout=timeout, accept_timeout=accept_timeout)
@@ -180,13 +181,14 @@ def _bob_round(records, pool, host, port, config, replenish_bits, timeout, persi
     if persist is not None:
         persist()
     bob = BobParty(view, config, random_bytes=random_sources(record.provenance.seed)[1])
+    eps = (config.eps_sec, config.eps_cor)
     try:
         client = TcpClient(host, port, timeout=timeout)
     except ConnectionError:
-        end = AuthenticatedBob(pool, lambda env: b"", outcome=lambda: bob.outcome, replenish_bits=replenish_bits)
+        end = AuthenticatedBob(pool, lambda env: b"", outcome=lambda: bob.outcome, key_epsilon=eps)
         return _result("bob", None, end, "ConnectionError", pool)
     with client:
-        end = AuthenticatedBob(pool, client.request, outcome=lambda: bob.outcome, replenish_bits=replenish_bits,
-                               persist=persist, block=block)
+        end = AuthenticatedBob(pool, client.request, outcome=lambda: bob.outcome, key_epsilon=eps,
+                               replenish_bits=replenish_bits, persist=persist, block=block)
         _, failure = drive_authenticated(bob, end)
     return _result("bob", bob.outcome, end, failure, pool)

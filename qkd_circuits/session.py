@@ -173,11 +173,12 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     alice_random, bob_random = random_sources(record.provenance.seed)
     alice = AliceParty(alice_view, config, random_bytes=alice_random)
     bob = BobParty(bob_view, config, random_bytes=bob_random)
-    alice_end = AuthenticatedAlice(alice_pool, alice.handle, outcome=lambda: alice.outcome,
+    eps = (config.eps_sec, config.eps_cor)
+    alice_end = AuthenticatedAlice(alice_pool, alice.handle, outcome=lambda: alice.outcome, key_epsilon=eps,
                                    replenish_bits=replenish_bits, pki=alice_pki)
     carry = alice_end.handle if attack is None else attack(alice_end.handle)
-    bob_end = AuthenticatedBob(bob_pool, carry, outcome=lambda: bob.outcome, replenish_bits=replenish_bits,
-                               pki=bob_pki)
+    bob_end = AuthenticatedBob(bob_pool, carry, outcome=lambda: bob.outcome, key_epsilon=eps,
+                               replenish_bits=replenish_bits, pki=bob_pki)
     t0 = time.perf_counter()
     ob, auth_failure = drive_authenticated(bob, bob_end)
     auth_seconds = time.perf_counter() - t0 - sum(ob.timings_s.values())
@@ -345,8 +346,10 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
         if not authenticated:
             out = drive(driver, responder.handle)
             return responder.outcome.key, out.key, None, None
-        resp_end = AuthenticatedAlice(responder_pool, responder.handle, outcome=lambda: responder.outcome)
-        drv_end = AuthenticatedBob(driver_pool, resp_end.handle, outcome=lambda: driver.outcome)
+        resp_end = AuthenticatedAlice(responder_pool, responder.handle, outcome=lambda: responder.outcome,
+                                      key_epsilon=(config.eps_sec, config.eps_cor))
+        drv_end = AuthenticatedBob(driver_pool, resp_end.handle, outcome=lambda: driver.outcome,
+                                     key_epsilon=(config.eps_sec, config.eps_cor))
         _, failure = drive_authenticated(driver, drv_end)
         # Who noticed: the side whose check failed.
         responder_failure = "authentication_failed" if failure and not resp_end.summary.verified else None

@@ -204,13 +204,14 @@ def test_epsilon_ledger_adds_up(pools):
         per_round = sum(r.auth["epsilon"]["tag_bob"] + r.auth["epsilon"]["tag_alice"] + r.auth["epsilon"]["confirm"]
                         for r in rounds)
         assert ledger["auth_forgery"] == pytest.approx(per_round, rel=1e-12)
-        assert ledger["keys"] == pytest.approx(sum(r.key_length["eps_sec"] + r.key_length["eps_cor"] for r in rounds))
+        config = qkd.PostProcessingConfig()  # each key counts the round's ε_sec + ε_cor as a whole
+        assert ledger["keys"] == pytest.approx(len(rounds) * (config.eps_sec + config.eps_cor))
         assert ledger["total"] == pytest.approx(ledger["auth_forgery"] + ledger["pad_sources"] + ledger["keys"])
     # Pads drawn from earlier keys: drain the PSK part so the refills are spent, each key's ε once.
     small = qkd.AuthKeyPool.fresh(64, bootstrap="psk", simulation=True)
     other = small.copy()
     reports = [qkd.postprocess(fresh_record(90 + i), alice_pool=small, bob_pool=other).report for i in range(4)]
-    eps = reports[0].key_length["eps_sec"]
+    eps = qkd.PostProcessingConfig().eps_sec
     # Round 0 spends the PSK's single slice; rounds 1-3 spend refills of rounds 0, 0 and 0 (1024 bits each
     # hold two slices), then 1: keys 0 and 1 are charged, each once.
     assert small.ledger.pad_sources == pytest.approx(2 * eps)
@@ -453,7 +454,7 @@ def _pinned_round():
         return frame[::-1] + b"!"
 
     alice = authenticated.AuthenticatedAlice(qkd.AuthKeyPool(_PIN_POOL, epoch=_PIN_EPOCH), handler,
-                                             outcome=lambda: outcome)
+                                             outcome=lambda: outcome, key_epsilon=(1e-10, 1e-15))
     wire: list[tuple[bytes, bytes]] = []
 
     def carry(envelope):
@@ -461,7 +462,7 @@ def _pinned_round():
         wire.append((envelope, reply))
         return reply
 
-    bob = authenticated.AuthenticatedBob(qkd.AuthKeyPool(_PIN_POOL, epoch=_PIN_EPOCH), carry, outcome=lambda: outcome)
+    bob = authenticated.AuthenticatedBob(qkd.AuthKeyPool(_PIN_POOL, epoch=_PIN_EPOCH), carry, outcome=lambda: outcome, key_epsilon=(1e-10, 1e-15))
     for frame in _PIN_FRAMES:
         assert bob.request(frame) == handler(frame)
     return alice, bob, bob.close(), wire

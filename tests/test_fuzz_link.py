@@ -30,14 +30,14 @@ _OUTCOME = SimpleNamespace(key=qkd.FinalKey(np.ones(2048, np.uint8)), key_length
 def _wire() -> list[bytes]:
     """Bob's envelopes of one honest round (SETTLE, DATA×3, TAG, CONFIRM)."""
     alice = authenticated.AuthenticatedAlice(qkd.AuthKeyPool(_POOL, epoch=_EPOCH), lambda f: f[::-1],
-                                             outcome=lambda: _OUTCOME)
+                                             outcome=lambda: _OUTCOME, key_epsilon=(1e-10, 1e-15))
     sent = []
 
     def carry(envelope):
         sent.append(envelope)
         return alice.handle(envelope)
 
-    bob = authenticated.AuthenticatedBob(qkd.AuthKeyPool(_POOL, epoch=_EPOCH), carry, outcome=lambda: _OUTCOME)
+    bob = authenticated.AuthenticatedBob(qkd.AuthKeyPool(_POOL, epoch=_EPOCH), carry, outcome=lambda: _OUTCOME, key_epsilon=(1e-10, 1e-15))
     for frame in (b"sift", b"x" * 40, b""):
         bob.request(frame)
     bob.close()
@@ -61,7 +61,7 @@ def test_a_round_with_one_mutated_envelope_fails_closed(which, ops):
     ops = [(k, i, b"\x00" if k == "insert" else (j + 1 if k == "delete" else j)) for k, i, j in ops]
     pool = qkd.AuthKeyPool(_POOL, epoch=_EPOCH)
     before = pool.state_digest()
-    alice = authenticated.AuthenticatedAlice(pool, lambda f: f[::-1], outcome=lambda: _OUTCOME)
+    alice = authenticated.AuthenticatedAlice(pool, lambda f: f[::-1], outcome=lambda: _OUTCOME, key_epsilon=(1e-10, 1e-15))
     envelopes = list(WIRE)
     envelopes[which] = mutate(envelopes[which], ops)
     for envelope in envelopes:

@@ -298,16 +298,11 @@ def split_key(key, replenish_bits: int):
     return bytearray(np.packbits(bits[:replenish_bits]).tobytes()), FinalKey(np.array(bits[replenish_bits:]))
 
 
-def _key_eps(outcome) -> tuple[float, float]:
-    kl = outcome.key_length
-    return (kl.eps_sec, kl.eps_cor) if kl is not None else (0.0, 0.0)
-
-
 class _End:
     """What both ends share: the pool slice, the halt check, the release step and the ledger."""
 
     def __init__(self, pool: AuthKeyPool | None, pki: PkiIdentity | None, outcome, replenish_bits: int,
-                 persist: Callable[[], None] | None) -> None:
+                 persist: Callable[[], None] | None, key_epsilon: tuple[float, float]) -> None:
         if (pool is None) == (pki is None):
             raise ValueError("authenticate with a key pool or with a PKI identity (exactly one)")
         if replenish_bits < 0 or replenish_bits % 8:
@@ -316,6 +311,7 @@ class _End:
             raise LinkHalted(f"the link halted after {pool.link.failures} consecutive authentication failures; "
                              "inspect both sites, then resume it with 'qkd psk resume FILE'")
         self._pool, self._pki, self._outcome = pool, pki, outcome
+        self._key_epsilon = (float(key_epsilon[0]), float(key_epsilon[1]))
         self._replenish_bits, self._persist = replenish_bits, persist or (lambda: None)
         self._epoch = pool.epoch if pool is not None else _NO_EPOCH
         self.released_key = None  # this round's delivered key, once released
@@ -380,16 +376,19 @@ class AuthenticatedBob(_End):
         pool: Bob's :class:`AuthKeyPool` (or ``pki`` for a signed bootstrap round).
         carry: sends an envelope to Alice and returns her reply envelope.
         outcome: returns Bob's post-processing outcome (its ``key`` is what the round releases).
+        key_epsilon: (ε_sec, ε_cor) of the round's key as a whole (the configuration's, not a
+            per-grid share), for the ε ledger and the ε of pads later cut from its refill.
         replenish_bits: bits of the new key that refill the pool.
         persist: called to save Bob's state before he discloses anything that depends on it.
         block: which quantum block this round post-processes (public, in the SETTLE, authenticated
             with the round): lets two processes agree on the detections without a side channel.
     """
 
-    def __init__(self, pool: AuthKeyPool | None, carry: Callable[[bytes], bytes], *, outcome: Callable = None,
-                 replenish_bits: int = DEFAULT_REPLENISH_BITS, persist: Callable[[], None] | None = None,
-                 pki: PkiIdentity | None = None, block: bytes = b"") -> None:
-        super().__init__(pool, pki, outcome, replenish_bits, persist)
+    def __init__(self, pool: AuthKeyPool | None, carry: Callable[[bytes], bytes], *, outcome: Callable,
+                 key_epsilon: tuple[float, float], replenish_bits: int = DEFAULT_REPLENISH_BITS,
+                 persist: Callable[[], None] | None = None, pki: PkiIdentity | None = None,
+                 block: bytes = b"") -> None:
+        super().__init__(pool, pki, outcome, replenish_bits, persist, key_epsilon)
         if len(block) > 1024:
             raise ValueError("a block identifier is at most 1024 bytes")
         self._carry, self._block = carry, bytes(block)
@@ -496,7 +495,7 @@ class AuthenticatedBob(_End):
             del pool.link.unconfirmed[old]
         outcome = self._outcome()
         refill, key = split_key(outcome.key, self._replenish_bits)
-        self._release(refill, key, _key_eps(outcome))
+        self._release(refill, key, self._key_epsilon)
         self.released_key, s.released = key, True
         self.settled.append(Settlement(r, "commit", key))
         self._save()  # decided and released before CONFIRM leaves
@@ -549,10 +548,10 @@ class AuthenticatedAlice(_End):
         replenish_bits, persist: as for :class:`AuthenticatedBob`.
     """
 
-    def __init__(self, pool: AuthKeyPool | None, handler: Callable[[bytes], bytes], *, outcome: Callable = None,
-                 replenish_bits: int = DEFAULT_REPLENISH_BITS, persist: Callable[[], None] | None = None,
-                 pki: PkiIdentity | None = None) -> None:
-        super().__init__(pool, pki, outcome, replenish_bits, persist)
+    def __init__(self, pool: AuthKeyPool | None, handler: Callable[[bytes], bytes], *, outcome: Callable,
+                 key_epsilon: tuple[float, float], replenish_bits: int = DEFAULT_REPLENISH_BITS,
+                 persist: Callable[[], None] | None = None, pki: PkiIdentity | None = None) -> None:
+        super().__init__(pool, pki, outcome, replenish_bits, persist, key_epsilon)
         self._handler = handler
         self._position: int | None = None
         self._transcript: _Transcript | None = None if pool is not None else _Transcript(keep_bytes=True)
@@ -686,7 +685,7 @@ class AuthenticatedAlice(_End):
         self._discard_scratch()
         tag_a = before.tag(b"alice", piece[32:48])
         refill, key = split_key(outcome.key, self._replenish_bits)
-        eps_sec, eps_cor = _key_eps(outcome)
+        eps_sec, eps_cor = self._key_epsilon
         pool.link.pending[r] = {
             "key": bytearray(np.packbits(key.bits).tobytes()) if key is not None else bytearray(),
             "key_bits": 0 if key is None else len(key), "refill": refill, "hash_key": bytearray(piece[:16]),

@@ -46,32 +46,32 @@ def run_link(tmp_path: Path, rounds: int, faults: list[Fault] = (), *, extra: li
     if not psk_a.exists():
         qkd.create_psk_file(psk_a, pad_bits=1 << 14, simulation=True)
         shutil.copy(psk_a, psk_b)
-    args = [*ROUND, "--rounds", str(rounds), *extra]
-    alice = subprocess.Popen([QKD, "alice", "--listen", "127.0.0.1:0", "--psk", str(psk_a), *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # Output goes to files, never to pipes nobody reads while the other party runs (a full pipe
+    # would block a party mid-round).
+    alice = start_party("alice", psk_a, "127.0.0.1:0", rounds, *extra, output=tmp_path / "alice")
     bob = None
     try:
-        line = alice.stderr.readline()
-        assert line.startswith("listening on"), line + alice.stderr.read()
-        port = int(line.strip().rsplit(":", 1)[1])
+        port = listening_port(alice)
         with FaultProxy(("127.0.0.1", port), faults=faults) as proxy:
             proxy.reorder_timeout = TIMEOUT_S / 2
-            host, pport = proxy.address
-            bob = subprocess.Popen([QKD, "bob", "--connect", f"{host}:{pport}", "--psk", str(psk_b), *args],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-            b_out, b_err = bob.communicate(timeout=deadline_s)
-            a_out, a_err = alice.communicate(timeout=60)
+            bob = start_party("bob", psk_b, "%s:%d" % proxy.address, rounds, *extra, output=tmp_path / "bob")
+            bob.wait(timeout=deadline_s)
+            alice.wait(timeout=60)
             log = proxy.log
     finally:
         for proc in (alice, bob):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-    parse = lambda out: [json.loads(x) for x in out.splitlines() if x.strip()]  # noqa: E731
-    run = LinkRun(parse(a_out), parse(b_out), qkd.AuthKeyPool.load(psk_a), qkd.AuthKeyPool.load(psk_b), log,
-                  alice.returncode, bob.returncode)
-    assert len(run.alice) == len(run.bob) == rounds, (a_err[-2000:], b_err[-2000:])
+    run = LinkRun(_json_lines(tmp_path / "alice.out"), _json_lines(tmp_path / "bob.out"), qkd.AuthKeyPool.load(psk_a),
+                  qkd.AuthKeyPool.load(psk_b), log, alice.returncode, bob.returncode)
+    assert len(run.alice) == len(run.bob) == rounds, ((tmp_path / "alice.err").read_text()[-2000:],
+                                                      (tmp_path / "bob.err").read_text()[-2000:])
     return run
+
+
+def _json_lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def released(lines: list[dict]) -> dict[int, str | None]:
@@ -119,15 +119,31 @@ def check_link(run: LinkRun, *, honest_after: list[int] = ()) -> dict:
             "slices_spent": run.bob_pool.link.next_round, "faults_applied": sum(1 for e in run.log if e.action)}
 
 
-def start_party(role: str, psk: Path, address: str, rounds: int, *extra: str) -> subprocess.Popen:
-    """Start ``qkd alice`` (``address`` to listen on) or ``qkd bob`` (``address`` to connect to)."""
+def start_party(role: str, psk: Path, address: str, rounds: int, *extra: str,
+                output: Path | None = None) -> subprocess.Popen:
+    """Start ``qkd alice`` (``address`` to listen on) or ``qkd bob`` (``address`` to connect to).
+
+    With ``output``, stdout and stderr go to ``output``.out / .err (read them after it ends);
+    otherwise to pipes.
+    """
     flag = "--listen" if role == "alice" else "--connect"
-    return subprocess.Popen([QKD, role, flag, address, "--psk", str(psk), *ROUND, "--rounds", str(rounds), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    argv = [QKD, role, flag, address, "--psk", str(psk), *ROUND, "--rounds", str(rounds), *extra]
+    if output is None:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    with open(f"{output}.out", "w") as out, open(f"{output}.err", "w") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=ENV)
+    proc.stderr_path = Path(f"{output}.err")
+    return proc
 
 
 def listening_port(alice: subprocess.Popen) -> int:
-    line = alice.stderr.readline()
+    """The port Alice announced ("listening on HOST:PORT" on stderr)."""
+    path = getattr(alice, "stderr_path", None)
+    if path is None:
+        line = alice.stderr.readline()
+    else:
+        wait_for(lambda: "\n" in path.read_text() or alice.poll() is not None, timeout=120)
+        line = path.read_text().splitlines()[0] if path.read_text() else ""
     assert line.startswith("listening on"), line
     return int(line.strip().rsplit(":", 1)[1])
 

@@ -43,10 +43,19 @@ import numpy as np
 
 from ..exceptions import ConfigurationError
 
-try:  # scipy is an optional extra; numpy.fft is the same pocketfft, only without overwrite_x
-    import scipy.fft as _fft
-except ImportError:
-    _fft = None
+_FFT: list = []  # [scipy.fft or None], filled on first use: importing scipy costs ~0.5 s
+
+
+def _scipy_fft():
+    """scipy.fft if installed (an optional extra), else None: numpy.fft is the same pocketfft,
+    only without ``overwrite_x``.  Imported lazily, so ``import qkd_circuits`` does not pay for it."""
+    if not _FFT:
+        try:
+            import scipy.fft as fft
+        except ImportError:
+            fft = None
+        _FFT.append(fft)
+    return _FFT[0]
 
 __all__ = ["MAX_KEY_BITS", "toeplitz_hash", "toeplitz_hash_naive"]
 
@@ -114,6 +123,7 @@ def _spectrum(bits: np.ndarray, size: int, out: list, slot: int) -> None:
     try:
         buf = np.zeros(size)  # float64; the zero padding of the cyclic convolution
         buf[:bits.size] = bits
+        _fft = _scipy_fft()
         out[slot] = np.fft.rfft(buf) if _fft is None else _fft.rfft(buf, overwrite_x=True)
     except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
         out[slot] = exc
@@ -149,6 +159,7 @@ def toeplitz_hash(key: np.ndarray, seed: np.ndarray, m: int, *, workers: int = 2
     key, seed, n, m = _check(key, seed, m)
     if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise ConfigurationError(f"workers must be an int >= 1, got {workers!r}")
+    _fft = _scipy_fft()
     size = _smooth_len(n + m - 1) if _fft is None else _fft.next_fast_len(n + m - 1, real=True)
     spectra: list = [None, None]
     if workers > 1 and size >= _THREAD_MIN_LEN:

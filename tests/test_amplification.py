@@ -167,7 +167,7 @@ def test_round_off_guard(monkeypatch):
         def irfft(*args, **kwargs):
             return scipy.fft.irfft(*args, **kwargs) + 0.4
 
-    monkeypatch.setattr(amplification, "_fft", Noisy)
+    monkeypatch.setattr(amplification, "_scipy_fft", lambda: Noisy)
     key, seed = random_case(np.random.default_rng(1), 10, 5)
     with pytest.raises(ArithmeticError, match="round-off"):
         toeplitz_hash(key, seed, 5)

@@ -14,19 +14,69 @@ constants follow the published version as given in ../shared/REFERENCES.md; the 
 
 Asymptotic (Shor & Preskill, PRL 85, 441 (2000)): r = 1 − 2h(Q) per sifted bit, and with an
 error-correction inefficiency f (leak = f·n·h(Q)): r = 1 − h(Q) − f·h(Q).  Zero at Q ≈ 11.0%.
+
+The ε parameters (ε_sec, ε_cor, and the QBER bound's ε in the protocol) must lie in
+(0, :data:`EPSILON_MAX`] = (0, 1/2]; :func:`check_epsilon` raises
+:class:`~qkd_circuits.ConfigurationError` otherwise (also for NaN and ±inf).  Why 1/2:
+
+* ε = 0 is a division by zero in both logarithms; ε < 0 or NaN has no meaning.
+* The arithmetic of the TLGR terms alone would run further: ln(2/ε_sec) inside μ is positive
+  only for ε_sec < 2 (at 2 the statistical margin μ vanishes, past it μ is the square root of a
+  negative number), and log2(2/(ε_sec² ε_cor)) is positive only for ε_sec²·ε_cor < 2.  Both
+  terms shrink as ε grows, so the length grows with ε (more risk, more key) — which is why
+  ε_sec = 2.0 "gave" a longer key than 0.5.  But ε_sec and ε_cor are a trace distance and a
+  failure probability: at ε ≥ 1 the statement is vacuous whatever length the formula prints.
+* The QBER bound's ε (Clopper–Pearson, :mod:`.estimation`) is the binding one: its "upper"
+  bound is the p with P[Bin(k, p) ≤ errors] = ε, and it lies above the point estimate
+  errors/k for every sample only while ε ≤ 1/2 (at p = errors/k the binomial's median is
+  the count itself, so P ≥ 1/2).  With ε = 0.6 and 7 errors in 100 the "upper" bound is
+  6.99% < 7%: the key length would be computed from an error rate below the one measured.
+* One bound for all three keeps the rule easy to state; no meaningful security claim uses an
+  ε anywhere near 1/2 (deployments use 1e-9 … 1e-15), so nothing legitimate is refused.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
-__all__ = ["binary_entropy", "decoy_key_length", "finite_key_length", "shor_preskill_rate", "KeyLength", "variable_key_length",
+from ..exceptions import ConfigurationError
+
+__all__ = ["binary_entropy", "check_epsilon", "decoy_key_length", "EPSILON_MAX", "finite_key_length",
+           "shor_preskill_rate", "KeyLength", "variable_key_length",
            "TOLERANCE_STEP", "TOLERANCE_VALUES"]
 
 #: The public grid of tolerances a variable-length round may pick from: 0.1%, 0.2%, ..., 50%.
 TOLERANCE_STEP = 0.001
 TOLERANCE_VALUES = 500
+
+#: The largest ε (ε_sec, ε_cor, the QBER bound's ε) accepted; see the module docstring for why.
+EPSILON_MAX = 0.5
+
+
+def check_epsilon(name: str, value: float) -> float:
+    """``value`` as a float if it is a valid ε, i.e. in (0, :data:`EPSILON_MAX`].
+
+    Raises:
+        ConfigurationError: outside (0, 0.5], NaN or infinite; the message names ``name``, the
+            value and the range.
+        TypeError: not a real number (``bool`` included).
+
+    Examples:
+        >>> check_epsilon("eps_sec", 1e-10)
+        1e-10
+        >>> check_epsilon("eps_sec", 1.5)
+        Traceback (most recent call last):
+        ...
+        qkd_circuits.exceptions.ConfigurationError: eps_sec must be in (0, 0.5], got 1.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not 0.0 < value <= EPSILON_MAX:  # False for NaN; inf fails the upper bound
+        raise ConfigurationError(f"{name} must be in (0, {EPSILON_MAX:g}], got {value!r}")
+    return value
 
 
 def binary_entropy(x: float) -> float:
@@ -64,17 +114,19 @@ def finite_key_length(n: int, k: int, qber_tolerance: float, leak_ec: int, *,
                       eps_sec: float = 1e-10, eps_cor: float = 1e-15) -> KeyLength:
     """The TLGR 2012 key length (see the module docstring); ``length`` is 0 when nothing is left.
 
+    ``eps_sec`` and ``eps_cor`` must be in (0, 0.5] (:func:`check_epsilon`; the module docstring
+    says why); anything else raises :class:`~qkd_circuits.ConfigurationError`.
+
     Examples:
         >>> kl = finite_key_length(10**6, 10**5, 0.02, 150_000)
         >>> round(kl.mu, 5), kl.length
         (0.01615, 625517)
     """
     if n < 1 or k < 1:
-        raise ValueError(f"need n >= 1 key bits and k >= 1 sample bits, got n={n}, k={k}")
-    if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
-        raise ValueError(f"epsilons must be in (0, 1), got eps_sec={eps_sec}, eps_cor={eps_cor}")
+        raise ConfigurationError(f"need n >= 1 key bits and k >= 1 sample bits, got n={n}, k={k}")
+    eps_sec, eps_cor = check_epsilon("eps_sec", eps_sec), check_epsilon("eps_cor", eps_cor)
     if not 0.0 <= qber_tolerance <= 1.0:
-        raise ValueError(f"qber_tolerance must be in [0, 1], got {qber_tolerance}")
+        raise ConfigurationError(f"qber_tolerance must be in [0, 1], got {qber_tolerance}")
     mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(2 / eps_sec))
     privacy = n * binary_entropy(qber_tolerance + mu)
     security = math.log2(2 / (eps_sec ** 2 * eps_cor))
@@ -93,18 +145,20 @@ def decoy_key_length(n: int, k: int, single_photon_fraction: float, e1_upper: fl
     (:func:`qkd_circuits.keyrate.decoy_estimate`; their statistical fluctuation is in those
     bounds, as in Ma et al. 2005's fluctuation analysis).  This is the asymptotic GLLP formula applied to finite
     counts with fluctuation-corrected bounds; it is not a composable finite-key proof such as
-    Lim, Curty, Walenta, Xu & Zbinden, PRA 89, 022307 (2014).
+    Lim, Curty, Walenta, Xu & Zbinden, PRA 89, 022307 (2014).  ``eps_sec`` and ``eps_cor`` must
+    be in (0, 0.5], as for :func:`finite_key_length`.
 
     Examples:
         >>> decoy_key_length(100_000, 10_000, 0.6, 0.04, 25_000).length
         20345
     """
     if n < 1:
-        raise ValueError(f"need n >= 1 key bits, got n={n}")
+        raise ConfigurationError(f"need n >= 1 key bits, got n={n}")
     if not 0.0 <= single_photon_fraction <= 1.0:
-        raise ValueError(f"single_photon_fraction must be in [0, 1], got {single_photon_fraction}")
+        raise ConfigurationError(f"single_photon_fraction must be in [0, 1], got {single_photon_fraction}")
     if not 0.0 <= e1_upper <= 0.5:
-        raise ValueError(f"e1_upper must be in [0, 0.5], got {e1_upper}")
+        raise ConfigurationError(f"e1_upper must be in [0, 0.5], got {e1_upper}")
+    eps_sec, eps_cor = check_epsilon("eps_sec", eps_sec), check_epsilon("eps_cor", eps_cor)
     private = n * single_photon_fraction * (1.0 - binary_entropy(e1_upper))
     security = math.log2(2 / (eps_sec ** 2 * eps_cor))
     length = max(0, math.floor(private - leak_ec - security))
@@ -129,10 +183,13 @@ def variable_key_length(n: int, k: int, sampled_qber: float, leak_ec: int, *,
     that passes its test whenever j is chosen, so the distance of the combined protocol from an
     ideal key is at most Σ_j Pr[pass_j]·d_j ≤ Σ_j ε_j; running each with ε_sec / 500 makes the
     whole round ε_sec-secret.  The price: ln(2/ε_sec) in μ grows by ln 500, and 2·log2(500) ≈ 18
-    bits more in the security term (about 1.5% of the key at n = 10^6, Q = 2%).
+    bits more in the security term (about 1.5% of the key at n = 10^6, Q = 2%).  ``eps_sec`` and
+    ``eps_cor`` (the round's, before the division) must be in (0, 0.5].
     """
     if not 0.0 <= sampled_qber <= 0.5:
-        raise ValueError(f"sampled_qber must be in [0, 0.5], got {sampled_qber}")
+        raise ConfigurationError(f"sampled_qber must be in [0, 0.5], got {sampled_qber}")
+    # Checked here, before the division, so the message names the caller's value.
+    eps_sec, eps_cor = check_epsilon("eps_sec", eps_sec), check_epsilon("eps_cor", eps_cor)
     steps = max(1, math.ceil(round(sampled_qber / TOLERANCE_STEP, 9)))
     q_tol = min(steps, TOLERANCE_VALUES) * TOLERANCE_STEP
     kl = finite_key_length(n, k, q_tol, leak_ec, eps_sec=eps_sec / TOLERANCE_VALUES, eps_cor=eps_cor)

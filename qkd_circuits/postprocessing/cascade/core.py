@@ -28,7 +28,7 @@ from ..messages import RangeParitiesReply, RangeParitiesRequest, TopParitiesRepl
 from ..shuffle import derive_permutation, inverse_permutation
 from .presets import PRESETS, CascadePreset, block_size
 
-__all__ = ["CascadeAlice", "CascadeBob", "CascadeStats", "reconcile", "MAX_BITS"]
+__all__ = ["CascadeAlice", "CascadeBob", "CascadeStats", "parities_asked", "reconcile", "MAX_BITS"]
 
 #: Largest key (exclusive) one Cascade run takes: range keys stay exact in int64 below it.
 MAX_BITS = 1 << 29
@@ -68,6 +68,34 @@ def _preset(preset: CascadePreset | str) -> CascadePreset:
         raise ValueError(f"unknown Cascade preset {preset!r}; known: {', '.join(PRESETS)}") from None
 
 
+def parities_asked(request, *, preset: CascadePreset | str, qber: float, n: int) -> int:
+    """How many parity bits answering ``request`` would disclose, computed before answering.
+
+    Exactly what :meth:`CascadeAlice.handle` adds to ``leaked_bits`` (and Bob to his stats) for
+    it: a :class:`TopParitiesRequest` of pass ``p`` reveals one parity per top-level block,
+    ``ceil(n / k_p)``; a :class:`RangeParitiesRequest` one per range it lists (repeats
+    included).  Raises :class:`ProtocolError` for what :meth:`CascadeAlice.handle` would refuse
+    anyway (a pass outside the preset, ranges out of bounds, arrays of different shapes), so
+    a budget check can run on any frame that decoded.
+    """
+    preset = _preset(preset)
+    if isinstance(request, TopParitiesRequest):
+        p = request.pass_number
+        if not 1 <= p <= preset.passes:
+            raise ProtocolError(f"Cascade pass {p} is outside 1..{preset.passes}")
+        return -(-n // block_size(preset, qber, n, p))
+    if isinstance(request, RangeParitiesRequest):
+        passes, starts, ends = request.passes, request.starts, request.ends
+        if not passes.shape == starts.shape == ends.shape or passes.ndim != 1:
+            raise ProtocolError("range request arrays differ in shape")
+        if starts.size and ((starts < 0).any() or (ends > n).any() or (starts >= ends).any()):
+            raise ProtocolError("range request holds an empty or out-of-bounds range")
+        if passes.size and ((passes < 1).any() or (passes > preset.passes).any()):
+            raise ProtocolError(f"range request names a Cascade pass outside 1..{preset.passes}")
+        return int(starts.size)
+    raise ProtocolError(f"Cascade cannot answer a {type(request).__name__}")
+
+
 class CascadeAlice:
     """Alice's side: answers parity questions about her key, counting what she discloses."""
 
@@ -92,6 +120,10 @@ class CascadeAlice:
             np.bitwise_xor.accumulate(shuffled, out=prefix[1:])
             self._prefix[p] = prefix
         return self._prefix[p]
+
+    def parities_asked(self, request) -> int:
+        """The parity bits answering ``request`` would disclose (see :func:`parities_asked`)."""
+        return parities_asked(request, preset=self.preset, qber=self.qber, n=self.n)
 
     def handle(self, request):
         """Answer one request; raises :class:`ProtocolError` on a malformed or out-of-range one."""

@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 ## The default suite (slow studies excluded); doctests and notebooks included.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" --durations=15
 
 ## Everything, slow statistical studies too.
 test-all: $(STAMP)

@@ -107,17 +107,23 @@ def run_alice(records: Records, pool: AuthKeyPool, *, host: str, port: int,
         _admit_view(pool, records, "alice")
         if persist is not None:
             persist()
-    results = []
     with TcpServer(host, port, on_listening=on_listening) as server:
-        for _ in range(rounds):
-            results.append(_alice_round(server, records, pool, config, replenish_bits, timeout, accept_timeout,
-                                        persist))
-            if persist is not None:
-                persist()
-            if on_round is not None:
-                on_round(results[-1])
-            if pool.link.halted:
-                break
+        return _run_rounds(rounds, pool, persist, on_round, lambda: _alice_round(
+            server, records, pool, config, replenish_bits, timeout, accept_timeout, persist))
+
+
+def _run_rounds(rounds: int, pool: AuthKeyPool, persist, on_round, one_round) -> list[PartyResult]:
+    """Run ``one_round`` up to ``rounds`` times, saving the state after each; stop if the link halts."""
+    results = []
+    for _ in range(rounds):
+        check_pools(pool)
+        results.append(one_round())
+        if persist is not None:
+            persist()
+        if on_round is not None:
+            on_round(results[-1])
+        if pool.link.halted:
+            break
     return results
 
 
@@ -160,17 +166,8 @@ def run_bob(records: Records, pool: AuthKeyPool, *, host: str, port: int,
             on_round: Callable[[PartyResult], None] | None = None) -> list[PartyResult]:
     """Run ``rounds`` rounds as Bob against Alice at ``host:port`` (his view only), one connection each."""
     config = config or PostProcessingConfig()
-    results = []
-    for _ in range(rounds):
-        check_pools(pool)
-        results.append(_bob_round(records, pool, host, port, config, replenish_bits, timeout, persist))
-        if persist is not None:
-            persist()
-        if on_round is not None:
-            on_round(results[-1])
-        if pool.link.halted:
-            break
-    return results
+    return _run_rounds(rounds, pool, persist, on_round,
+                       lambda: _bob_round(records, pool, host, port, config, replenish_bits, timeout, persist))
 
 
 def _bob_round(records, pool, host, port, config, replenish_bits, timeout, persist) -> PartyResult:

@@ -60,7 +60,7 @@ def test_session_json_lines():
 
 def test_authentication_json_lines():
     rows = _json_lines("authentication.py", "--exchanges", "60000", "--rounds", "1")
-    assert rows[0]["unit"] == "fraction" and rows[0]["pool_bits_used_per_round"] == 256
+    assert rows[0]["unit"] == "fraction" and rows[0]["pool_bits_used_per_round"] == 512
     assert 0 < rows[0]["forgery_bound_per_tag"] < 1e-30
 
 

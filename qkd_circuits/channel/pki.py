@@ -2,7 +2,7 @@
 
 The first round has no pool of shared key bits yet, so its transcript is authenticated by a
 signature under a small X.509 PKI; later rounds use Wegman–Carter tags with pad bits from the pool
-(../shared/DESIGN.md, "Authentication").  Algorithms: Ed25519 (RFC 8410) and ML-DSA-65 (FIPS 204; X.509
+(see :mod:`qkd_circuits.channel.authenticated`).  Algorithms: Ed25519 (RFC 8410) and ML-DSA-65 (FIPS 204; X.509
 identifiers per RFC 9881, OID 2.16.840.1.101.3.4.3.18).  `cryptography` ≥ 48 builds, signs and
 parses ML-DSA-65 certificates natively, so both algorithms use the same plain X.509 path — no
 side binding of a post-quantum key to a classical certificate is needed.

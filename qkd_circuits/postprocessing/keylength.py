@@ -9,7 +9,7 @@ the sampled error rate exceeds Q_tol is ε_sec-secret and ε_cor-correct if
     μ = sqrt( (n + k)/(n·k) · (k + 1)/k · ln(2/ε_sec) ),
 
 with q = 1 for ideal BB84 (the preparation quality; 1 for perfectly complementary bases).  The
-constants follow the published version as given in ../shared/REFERENCES.md; the arXiv v1
+constants follow the published version (Nat. Commun. 3, 634 (2012)); the arXiv v1
 (1103.4130) differs slightly in the logarithm terms.
 
 Asymptotic (Shor & Preskill, PRL 85, 441 (2000)): r = 1 − 2h(Q) per sifted bit, and with an

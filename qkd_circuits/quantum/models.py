@@ -5,7 +5,7 @@ fragments.  Probabilities are per pulse.  Expected statistics for a sifted key (
 Z and X equally likely) are given by the ``expected_*`` helpers, with their sources, so tests and
 notebooks compare simulation against theory in one place.
 
-References (see ../shared/REFERENCES.md):
+References:
   * depolarizing ρ → (1−p)ρ + p·I/2 (``qiskit_aer.noise.depolarizing_error(p, 1)``): QBER = p/2;
   * bit flip (X w.p. p) errs only in Z, phase flip (Z w.p. p) only in X: sifted QBER = p/2 each;
   * fibre transmittance η_ch = 10^(−α L / 10), total η = η_ch · η_det;

@@ -41,8 +41,9 @@ def sites(tmp_path):
     assert proc.returncode == 0, proc.stderr
     b, b_url = _serve(tmp_path, "kme-b", "sae-b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
     a, a_url = _serve(tmp_path, "kme-a", "sae-a", "--peer-id", "kme-b", "--peer-url", b_url, "--peer-sae", "sae-b")
-    yield {"tmp": tmp_path, "a": a, "a_url": a_url, "b": b, "b_url": b_url}
-    for p in (a, b):
+    site = {"tmp": tmp_path, "a": a, "a_url": a_url, "b": b, "b_url": b_url}
+    yield site
+    for p in {a, b, site["a"], site["b"]}:  # a test may have replaced one (a restarted KME)
         p.kill()
         p.wait()
 

@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/qkd run --exchanges 200000 --noise depolarizing:0.04 --distance-km 10
 
-## The default suite (slow studies excluded); doctests and notebooks included.
+## The default suite (slow studies excluded); doctests and notebooks included.  One worker per
+## core (pytest-xdist), a whole test file per worker so module fixtures are computed once.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" --durations=15
+	$(BIN)/python -m pytest -m "not slow" --durations=15 -n $(JOBS) --dist loadfile
 
 ## Everything, slow statistical studies too.
 test-all: $(STAMP)

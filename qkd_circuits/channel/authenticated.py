@@ -558,7 +558,7 @@ class AuthenticatedAlice(_End):
         self._scratch: bytearray | None = None
         self._seq_in = self._seq_out = 0
         self._state = "open"
-        self._pki_pending = None
+        self._pki_pending = None  # her outcome between the signed tags and the CONFIRM
         self.block: bytes | None = None  # Bob's identifier of the quantum block (from his SETTLE)
 
     def __repr__(self) -> str:
@@ -667,7 +667,7 @@ class AuthenticatedAlice(_End):
             self.summary.verified, self.summary.tag_bits = True, 0
             if outcome is None or outcome.key is None:
                 raise ProtocolError("Bob closed a round that Alice's post-processing did not finish")
-            self._pki_pending = (outcome, payload)
+            self._pki_pending = outcome
             return self._reply(TAG, _pki_sign(self._pki, self._transcript.joined(), b"alice", self.summary.round))
         before = self._transcript  # ends with Bob's TAG envelope; her reply is not in yet
         expected = before.without_last().tag(b"bob", self._scratch[16:32])
@@ -700,7 +700,7 @@ class AuthenticatedAlice(_End):
             raise AuthenticationError()
         r = self.summary.round
         if self._pki is not None:
-            outcome, _ = self._pki_pending
+            outcome = self._pki_pending
             _pki_verify(self._pki, payload[1:], _confirm_message(_NO_EPOCH, r, payload[0], _digest16(self._last_tag)),
                         b"bob-confirm", r)
             if payload[0] != _COMMIT:

@@ -59,7 +59,13 @@ def test_lost_alice_tag_aborts_the_round_at_both_ends(tmp_path):
     settled = {s["round"]: s["decision"] for s in run.alice[1]["settled"]}
     assert settled[run.bob[0]["round"]] == "abort"  # her pending key is dropped, not released
     check_link(run, honest_after=[1])
-    assert run.bob_pool.link.next_round == 2  # the lost round cost its slice, once
+    # The lost round cost its slice, once.  The honest round after it spent one too, unless
+    # Cascade left an error there and verification stopped it before the tags (check_link
+    # allows that at Cascade's frame error rate): such a round spends nothing.
+    assert run.bob[0]["auth"]["pad_position"] is not None
+    spent_after = run.bob[1]["auth"]["pad_position"] is not None
+    assert spent_after or run.bob[1]["abort_reason"] == "verification_failed"
+    assert run.bob_pool.link.next_round == 1 + spent_after
 
 
 @pytest.mark.slow

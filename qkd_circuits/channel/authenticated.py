@@ -347,8 +347,15 @@ class _End:
         self.summary.pool_bits_used = 8 * ROUND_SLICE_BYTES
         return piece
 
-    def _release(self, refill: bytearray | None, key, eps: tuple[float, float]) -> None:
-        """The one release step: refill the pool, deliver the rest, count its ε."""
+    def _release(self, refill: bytearray | None, key, eps: tuple[float, float], round_number: int) -> None:
+        """The one release step: refill the pool, deliver the rest, count its ε.
+
+        With an outbox (a link node), the delivered key also enters ``pool.link.outbox`` here, so
+        it is saved together with the decision that releases it.
+        """
+        if self._pool is not None and key is not None and self._pool.link.outbox is not None:
+            self._pool.link.outbox[round_number] = {"key": bytearray(np.packbits(key.bits).tobytes()),
+                                                   "key_bits": len(key)}
         if self._pool is not None and refill:
             self._pool.replenish(refill, eps=eps[0])
             self.summary.pool_bits_added += 8 * len(refill)
@@ -436,6 +443,17 @@ class AuthenticatedBob(_End):
         entries = sorted((r, e["decision"], bytes(e["tag"])) for r, e in self._pool.link.unconfirmed.items())
         self.alice_pending = _decode_rounds(self._receive(self._send(SETTLE, _encode_settle(self._block, entries)), ACK))
 
+    def settle_only(self) -> list[int]:
+        """Only hand Alice Bob's decisions (his SETTLE and her ACK), then stop: a connection that
+        ends before the tags spends no pool material.  A node does this before it stops, so a
+        round whose CONFIRM was lost is settled at Alice's end too.  Returns the rounds her
+        (not yet authenticated) ACK says she still holds pending."""
+        if self._pool is None:
+            raise ValueError("only a pool-authenticated link settles rounds")
+        if not self._opened:
+            self._open()
+        return list(self.alice_pending)
+
     def request(self, frame: bytes) -> bytes:
         """Carry one post-processing frame to Alice; return her reply frame."""
         if not self._opened:
@@ -495,7 +513,7 @@ class AuthenticatedBob(_End):
             del pool.link.unconfirmed[old]
         outcome = self._outcome()
         refill, key = split_key(outcome.key, self._replenish_bits)
-        self._release(refill, key, self._key_epsilon)
+        self._release(refill, key, self._key_epsilon, r)
         self.released_key, s.released = key, True
         self.settled.append(Settlement(r, "commit", key))
         self._save()  # decided and released before CONFIRM leaves
@@ -650,7 +668,7 @@ class AuthenticatedAlice(_End):
             if entry["key_bits"]:
                 bits = np.unpackbits(np.frombuffer(bytes(entry["key"]), dtype=np.uint8))[:entry["key_bits"]]
                 key = FinalKey(bits.astype(np.uint8))
-            self._release(entry["refill"], key, (entry["eps_sec"], entry["eps_cor"]))
+            self._release(entry["refill"], key, (entry["eps_sec"], entry["eps_cor"]), r)
         for name in ("key", "refill", "hash_key", "pad", "tag"):
             if isinstance(entry.get(name), bytearray):
                 wipe(entry[name])

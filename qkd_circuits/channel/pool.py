@@ -102,6 +102,10 @@ class LinkState:
     the round's hash key, the CONFIRM pad and her tag (all secret; wiped when settled).
     ``unconfirmed`` (Bob): round → his decision and the material to (re)send its CONFIRM until
     Alice acknowledges it in an authenticated round.
+    ``outbox`` (a link node's key store, off unless set to a dict): round → a released key not yet
+    in the site's key store.  A key enters it in the same save as the decision that releases it,
+    and leaves only once the store holds it, so a crash between the two loses nothing and a
+    replay stores nothing twice (the store records which rounds it holds).
     """
 
     epoch: bytes
@@ -113,6 +117,7 @@ class LinkState:
     unconfirmed: dict = field(default_factory=dict)
     processed: list = field(default_factory=list)
     ledger: EpsilonLedger = field(default_factory=EpsilonLedger)
+    outbox: dict | None = None
 
     @property
     def halted(self) -> bool:
@@ -231,12 +236,14 @@ class AuthKeyPool:
         """Overwrite and drop all material, the pending keys' too (e.g. after a desynchronisation)."""
         wipe(self._pad)
         self._pad.clear()
-        for record in list(self.link.pending.values()) + list(self.link.unconfirmed.values()):
+        outbox = self.link.outbox or {}
+        for record in [*self.link.pending.values(), *self.link.unconfirmed.values(), *outbox.values()]:
             for value in record.values():
                 if isinstance(value, bytearray):
                     wipe(value)
         self.link.pending.clear()
         self.link.unconfirmed.clear()
+        outbox.clear()
 
     # -- files ---------------------------------------------------------------------------------
     def to_bytes(self) -> bytearray:
@@ -254,6 +261,7 @@ class AuthKeyPool:
             "segments": [list(s) for s in self._segments],
             "pending": {str(r): encode_record(v) for r, v in link.pending.items()},
             "unconfirmed": {str(r): encode_record(v) for r, v in link.unconfirmed.items()},
+            "outbox": None if link.outbox is None else {str(r): encode_record(v) for r, v in link.outbox.items()},
         }
         text = json.dumps(header, sort_keys=True).encode("utf-8")
         out = bytearray(_MAGIC + _LEN.pack(len(text)) + text)
@@ -305,9 +313,15 @@ class AuthKeyPool:
             unconfirmed = {integer(int(r)): decode_record(v, ("hash_key", "pad", "tag"))
                            for r, v in dict(h["unconfirmed"]).items()}
             processed = [str(x) for x in h["processed"]]
+            outbox = h.get("outbox")
+            if outbox is not None:
+                outbox = {integer(int(r)): decode_record(v, ("key",)) for r, v in dict(outbox).items()}
+                for entry in outbox.values():
+                    integer(entry["key_bits"])
             link = LinkState(epoch=epoch, next_round=integer(h["next_round"]), simulation=bool(h["simulation"]),
                              halt_after=integer(h["halt_after"], 1), failures=integer(h["failures"]),
-                             pending=pending, unconfirmed=unconfirmed, processed=processed, ledger=ledger)
+                             pending=pending, unconfirmed=unconfirmed, processed=processed, ledger=ledger,
+                             outbox=outbox)
             segments = [[integer(s[0]), number(s[1]), bool(s[2]), integer(s[3])] for s in h["segments"]]
             pool = cls(bytearray(data[start + size:]), position=integer(h["position"]),
                        bootstrap=str(h["bootstrap"]), link=link)

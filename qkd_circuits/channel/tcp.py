@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..exceptions import ConfigurationError, ProtocolError
 
-__all__ = ["TcpClient", "TcpServer", "serve_round", "parse_address", "MAX_FRAME"]
+__all__ = ["TcpClient", "TcpServer", "serve_connection", "serve_round", "parse_address", "MAX_FRAME"]
 
 #: The largest frame either side accepts (post-processing frames are at most 64 MiB + headers).
 MAX_FRAME = (64 << 20) + 4096
@@ -122,26 +122,21 @@ class TcpServer:
         An exception from ``handler`` closes the connection and propagates; so does a peer that
         goes silent for ``timeout`` seconds (:class:`TimeoutError`) or breaks a frame.
         """
-        self._sock.settimeout(accept_timeout)
+        conn = self.accept(accept_timeout)
+        if conn is None:
+            raise TimeoutError(f"no peer connected within {accept_timeout} s")
+        serve_connection(conn, handler, timeout=timeout)
+
+    def accept(self, timeout: float) -> socket.socket | None:
+        """The next connection, or ``None`` if nobody connected within ``timeout`` seconds."""
+        self._sock.settimeout(timeout)
         try:
             conn, _ = self._sock.accept()
         except socket.timeout:
-            raise TimeoutError(f"no peer connected within {accept_timeout} s") from None
-        with conn:
-            conn.settimeout(timeout)
-            while True:
-                try:
-                    frame = _recv(conn)
-                except _PeerClosed:
-                    return  # the peer is done: the round's outcome decides the rest
-                except socket.timeout:
-                    raise TimeoutError("the peer went silent mid-round") from None
-                except OSError as exc:
-                    raise ConnectionError(f"the connection broke: {exc}") from None
-                try:
-                    _send(conn, handler(frame))
-                except OSError as exc:
-                    raise ConnectionError(f"the connection broke: {exc}") from None
+            return None
+        except OSError as exc:
+            raise ConnectionError(f"the listening socket failed: {exc}") from None
+        return conn
 
     def close(self) -> None:
         self._sock.close()
@@ -151,6 +146,26 @@ class TcpServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def serve_connection(conn: socket.socket, handler: Callable[[bytes], bytes], *, timeout: float = 30.0) -> None:
+    """Answer the frames of an accepted connection with ``handler`` until the peer closes it
+    (then close it); see :meth:`TcpServer.serve_one`."""
+    with conn:
+        conn.settimeout(timeout)
+        while True:
+            try:
+                frame = _recv(conn)
+            except _PeerClosed:
+                return  # the peer is done: the round's outcome decides the rest
+            except socket.timeout:
+                raise TimeoutError("the peer went silent mid-round") from None
+            except OSError as exc:
+                raise ConnectionError(f"the connection broke: {exc}") from None
+            try:
+                _send(conn, handler(frame))
+            except OSError as exc:
+                raise ConnectionError(f"the connection broke: {exc}") from None
 
 
 def serve_round(host: str, port: int, handler: Callable[[bytes], bytes], *, timeout: float = 30.0,

@@ -187,3 +187,132 @@ def test_the_store_file_is_readable_by_its_owner_only(tmp_path):
 
     KeyStore(tmp_path / "mode.db")
     assert stat.S_IMODE(os.stat(tmp_path / "mode.db").st_mode) == 0o600
+
+
+# -- the API a long-running link node relies on ----------------------------------------------------
+
+EPOCH = bytes(range(8))
+
+
+def test_key_ID_v2_known_answer_and_v1_unchanged():
+    bits = np.zeros(512, dtype=np.uint8)
+    # SHA-256("qkd_circuits/key_ID/v2|A-B|0001020304050607|" || u64be(5) || u64be(1))[:16] as a v4 UUID
+    assert cut_key(bits, link_id="A-B", round_number=5, epoch=EPOCH)[1].key_ID == "1d59eda1-32b7-4d96-b54c-cab0a2fd67ca"
+    assert cut_key(bits, link_id="A-B", round_number=5)[1].key_ID == "1a9e91bd-98cb-4f20-8267-4eb7fd854957"  # v1
+    other = cut_key(bits, link_id="A-B", round_number=5, epoch=b"\x00" * 8)[1].key_ID
+    assert other not in ("1d59eda1-32b7-4d96-b54c-cab0a2fd67ca", "1a9e91bd-98cb-4f20-8267-4eb7fd854957")
+
+
+def test_add_round_is_idempotent_per_link_epoch_and_round(tmp_path):
+    store = KeyStore(tmp_path / "s.db")
+    batch = keys(8)
+    assert store.add_round(batch, link_id="A-B", epoch=EPOCH, round_number=0) == 8
+    assert store.has_round("A-B", EPOCH, 0) and not store.has_round("A-B", b"\x01" * 8, 0)
+    got = store.take_for_master("m", ["s"], number=3, size=256)
+    assert store.add_round(batch, link_id="A-B", epoch=EPOCH, round_number=0) == 0  # a replay: nothing resurrected
+    assert store.count() == 5 and not {k.key_ID for k in got} & set(store.key_IDs())
+    assert store.key_IDs() == sorted(store.key_IDs())
+
+
+def test_max_key_count_refuses_and_changes_nothing(tmp_path):
+    from qkd_circuits.keystore import StoreFull
+
+    store = KeyStore(tmp_path / "s.db", max_key_count=10)
+    assert store.add_round(keys(8), link_id="A-B", epoch=EPOCH, round_number=0) == 8
+    assert store.capacity_left() == 2
+    with pytest.raises(StoreFull, match="exceed max_key_count"):
+        store.add_round(keys(3, round_number=1), link_id="A-B", epoch=EPOCH, round_number=1)
+    with pytest.raises(StoreFull, match="exceed max_key_count"):
+        store.add(keys(3, round_number=2), link_id="A-B", round_number=2)
+    assert store.count() == 8 and not store.has_round("A-B", EPOCH, 1)
+    assert store.add(keys(2, round_number=3), link_id="A-B", round_number=3) == 2 and store.capacity_left() == 0
+    with pytest.raises(qkd.ConfigurationError, match="max_key_count"):
+        KeyStore(tmp_path / "t.db", max_key_count=-1)
+
+
+def test_fingerprint_compares_two_sites_without_the_bytes(tmp_path):
+    a, b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
+    batch = keys(6)
+    a.add(batch, link_id="A-B", round_number=0)
+    b.add(batch, link_id="A-B", round_number=0)
+    assert a.fingerprint() == b.fingerprint() and a.key_IDs() == b.key_IDs()
+    assert all(k.key.hex() not in a.fingerprint() for k in batch)
+    a.take_for_master("m", ["s"], number=1, size=256)
+    assert a.fingerprint() != b.fingerprint()
+
+
+def test_coordinated_ttl_drops_only_free_keys(tmp_path):
+    store = KeyStore(tmp_path / "s.db")
+    store.add(keys(5), link_id="A-B", round_number=0)
+    reservation = store.reserve("m", ["s"], number=2, size=256)
+    assert store.expired(3600) == []
+    old = store.expired(-1)
+    assert len(old) == 3 and set(old).isdisjoint(store.reserved_keys(reservation))
+    assert store.drop(old + ["nope"] + store.reserved_keys(reservation), notify_peer=True) == 3  # missing/reserved skipped
+    assert store.count() == 2 and [a[3] for a in store.audit()] == ["purged"] * 3
+    assert set(old) <= set(store.purge_outbox())
+    store.clear_purge_outbox(store.purge_outbox())
+    assert store.purge_outbox() == []
+
+
+def test_keys_larger_than_a_unit_are_the_same_at_both_sites(tmp_path):
+    a, b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
+    batch = keys(16)
+    a.add(batch, link_id="A-B", round_number=0)
+    b.add(batch, link_id="A-B", round_number=0)
+    for size in (8, 136, 256, 1024):
+        reservation, groups = a.reserve_groups("m", ["s"], number=1, size=size, unit=256, local_SAEs=["m"])
+        assert len(groups[0][1]) == -(-size // 256) and groups[0][0] == groups[0][1][0]
+        b.assign([], master="m", slaves=["s"], local_SAEs=["s"], groups=groups, reservation=reservation)
+        b.assign([], master="m", slaves=["s"], local_SAEs=["s"], groups=groups, reservation=reservation)  # replay
+        (got,) = a.finalize(reservation)
+        assert len(got.key) == size // 8
+        with pytest.raises(KeysNotFound):  # a unit inside a key is not a key
+            b.take_for_slave("s", "m", groups[0][1][1:2] or ["none"])
+        assert b.take_for_slave("s", "m", [got.key_ID])[0].key == got.key
+    assert a.fingerprint() == b.fingerprint()  # 1 + 1 + 1 + 4 units gone at both
+
+
+def test_an_unassigned_peer_reservation_stays_cancelled(tmp_path):
+    from qkd_circuits.keystore import AlreadyDelivered, ReservationCancelled
+
+    b = KeyStore(tmp_path / "b.db")
+    batch = keys(4)
+    b.add(batch, link_id="A-B", round_number=0)
+    ids = [batch[0].key_ID]
+    assert b.unassign(ids, master="m", reservation="r1") == 0  # before the (late) assign: a tombstone
+    with pytest.raises(ReservationCancelled, match="already undone"):
+        b.assign(ids, master="m", slaves=["s"], local_SAEs=["s"], reservation="r1")
+    b.assign(ids, master="m", slaves=["s"], local_SAEs=["s"], reservation="r2")
+    assert b.unassign(ids, master="m", reservation="r1") == 0  # a stale unassign leaves r2 alone
+    b.take_for_slave("s", "m", ids)
+    with pytest.raises(AlreadyDelivered, match="already delivered"):
+        b.unassign(ids, master="m", reservation="r2")
+    with pytest.raises(KeysNotFound) as err:
+        b.assign([batch[0].key_ID, batch[1].key_ID], master="m", slaves=["s"], local_SAEs=["s"], reservation="r3")
+    assert err.value.missing == [batch[0].key_ID]
+
+
+def test_one_held_connection_serves_many_threads_with_group_commits(tmp_path):
+    store = KeyStore(tmp_path / "g.db")
+    store.add(keys(300), link_id="A-B", round_number=0)
+    with store._connect() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    seen = []
+
+    def client():
+        while True:
+            try:
+                seen.extend(k.key_ID for k in store.take_for_master("m", ["s"], number=1, size=256))
+            except NotEnoughKeys:
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(seen) == len(set(seen)) == 300
+    store.close()
+    with pytest.raises(qkd.KeyStoreError, match="closed"):
+        store.count()

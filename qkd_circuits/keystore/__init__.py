@@ -1,5 +1,7 @@
 """Durable key storage for a site's KME: SQLite, transactional, exactly-once delivery."""
 
-from .store import KeyStore, KeysNotFound, NotARecipient, NotEnoughKeys, StoredKey, cut_key, store_final_key
+from .store import (AlreadyDelivered, KeyStore, KeysNotFound, NotARecipient, NotEnoughKeys, ReservationCancelled,
+                    StoredKey, StoreFull, cut_key, store_final_key)
 
-__all__ = ["KeyStore", "KeysNotFound", "NotARecipient", "NotEnoughKeys", "StoredKey", "cut_key", "store_final_key"]
+__all__ = ["AlreadyDelivered", "KeyStore", "KeysNotFound", "NotARecipient", "NotEnoughKeys", "ReservationCancelled",
+           "StoredKey", "StoreFull", "cut_key", "store_final_key"]

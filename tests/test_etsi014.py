@@ -48,8 +48,8 @@ def test_status_reports_the_spec_fields(sites):
     status = sites["clients"]["sae-a"].status("sae-b")
     assert status["source_KME_ID"] == "kme-a" and status["target_KME_ID"] == "kme-b"
     assert status["master_SAE_ID"] == "sae-a" and status["slave_SAE_ID"] == "sae-b"
-    assert status["key_size"] == status["min_key_size"] == status["max_key_size"] == 256
-    assert status["stored_key_count"] > 100
+    assert status["key_size"] == 256 and status["min_key_size"] == 8 and status["max_key_size"] == 2048
+    assert 100 < status["stored_key_count"] <= status["max_key_count"]
     assert {"max_key_count", "max_key_per_request", "max_SAE_ID_count"} <= set(status)
 
 
@@ -95,7 +95,9 @@ def _raw(sites, sae, method, path, body=None):
 
 @pytest.mark.parametrize("method, path, body, status, message", [
     ("POST", "/api/v1/keys/sae-b/enc_keys", '{"size": 12}', 400, "size shall be a multiple of 8"),
-    ("POST", "/api/v1/keys/sae-b/enc_keys", '{"size": 512}', 400, "requested key size is not supported"),
+    ("POST", "/api/v1/keys/sae-b/enc_keys", '{"size": 2056}', 400, "requested key size is not supported"),
+    ("POST", "/api/v1/keys/sae-b/enc_keys", '{"size": 0}', 400, "size shall be a positive integer"),
+    ("GET", "/api/v1/keys/sae-b/enc_keys?size=4", None, 400, "size shall be a multiple of 8"),
     ("POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 100000}', 400, "exceeds max_key_per_request"),
     ("POST", "/api/v1/keys/sae-b/enc_keys", '{"number": 0}', 400, "number shall be a positive integer"),
     ("POST", "/api/v1/keys/sae-b/enc_keys", '{"number": "3"}', 400, "number shall be a positive integer"),

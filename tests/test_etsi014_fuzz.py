@@ -9,7 +9,8 @@ certificate of the same CA, not attached here).  Every response must keep the co
 * the status is 200, 400, 401 or 503 and the body is a JSON object;
 * an error carries a string ``message`` (and ``details``, if any, is an array);
 * a non-200 answer consumes nothing: the free-key count and the audit length are unchanged;
-* a 200 from enc_keys hands out valid base64 of 32-byte keys, a key_ID never seen before in the
+* a 200 from enc_keys hands out valid base64 keys of the requested size (any multiple of 8 bits
+  up to 2,048; ``ceil(size / 256)`` stock units each), a key_ID never seen before in the
   run, and takes exactly those keys from the free pool; a 200 from dec_keys hands a slave the
   bytes its master got, only if the caller is a remaining recipient named by that master.
 
@@ -25,7 +26,7 @@ import http.client
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -94,7 +95,7 @@ class Kme:
             assert isinstance(data.get("details", []), list), data
             assert after == before, f"a {status} answer consumed keys: (free, audit) {before} -> {after}"
         elif leaf == "enc_keys":
-            self._check_enc_keys(caller, sae_in_path, body, content_type, data, before, after)
+            self._check_enc_keys(caller, sae_in_path, body, content_type, data, before, after, query)
         elif leaf == "dec_keys":
             self._check_dec_keys(caller, sae_in_path, data, before, after)
         else:
@@ -102,17 +103,20 @@ class Kme:
             self.successes["status"] += 1
         return status, data
 
-    def _check_enc_keys(self, caller, sae_in_path, body, content_type, data, before, after) -> None:
+    def _check_enc_keys(self, caller, sae_in_path, body, content_type, data, before, after, query="") -> None:
         keys = data["keys"]
         assert keys and isinstance(keys, list)
-        for entry in keys:
-            key = base64.b64decode(entry["key"], validate=True)
-            assert len(key) == 32 and base64.b64encode(key).decode() == entry["key"]
-            assert isinstance(entry["key_ID"], str) and entry["key_ID"] not in self.issued, entry["key_ID"]
-            self.issued[entry["key_ID"]] = key
-        assert after == (before[0] - len(keys), before[1] + len(keys)), (before, after, len(keys))
         # The request was accepted, so its body (if any) is a JSON object the server could read.
         parsed = json.loads(body.decode(_charset(content_type))) if body else {}
+        size = int(parsed.get("size", dict(parse_qsl(query)).get("size", 256)))  # any multiple of 8 up to 2048
+        assert 8 <= size <= 2048 and size % 8 == 0, size
+        for entry in keys:
+            key = base64.b64decode(entry["key"], validate=True)
+            assert len(key) == size // 8 and base64.b64encode(key).decode() == entry["key"]
+            assert isinstance(entry["key_ID"], str) and entry["key_ID"] not in self.issued, entry["key_ID"]
+            self.issued[entry["key_ID"]] = key
+        units = len(keys) * -(-size // 256)  # a key of s bits takes ceil(s / 256) stock units
+        assert after == (before[0] - units, before[1] + len(keys)), (before, after, len(keys))
         slaves = {unquote(sae_in_path), *parsed.get("additional_slave_SAE_IDs", [])}
         assert slaves <= set(LOCAL), slaves
         for entry in keys:

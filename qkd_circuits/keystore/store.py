@@ -57,7 +57,7 @@ import numpy as np
 from ..exceptions import ConfigurationError, KeyStoreError
 
 __all__ = ["KeyStore", "StoredKey", "cut_key", "store_final_key", "NotEnoughKeys", "KeysNotFound", "NotARecipient",
-           "StoreFull", "AlreadyDelivered", "ReservationCancelled"]
+           "StoreFull", "AlreadyDelivered", "ReservationCancelled", "StoreUnavailable"]
 
 
 class NotEnoughKeys(KeyStoreError):
@@ -89,6 +89,11 @@ class AlreadyDelivered(KeyStoreError):
 
 class ReservationCancelled(KeyStoreError):
     """The peer reservation was already undone here (a late assign is refused)."""
+
+
+class StoreUnavailable(KeyStoreError):
+    """The database could not start or commit a transaction (busy past the timeout, I/O error):
+    nothing changed, and the same request may succeed later."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,7 +288,7 @@ class KeyStore:
         except BaseException as exc:
             for op in group:
                 op.error, op.done = (exc if isinstance(exc, KeyStoreError)
-                                     else KeyStoreError(f"the key store is unavailable: {exc}")), True
+                                     else StoreUnavailable(f"the key store is unavailable: {exc}")), True
             return
         try:
             for op in group:
@@ -301,7 +306,7 @@ class KeyStore:
             except sqlite3.Error:
                 pass
             for op in group:
-                op.result, op.error = None, KeyStoreError(f"the key store could not commit: {exc}")
+                op.result, op.error = None, StoreUnavailable(f"the key store could not commit: {exc}")
         finally:
             for op in group:
                 op.done = True
@@ -434,7 +439,7 @@ class KeyStore:
         return self.reserve_groups(master, slaves, number=number, size=size, local_SAEs=local_SAEs, unit=unit)[0]
 
     def reserve_groups(self, master: str, slaves: list[str], *, number: int, size: int,
-                       local_SAEs: Iterable[str] = (), unit: int | None = None
+                       local_SAEs: Iterable[str] = (), unit: int | None = None, reservation: str | None = None
                        ) -> tuple[str, list[tuple[str, list[str], int]]]:
         """Set ``number`` keys of ``size`` bits aside for ``master``; returns the reservation
         and its keys as ``(key_ID, unit key_IDs, size)``.
@@ -444,7 +449,8 @@ class KeyStore:
         bytes their concatenation truncated to ``size`` bits, its key_ID the first unit's; the
         truncated bits are wasted.  A site reserves, has the peer site record the assignment
         (:meth:`assign` there, with these groups), then :meth:`finalize` delivers; if the peer
-        refuses, :meth:`release` frees the keys again.
+        refuses, :meth:`release` frees the keys again.  ``reservation``: the ID to use (a
+        caller that must know it before the keys are set aside); default a fresh UUID.
         """
         if size <= 0 or size % 8:
             raise ConfigurationError(f"key size must be a positive multiple of 8 bits, got {size}")
@@ -453,7 +459,7 @@ class KeyStore:
         unit_size = size if unit is None else unit
         per_key = -(-size // unit_size)
         composite = per_key > 1 or size != unit_size
-        reservation = str(uuid.uuid4())
+        reservation = reservation or str(uuid.uuid4())
 
         def op(db):
             rows = db.execute("SELECT key_ID FROM keys WHERE master_SAE_ID IS NULL AND size = ? "
@@ -623,6 +629,7 @@ class KeyStore:
         now = time.time()
 
         def op(db):
+            legacy = True  # free keys assigned without a reservation (older peers, direct callers)
             if reservation is not None:
                 state = db.execute("SELECT state FROM peer_reservations WHERE reservation = ?",
                                    (reservation,)).fetchone()
@@ -630,24 +637,25 @@ class KeyStore:
                     return 0
                 db.execute("INSERT OR REPLACE INTO peer_reservations (reservation, state, time) "
                            "VALUES (?, 'cancelled', ?)", (reservation, now))
-                if state is None:
-                    return 0  # never assigned here: the tombstone is all there is to do
-            for key_ID in key_IDs:
-                fetched = db.execute("SELECT COUNT(*) FROM audit WHERE key_ID = ? AND action = 'dec_keys'",
-                                     (key_ID,)).fetchone()[0]
-                if fetched:
-                    raise AlreadyDelivered("a key was already delivered to a slave")
-            free = []
+                legacy = state is None  # never assigned under it: only legacy assignments to undo
+            free, taken = [], False
             for key_ID in key_IDs:
                 row = db.execute("SELECT master_SAE_ID, peer_reservation FROM keys WHERE key_ID = ?",
                                  (key_ID,)).fetchone()
+                taken |= row is None or row[0] is not None
                 if row is None or row[0] is None:
                     continue
-                if reservation is not None and row[1] != reservation:
+                if row[1] != (None if legacy else reservation):
                     continue
                 if row[0] != master:
                     raise KeyStoreError("a key is assigned to another master")
                 free.append((key_ID,))
+            if taken or not legacy:  # (all still free here: nothing was fetched)
+                for key_ID in key_IDs:
+                    fetched = db.execute("SELECT COUNT(*) FROM audit WHERE key_ID = ? AND action = 'dec_keys'",
+                                         (key_ID,)).fetchone()[0]
+                    if fetched:
+                        raise AlreadyDelivered("a key was already delivered to a slave")
             db.executemany("UPDATE keys SET master_SAE_ID = NULL, recipients = NULL, assigned_to = NULL, "
                            "part_of = NULL, part = NULL, bits = NULL, peer_reservation = NULL WHERE key_ID = ?", free)
             return len(free)

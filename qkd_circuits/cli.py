@@ -822,3 +822,7 @@ def kme_audit(store_path) -> None:
 from .sweep.cli import sweep_command  # noqa: E402  (qkd sweep: imports dask only when it runs)
 
 main.add_command(sweep_command)
+
+from .node.cli import node_group  # noqa: E402  (qkd node: imports the node only when it runs)
+
+main.add_command(node_group)

@@ -1,0 +1,187 @@
+"""Two link nodes as two real processes (``qkd node run``) on loopback: both stores end identical.
+
+Every test asserts the invariants of :meth:`nodeharness.Sites.check_stores`: the same key_IDs
+with the same bytes at both sites (no one-sided key, none lost, none twice), no released round
+left outside a store, nothing left pending at Alice, and both pools in step.  The long versions
+(hundreds of rounds, a 60 s partition) are marked slow; the default suite runs short ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from nodeharness import QKD, ENV, Sites
+
+import qkd_circuits as qkd
+
+
+@pytest.fixture
+def sites(tmp_path):
+    made = []
+
+    def make(**kwargs) -> Sites:
+        s = Sites(tmp_path / f"link{len(made)}", **kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _run_link(s: Sites, rounds: int) -> dict:
+    s.start("alice")
+    s.start("bob", rounds=rounds)
+    assert s.wait("bob", timeout=600) == 0, (s.dirs["bob"] / "node.err").read_text()[-3000:]
+    assert s.terminate("alice") == 0
+    return s.check_stores()
+
+
+def test_two_nodes_fill_both_stores_with_the_same_keys(sites):
+    s = sites()
+    counts = _run_link(s, 8)
+    assert counts["keys"] >= 8  # a 20,000-pulse round at 2 % noise leaves ~1,500 bits: 1,024 refill the pool
+    ids = s.store("bob").key_IDs()
+    # Globally unique IDs: derived from (link, epoch, round, index), so a fresh epoch never collides.
+    assert all(len(i) == 36 for i in ids)
+    events = [e for e in s.events("bob") if e["event"] == "round"]
+    assert len(events) == 8 and sum(e["outcome"] == "key" for e in events) >= 7
+    logs = (s.dirs["alice"] / "node.err").read_text() + (s.dirs["bob"] / "node.err").read_text()
+    for (key,) in sqlite3.connect(s.dirs["bob"] / "keys.db").execute("SELECT key FROM keys"):
+        assert key.hex() not in logs and base64.b64encode(key).decode() not in logs  # no key bytes logged
+    status = json.loads(subprocess.run([QKD, "node", "status", str(s.dirs["alice"]), "--json"], env=ENV,
+                                       capture_output=True, text=True, check=True).stdout)
+    assert status["role"] == "alice" and status["stock"]["stored_now"] == counts["keys"]
+    assert status["pending_rounds"] == [] and status["halted"] is False
+
+
+@pytest.mark.slow
+def test_hundreds_of_rounds_leave_identical_stores(sites):
+    s = sites()
+    counts = _run_link(s, 300)
+    assert counts["keys"] >= 300
+
+
+@pytest.mark.parametrize("victim", ["alice", "bob"])
+def test_kill_9_of_either_node_mid_round_then_restart_loses_nothing(sites, victim):
+    s = sites()
+    s.start("alice")
+    s.start("bob")
+    s.wait_log("bob", "round", count=3, timeout=300)
+    time.sleep(0.3)  # rounds run back to back: this lands inside the next one
+    s.kill9(victim)
+    time.sleep(0.5)
+    s.start(victim)
+    if victim == "alice":
+        s.wait_log("bob", "round", count=s.rounds_logged("bob") + 3, timeout=300)
+    else:
+        s.wait_log("bob", "round", count=3 + 3, timeout=300)
+    s.terminate("bob")
+    s.terminate("alice")
+    counts = s.check_stores()
+    assert counts["keys"] > 0
+
+
+def test_partition_of_either_connection_then_the_link_recovers(sites):
+    s = sites(proxies=True)
+    s.start("alice")
+    s.start("bob")
+    s.wait_log("bob", "round", count=2, timeout=300)
+    for name in ("classical", "quantum"):
+        before = s.rounds_logged("bob")
+        s.proxies[name].partition(4.0)
+        time.sleep(4.0)
+        s.wait_log("bob", "round", count=before + 3, timeout=300)
+    s.terminate("bob")
+    s.terminate("alice")
+    s.check_stores()
+    outcomes = [e["outcome"] for e in s.events("bob") if e["event"] == "round"]
+    assert "failed" in outcomes and outcomes[-1] == "key"
+
+
+@pytest.mark.slow
+def test_sixty_second_partition_of_either_connection(sites):
+    s = sites(proxies=True)
+    s.start("alice")
+    s.start("bob")
+    s.wait_log("bob", "round", count=2, timeout=300)
+    for name in ("classical", "quantum"):
+        before = s.rounds_logged("bob")
+        s.proxies[name].partition(60.0)
+        time.sleep(60.0)
+        s.wait_log("bob", "round", count=before + 3, timeout=300)
+    s.terminate("bob")
+    s.terminate("alice")
+    s.check_stores()
+
+
+def test_a_re_bootstrap_gives_new_key_ids_and_keeps_the_old_keys(sites):
+    s = sites()
+    _run_link(s, 3)
+    first = set(s.store("alice").key_IDs())
+    old_epoch = s.pool("alice").epoch
+    psk = s.root / "second.psk"
+    qkd.create_psk_file(psk, pad_bits=1 << 15)
+    for role in ("alice", "bob"):
+        (s.dirs[role] / "pool.psk").write_bytes(psk.read_bytes())
+    assert s.pool("alice").epoch != old_epoch
+    counts = _run_link(s, 3)
+    ids = set(s.store("alice").key_IDs())
+    assert first < ids and counts["keys"] > len(first)  # new rounds 0.. again, new IDs: no collision
+
+
+def test_pacing_stops_at_the_high_watermark_and_resumes_when_keys_are_consumed(sites):
+    s = sites(stock={"low": 20, "high": 30, "max_key_count": 60})
+    s.start("alice")
+    s.start("bob")
+    s.wait_log("bob", "paused", timeout=300)
+    time.sleep(1.5)
+    rounds = s.rounds_logged("bob")
+    time.sleep(2.0)
+    assert s.rounds_logged("bob") == rounds  # paused: no new rounds
+    a, b = s.store("alice"), s.store("bob")
+    assert 30 <= b.count() <= 60 and a.count() <= 60
+    # Consume keys at both sites (the same ones, as the KMEs would), then the node resumes.
+    ids = b.key_IDs()[: b.count() - 10]
+    for store in (a, b):
+        store.drop(ids, action="consumed")
+    s.wait_log("bob", "resumed", timeout=60)
+    s.wait_log("bob", "paused", count=2, timeout=300)
+    s.terminate("bob")
+    s.terminate("alice")
+    assert s.store("alice").count() <= 60 and s.store("bob").count() <= 60
+    s.check_stores()
+
+
+def test_metrics_and_health_endpoints(sites):
+    s = sites(extra={"metrics": {"listen": "127.0.0.1:0"}})
+    s.start("alice")
+    s.start("bob", rounds=2)
+    assert s.wait("bob", timeout=300) == 0
+    listening = next(e for e in s.events("alice") if e["event"] == "listening")
+    base = f"http://{listening['metrics']}"
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    assert "qkd_node_rounds_total" in text and "qkd_node_stock_keys" in text and "qkd_node_qber" in text
+    health = json.loads(urllib.request.urlopen(base + "/health", timeout=10).read())
+    assert health["status"] == "ok" and health["role"] == "alice"
+    assert s.terminate("alice") == 0
+
+
+def test_bad_configuration_is_refused_with_a_clear_error(tmp_path, sites):
+    s = sites()
+    bad = subprocess.run([QKD, "node", "run", str(s.dirs["alice"]), "--set", "stock.hgih=3"], env=ENV,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown configuration key 'stock.hgih'" in bad.stderr
+    bad = subprocess.run([QKD, "node", "run", str(s.dirs["alice"]), "--set", "stock.low=900",
+                          "--set", "stock.high=100"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "low < high" in bad.stderr
+    qkd.create_psk_file(s.dirs["bob"] / "pool.psk", pad_bits=4096, simulation=True, overwrite=True)
+    bad = subprocess.run([QKD, "node", "run", str(s.dirs["bob"])], env=ENV, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "simulation pool" in bad.stderr

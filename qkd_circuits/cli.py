@@ -671,11 +671,29 @@ def kme_tls_init(directory, kmes, saes, force) -> None:
     click.echo(f"wrote {directory}/ca.pem and certificates for {', '.join((*kmes, *saes))}")
 
 
+def _tls_material(kme_id, tls_dir, cert, key, ca):
+    """The KME's (certificate, key, CA) from --cert/--key/--ca (a foreign PKI) or --tls DIR."""
+    given = [x for x in (cert, key, ca) if x]
+    if given and len(given) != 3:
+        _fail("--cert, --key and --ca go together", EXIT_USAGE)
+    if given:
+        missing = [str(f) for f in (cert, key, ca) if not Path(f).exists()]
+        if missing:
+            _fail(f"missing TLS files {missing}", EXIT_USAGE)
+        return Path(cert), Path(key), Path(ca)
+    if tls_dir:
+        return _tls_files(tls_dir, kme_id)
+    return None, None, None
+
+
 @kme.command("serve")
 @click.option("--id", "kme_id", required=True, help="This KME's ID (its certificate's CN in --tls).")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False), help="The site's key store.")
 @click.option("--tls", "tls_dir", default=None, type=click.Path(file_okay=False),
-              help="TLS material (required for TCP and for a peer KME).")
+              help="TLS material (required for TCP and for a peer KME, unless --cert/--key/--ca).")
+@click.option("--cert", default=None, type=click.Path(dir_okay=False), help="This KME's certificate (PEM).")
+@click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False), help="Its private key (PEM).")
+@click.option("--ca", default=None, type=click.Path(dir_okay=False), help="The CA that signs SAEs and the peer.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True)
 @click.option("--unix", "unix_path", default=None, type=click.Path(dir_okay=False),
               help="Serve on this Unix socket instead (mode 0600; no network at all).")
@@ -688,19 +706,45 @@ def kme_tls_init(directory, kmes, saes, force) -> None:
 @click.option("--peer-id", default=None, help="The KME at the other end of the link.")
 @click.option("--peer-url", default=None, help="https://HOST:PORT of the peer KME.")
 @click.option("--peer-sae", "peer_saes", multiple=True, help="An SAE attached to the peer site (repeatable).")
-@click.option("--key-size", type=int, default=256, show_default=True)
-def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, unix_mode, also_tcp, saes, peer_id,
-              peer_url, peer_saes, key_size) -> None:
-    """Serve one site's key store over ETSI GS QKD 014 until interrupted."""
-    import time
+@click.option("--key-size", type=int, default=256, show_default=True,
+              help="The stock unit and default key size in bits (a positive multiple of 8).")
+@click.option("--max-key-size", type=int, default=None, help="Largest key served, bits [default: 8 x --key-size].")
+@click.option("--max-key-count", type=int, default=100_000, show_default=True, help="Most keys the store holds.")
+@click.option("--max-keys-per-request", type=int, default=128, show_default=True)
+@click.option("--max-sae-id-count", type=int, default=8, show_default=True,
+              help="Most additional_slave_SAE_IDs in one request.")
+@click.option("--peer-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the peer KME to record an assignment (retries included).")
+@click.option("--store-timeout", type=float, default=5.0, show_default=True,
+              help="SQLite busy timeout, seconds (keep it below the peer's --peer-timeout).")
+@click.option("--metrics-listen", default=None, metavar="HOST:PORT",
+              help="Also serve /health and /metrics over plain HTTP here (loopback!) [default: off].")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="One line per request on stderr: key=value text or JSON.")
+def kme_serve(kme_id, store_path, tls_dir, cert, key_file, ca, listen, unix_path, uid_saes, unix_mode, also_tcp, saes,
+              peer_id, peer_url, peer_saes, key_size, max_key_size, max_key_count, max_keys_per_request,
+              max_sae_id_count, peer_timeout, store_timeout, metrics_listen, log_format) -> None:
+    """Serve one site's key store over ETSI GS QKD 014 until SIGINT or SIGTERM (then finish the
+    requests in flight, close the store and exit 0)."""
+    import logging
+    import signal
+    import threading
 
     from .channel.tcp import parse_address
     from .etsi014 import KmeConfig, client_context, server_context, start_kme
+    from .etsi014.server import JsonLogFormatter
     from .keystore import KeyStore
 
-    if tls_dir is None and (unix_path is None or peer_url or also_tcp):
-        _fail("--tls DIR is needed to serve over TCP or to reach a peer KME", EXIT_USAGE)
-    cert, key, ca = _tls_files(tls_dir, kme_id) if tls_dir else (None, None, None)
+    cert, key, ca = _tls_material(kme_id, tls_dir, cert, key_file, ca)
+    if cert is None and (unix_path is None or peer_url or also_tcp):
+        _fail("--tls DIR (or --cert/--key/--ca) is needed to serve over TCP or to reach a peer KME", EXIT_USAGE)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else logging.Formatter("%(message)s"))
+    kme_log = logging.getLogger("qkd_circuits.kme")
+    kme_log.addHandler(handler)
+    kme_log.setLevel(logging.INFO)
+    kme_log.propagate = False
+    store = None
     try:
         uid_map = {}
         for item in uid_saes:
@@ -710,24 +754,45 @@ def kme_serve(kme_id, store_path, tls_dir, listen, unix_path, uid_saes, unix_mod
             uid_map[int(uid)] = sae
         config = KmeConfig(KME_ID=kme_id, local_SAEs=frozenset(saes), peer_KME_ID=peer_id,
                            remote_SAEs=frozenset(peer_saes), peer_url=peer_url, key_size=key_size,
+                           max_key_size=max_key_size, max_key_count=max_key_count,
+                           max_key_per_request=max_keys_per_request, max_SAE_ID_count=max_sae_id_count,
+                           peer_timeout=peer_timeout,
                            peer_ssl=client_context(cert, key, ca) if peer_url else None, uid_SAEs=uid_map)
         try:
             mode = int(unix_mode, 8)
         except ValueError:
             raise ConfigurationError(f"--unix-mode must be octal, got {unix_mode!r}") from None
+        if not store_timeout > 0:
+            raise ConfigurationError(f"--store-timeout must be positive, got {store_timeout}")
         host, port = parse_address(listen)
         tcp = unix_path is None or also_tcp
-        running = start_kme(config, KeyStore(store_path), host=host, port=port, unix_path=unix_path, unix_mode=mode,
-                            ssl_context=server_context(cert, key, ca) if tcp else None)
+        store = KeyStore(store_path, timeout=store_timeout, max_key_count=max_key_count)
+        running = start_kme(config, store, host=host, port=port, unix_path=unix_path, unix_mode=mode,
+                            ssl_context=server_context(cert, key, ca) if tcp else None,
+                            metrics_listen=metrics_listen)
     except QKDError as exc:
+        if store is not None:
+            store.close()
         _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # the address is taken, a file cannot be read...
+        if store is not None:
+            store.close()
+        _fail(f"cannot serve: {exc}", EXIT_USAGE)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
     where = " and ".join(([f"unix:{unix_path}"] if unix_path else []) + ([running.url] if running.port else []))
-    click.echo(f"{kme_id} serving ETSI GS QKD 014 on {where} (recovered: {running.recovery})", err=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        running.stop()
+    extra = f"; metrics on http://{metrics_listen.rsplit(':', 1)[0]}:{running.metrics_port}" if metrics_listen else ""
+    click.echo(f"{kme_id} serving ETSI GS QKD 014 on {where} (recovered: {running.recovery}){extra}", err=True)
+    while not stop.wait(3600):
+        pass
+    running.stop()  # in-flight requests finish first
+    store.close()
+    click.echo(f"{kme_id} stopped", err=True)
 
 
 def _kme_client(url: str, tls_dir: str, sae: str):

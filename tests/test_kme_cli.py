@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -22,13 +23,31 @@ QKD = str(Path(sys.executable).with_name("qkd"))
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
+STARTED: list[subprocess.Popen] = []  # every KME process a test started: the fixture kills them all
+
+
+def _drain(stream) -> None:
+    for _ in iter(stream.readline, ""):  # the KME logs a line per request: never let the pipe fill
+        pass
+
+
 def _serve(tmp_path, name, sae, *extra):
     proc = subprocess.Popen([QKD, "kme", "serve", "--id", name, "--store", str(tmp_path / f"{name}.db"),
                              "--tls", str(tmp_path / "tls"), "--listen", "127.0.0.1:0", "--sae", sae, *extra],
                             stderr=subprocess.PIPE, text=True, env=ENV)
+    STARTED.append(proc)
     line = proc.stderr.readline()
     assert "serving ETSI GS QKD 014 on https://" in line, line
+    threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
     return proc, line.split(" on ")[1].split()[0]
+
+
+def _kill_started() -> None:
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
 
 
 @pytest.fixture
@@ -39,13 +58,17 @@ def sites(tmp_path):
                            "--store-a", str(tmp_path / "kme-a.db"), "--store-b", str(tmp_path / "kme-b.db")],
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    b, b_url = _serve(tmp_path, "kme-b", "sae-b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
-    a, a_url = _serve(tmp_path, "kme-a", "sae-a", "--peer-id", "kme-b", "--peer-url", b_url, "--peer-sae", "sae-b")
+    try:
+        b, b_url = _serve(tmp_path, "kme-b", "sae-b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
+        a, a_url = _serve(tmp_path, "kme-a", "sae-a", "--peer-id", "kme-b", "--peer-url", b_url, "--peer-sae", "sae-b")
+    except BaseException:
+        _kill_started()
+        raise
     site = {"tmp": tmp_path, "a": a, "a_url": a_url, "b": b, "b_url": b_url}
-    yield site
-    for p in {a, b, site["a"], site["b"]}:  # a test may have replaced one (a restarted KME)
-        p.kill()
-        p.wait()
+    try:
+        yield site
+    finally:
+        _kill_started()  # also a KME a test restarted, even if its start failed half-way
 
 
 def _cli(*args):
@@ -113,3 +136,111 @@ def test_pki_init_can_also_write_the_site_tls_material(tmp_path):
     for name in ("ca.pem", "kme-a.pem", "kme-b.pem", "sae-a.pem", "sae-b.pem", "kme-a.key"):
         assert (tmp_path / "pki" / "tls" / name).exists()
     assert oct((tmp_path / "pki" / "tls" / "kme-a.key").stat().st_mode & 0o777) == "0o600"
+
+
+# -- one light site (no QKD run): the serve command's options, signals and logs ------------------------
+
+@pytest.fixture
+def site(tmp_path):
+    import numpy as np
+
+    from qkd_circuits.etsi014 import init_tls_pki
+    from qkd_circuits.keystore import KeyStore, cut_key
+
+    init_tls_pki(tmp_path / "tls", kmes=("kme-a", "kme-b"), saes=("sae-a", "sae-b"))
+    bits = np.frombuffer(os.urandom(200 * 32), dtype=np.uint8)
+    with KeyStore(tmp_path / "kme-a.db") as store:
+        store.add(cut_key(np.unpackbits(bits), link_id="A-B", round_number=0), link_id="A-B", round_number=0)
+    try:
+        yield tmp_path
+    finally:
+        _kill_started()
+
+
+def _sae(tmp, url, sae="sae-a"):
+    host, port = url[8:].split(":")
+    return KmeClient(host, int(port), client_context(tmp / f"tls/{sae}.pem", tmp / f"tls/{sae}.key",
+                                                     tmp / "tls/ca.pem"), timeout=10)
+
+
+@pytest.mark.parametrize("option, value", [("--key-size", "12"), ("--key-size", "0"), ("--max-key-size", "100"),
+                                           ("--max-key-count", "-1"), ("--max-keys-per-request", "0")])
+def test_bad_limits_exit_2(site, option, value):
+    proc = subprocess.run([QKD, "kme", "serve", "--id", "kme-a", "--store", str(site / "kme-a.db"), "--tls",
+                           str(site / "tls"), "--listen", "127.0.0.1:0", "--sae", "sae-a", option, value],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 2 and "must be" in proc.stderr, proc.stderr
+
+
+def test_sigterm_and_sigint_stop_gracefully_and_close_the_store(site):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen([QKD, "kme", "serve", "--id", "kme-a", "--store", str(site / "kme-a.db"), "--tls",
+                                 str(site / "tls"), "--listen", "127.0.0.1:0", "--sae", "sae-a", "--log-format",
+                                 "json"], stderr=subprocess.PIPE, text=True, env=ENV)
+        STARTED.append(proc)
+        line = proc.stderr.readline()
+        assert "serving" in line, line
+        client = _sae(site, line.split(" on ")[1].split()[0])
+        got, errors, stop = [], [], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    got.extend(client.get_key("sae-a", number=1))
+                except (Etsi014Error, OSError, http.client.HTTPException) as exc:
+                    errors.append(exc)
+                    return
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        while len(got) < 5 and thread.is_alive():
+            threading.Event().wait(0.01)
+        proc.send_signal(signum)
+        out = proc.stderr.read()
+        assert proc.wait(30) == 0, out
+        stop.set()
+        thread.join(10)
+        assert "kme-a stopped" in out
+        lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        served = [x for x in lines if x.get("path") == "/api/v1/keys/sae-a/enc_keys" and x["status"] == 200]
+        assert len(served) >= len(got) >= 5  # every answer a client read was served whole
+        assert all(set(x) >= {"method", "path", "caller", "status", "keys", "key_IDs", "latency_ms"} for x in served)
+        assert not (site / "kme-a.db-wal").exists()  # the store was closed (SQLite removes the log)
+    from qkd_circuits.keystore import KeyStore
+
+    delivered = [a for a in KeyStore(site / "kme-a.db").audit() if a[3] == "enc_keys"]
+    assert len(delivered) == len({a[1] for a in delivered})
+
+
+def test_foreign_pki_files_metrics_listener_and_text_logs(site):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    tls = site / "tls"
+    proc = subprocess.Popen([QKD, "kme", "serve", "--id", "kme-a", "--store", str(site / "kme-a.db"),
+                             "--cert", str(tls / "kme-a.pem"), "--key", str(tls / "kme-a.key"), "--ca",
+                             str(tls / "ca.pem"), "--listen", "127.0.0.1:0", "--sae", "sae-a",
+                             "--metrics-listen", f"127.0.0.1:{free}", "--max-key-count", "150"],
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    STARTED.append(proc)
+    line = proc.stderr.readline()
+    assert "serving" in line and f":{free}" in line, line
+    client = _sae(site, line.split(" on ")[1].split()[0])
+    status = client.status("sae-a")
+    assert status["max_key_count"] == 150 and status["stored_key_count"] == 200  # filled before the limit
+    keys = client.get_key("sae-a", number=2)
+    log_line = proc.stderr.readline()
+    assert "method=GET" in log_line and "status=200" in log_line and "caller=sae-a" in log_line
+    enc_line = proc.stderr.readline()
+    assert "keys=2" in enc_line and all(base64.b64encode(k).decode() not in enc_line for _, k in keys)
+    with urllib.request.urlopen(f"http://127.0.0.1:{free}/health", timeout=10) as r:
+        health = json.loads(r.read())
+    assert health["status"] == "ok" and health["stock"] == 198
+    with urllib.request.urlopen(f"http://127.0.0.1:{free}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'qkd_kme_deliveries_total{endpoint="enc_keys"} 2.0' in text and "qkd_kme_free_keys 198.0" in text
+    proc.terminate()
+    assert proc.wait(30) == 0

@@ -1,4 +1,4 @@
-"""Certificates and TLS contexts for the key-delivery sites (mutual TLS, TLS 1.2+).
+"""Certificates and TLS contexts for the key-delivery sites (mutual TLS; the KME serves TLS 1.3 only).
 
 :func:`init_tls_pki` writes a demo CA (ECDSA P-256), a server+client certificate per KME (SAN
 127.0.0.1 and localhost; the KME ID as CN, which is how the peer KME is recognised) and a client
@@ -78,9 +78,12 @@ def init_tls_pki(directory: str | Path, *, kmes: tuple[str, ...] = ("kme-a", "km
 
 
 def server_context(cert: str | Path, key: str | Path, ca: str | Path) -> ssl.SSLContext:
-    """TLS 1.2+ server context that requires a client certificate from ``ca``."""
+    """TLS 1.3-only server context that requires a client certificate from ``ca``.
+
+    TLS 1.3 only: no RSA key exchange, no renegotiation, forward secrecy and AEAD ciphers
+    always; a client offering only TLS 1.2 fails at the handshake."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(cert, key)
     ctx.load_verify_locations(ca)
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -88,7 +91,8 @@ def server_context(cert: str | Path, key: str | Path, ca: str | Path) -> ssl.SSL
 
 
 def client_context(cert: str | Path, key: str | Path, ca: str | Path) -> ssl.SSLContext:
-    """TLS 1.2+ client context presenting ``cert`` and trusting only ``ca``."""
+    """TLS 1.2+ client context presenting ``cert`` and trusting only ``ca`` (it negotiates
+    TLS 1.3 with our KMEs, which accept nothing older; 1.2 is left for other vendors' KMEs)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)

@@ -174,3 +174,22 @@ class Sites:
         assert pa.link.pending == {}, sorted(pa.link.pending)
         assert pa.state_digest() == pb.state_digest()
         return {"keys": len(ids_a), "next_round": pb.link.next_round}
+
+
+def node_made_stores(root: Path, a: Path, b: Path, *, rounds: int = 4, exchanges: int = 60000) -> dict:
+    """Run two real nodes for ``rounds`` rounds and copy the two sites' key stores to ``a`` and
+    ``b`` (after both nodes stopped cleanly, and after checking the stores are identical)."""
+    import shutil
+
+    s = Sites(root, extra={"round": {"exchanges": exchanges}})
+    try:
+        s.start("alice")
+        s.start("bob", rounds=rounds)
+        assert s.wait("bob", timeout=300) == 0, (s.dirs["bob"] / "node.err").read_text()[-3000:]
+        assert s.terminate("alice") == 0
+        counts = s.check_stores()
+    finally:
+        s.close()
+    shutil.copy2(s.dirs["alice"] / "keys.db", a)
+    shutil.copy2(s.dirs["bob"] / "keys.db", b)
+    return counts

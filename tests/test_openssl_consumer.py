@@ -3,7 +3,7 @@ TLS 1.3 PSK of `openssl s_server` and `openssl s_client` (programs nobody here w
 
 The chain under test, all real processes on loopback:
 
-    qkd run (unseeded, CSPRNG choices) --store-a A.db --store-b B.db
+    qkd node run (site A)  <-classical + quantum TCP->  qkd node run (site B)   -> A.db, B.db
     qkd kme serve (site A: SAE sae-a, peer B)    qkd kme serve (site B: SAE sae-b)
     sae-a: enc_keys at A (master)  ->  key_ID  ->  sae-b: dec_keys at B (slave)
     openssl s_server -psk <key at B> -psk_identity <key_ID>  <-TLS 1.3->  openssl s_client -psk <key at A>
@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from nodeharness import node_made_stores
 
 pytest.importorskip("aiohttp", reason="the kme extra is not installed")
 
@@ -51,16 +52,10 @@ DEADLINE_S = 10.0
 
 
 def make_two_stores_with_keys(tmp: Path) -> tuple[Path, Path]:
-    """Two sites' key stores holding the two ends of one real QKD round's key.
-
-    Today: an unseeded `qkd run` (a seeded round's key is public and refused by the stores).
-    The one place to change when the keys come from the QKD nodes instead.
-    """
+    """Two sites' key stores filled by two real link nodes (``qkd node run``, one per site)."""
     a, b = tmp / "kme-a.db", tmp / "kme-b.db"
-    proc = subprocess.run([QKD, "run", "--json", "-n", "60000", "--noise", "depolarizing:0.02",
-                           "--store-a", str(a), "--store-b", str(b)],
-                          capture_output=True, text=True, env=ENV, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = node_made_stores(tmp / "nodes", a, b)
+    assert counts["keys"] >= 20, counts
     return a, b
 
 

@@ -1,5 +1,5 @@
-"""Third-party ETSI GS QKD 014 tools against two real `qkd kme serve` processes holding keys from
-a real (unseeded) QKD round: the `qkdsec doctor` conformance probe (PyPI qkdsec 0.3) and the
+"""Third-party ETSI GS QKD 014 tools against two real `qkd kme serve` processes holding keys two
+real link nodes (`qkd node run`, one per site) made: the `qkdsec doctor` conformance probe (PyPI qkdsec 0.3) and the
 two-party flow of `etsi-qkd-014-client` (PyPI).  tests/test_etsi014.py runs the latter against
 in-process KMEs; here both sites are separate processes and the peer link is real HTTPS.
 
@@ -40,6 +40,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nodeharness import node_made_stores
 
 pytest.importorskip("aiohttp", reason="the kme extra is not installed")
 pytest.importorskip("qkdsec.doctor", reason="qkdsec (test extra) is not installed")
@@ -52,16 +53,10 @@ NOT_FOUND = "one or more keys specified are not found on KME"
 
 
 def make_two_stores_with_keys(tmp: Path) -> tuple[Path, Path]:
-    """Two sites' key stores holding the two ends of one real QKD round's key.
-
-    Today: an unseeded `qkd run` (a seeded round's key is public and refused by the stores).
-    The one place to change when the keys come from the QKD nodes instead.
-    """
+    """Two sites' key stores filled by two real link nodes (``qkd node run``, one per site)."""
     a, b = tmp / "kme-a.db", tmp / "kme-b.db"
-    proc = subprocess.run([QKD, "run", "--json", "-n", "60000", "--noise", "depolarizing:0.02",
-                           "--store-a", str(a), "--store-b", str(b)],
-                          capture_output=True, text=True, env=ENV, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = node_made_stores(tmp / "nodes", a, b)
+    assert counts["keys"] >= 20, counts
     return a, b
 
 

@@ -88,3 +88,9 @@ def test_decoy_json_lines():
     assert figures.count("max_distance") == 3 and "simulated_rate" in figures and "pns_eve_known" in figures
     sim = next(row for row in rows if row["figure"] == "simulated_rate")
     assert sim["unit"] == "bits/pulse" and sim["analytic"] > 0 and sim["sd"] > 0
+
+
+def test_node_rate_json_lines():
+    rows = _json_lines("node_rate.py", "--distances", "0", "--rounds", "1", "--exchanges", "30000")
+    assert len(rows) == 1 and rows[0]["unit"] == "secret bits/s into both stores"
+    assert rows[0]["key_bits"] > 0 and rows[0]["params"]["distance_km"] == 0

@@ -185,3 +185,27 @@ def test_bad_configuration_is_refused_with_a_clear_error(tmp_path, sites):
     bad = subprocess.run([QKD, "node", "run", str(s.dirs["bob"])], env=ENV, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "simulation pool" in bad.stderr
+
+
+def test_the_nodes_own_kmes_deliver_the_same_key_to_an_sae_at_each_site(sites):
+    from qkd_circuits.etsi014 import KmeClient, client_context
+
+    s = sites(kme=True)
+    s.start("alice")
+    s.start("bob")
+    s.wait_log("alice", "stored", count=2, timeout=300)
+    s.wait_log("bob", "stored", count=2, timeout=300)
+    tls = s.root / "tls"
+    ctx = {sae: client_context(tls / f"{sae}.pem", tls / f"{sae}.key", tls / "ca.pem") for sae in ("sae-a", "sae-b")}
+    master = KmeClient("127.0.0.1", s.kme_ports["alice"], ctx["sae-a"])
+    slave = KmeClient("127.0.0.1", s.kme_ports["bob"], ctx["sae-b"])
+    keys = master.get_key("sae-b", number=2)
+    assert slave.get_key_with_ids("sae-a", [k for k, _ in keys]) == keys
+    # And the other way round: Bob's site as master.
+    back = KmeClient("127.0.0.1", s.kme_ports["bob"], ctx["sae-b"]).get_key("sae-a", number=1)
+    assert KmeClient("127.0.0.1", s.kme_ports["alice"], ctx["sae-a"]).get_key_with_ids("sae-b", [back[0][0]]) == back
+    s.terminate("bob")
+    s.terminate("alice")
+    a, b = s.store("alice"), s.store("bob")
+    assert a.key_IDs() == b.key_IDs() and a.fingerprint() == b.fingerprint()  # delivered keys left both
+    assert not {k for k, _ in keys + back} & set(a.key_IDs())

@@ -209,3 +209,23 @@ def test_the_nodes_own_kmes_deliver_the_same_key_to_an_sae_at_each_site(sites):
     a, b = s.store("alice"), s.store("bob")
     assert a.key_IDs() == b.key_IDs() and a.fingerprint() == b.fingerprint()  # delivered keys left both
     assert not {k for k, _ in keys + back} & set(a.key_IDs())
+
+
+def test_the_ttl_purge_drops_the_same_keys_at_both_sites(sites):
+    # low=0: once Bob's stock reaches high he pauses for good, so the stores only shrink after that.
+    s = sites(kme=True, stock={"ttl_s": 2.0, "purge_every_s": 0.5, "low": 0, "high": 3},
+              extra={"metrics": {"listen": "127.0.0.1:0"}})
+    s.start("alice")
+    s.start("bob")
+    s.wait_log("bob", "paused", timeout=300)
+    s.wait_log("alice", "purged", timeout=60)
+    deadline = time.monotonic() + 30
+    while s.store("alice").count() or s.store("bob").count():  # every key is older than the TTL now
+        assert time.monotonic() < deadline, (s.store("alice").count(), s.store("bob").count())
+        time.sleep(0.2)
+    listening = next(e for e in s.events("alice") if e["event"] == "listening")
+    text = urllib.request.urlopen(f"http://{listening['metrics']}/metrics", timeout=10).read().decode()
+    assert "qkd_node_rounds_total" in text and "qkd_kme_free_keys" in text  # the KME's metrics share the node's registry
+    s.terminate("bob")
+    assert s.terminate("alice") == 0
+    s.check_stores()

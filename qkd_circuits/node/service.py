@@ -382,7 +382,8 @@ class Node:
                            key_size=self.key_size, max_key_count=self.config["stock"]["max_key_count"],
                            peer_ssl=client_context(cert, key, ca) if kme["peer_url"] else None)
         host, port = parse_address(kme["listen"])
-        return start_kme(config, self.store, host=host, port=port, ssl_context=server_context(cert, key, ca))
+        return start_kme(config, self.store, host=host, port=port, ssl_context=server_context(cert, key, ca),
+                         registry=self.metrics.registry)
 
     def _stop_services(self) -> None:
         if self._http is not None:

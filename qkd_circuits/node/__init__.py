@@ -4,7 +4,7 @@ See :mod:`qkd_circuits.node.service` for how keys reach both sites' stores, and
 :mod:`qkd_circuits.node.quantum` for the simulated quantum channel between the nodes.
 """
 
-from .config import NodeConfig, load_config
+from .config import NodeConfig, default_config_text, load_config
 from .service import Node, read_status
 
-__all__ = ["Node", "NodeConfig", "load_config", "read_status"]
+__all__ = ["Node", "NodeConfig", "default_config_text", "load_config", "read_status"]

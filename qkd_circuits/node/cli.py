@@ -34,9 +34,11 @@ def node_group() -> None:
 @click.option("--link-id", default="A-B", show_default=True, help="The link's name (the same at both sites).")
 @click.option("--psk", "psk_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Copy this PSK file (from 'qkd psk init'; the same at both sites) into DIR/pool.psk.")
+@click.option("--tls", "tls_dir", type=click.Path(file_okay=False), default=None,
+              help="The site's TLS material for its KME (qkd kme tls-init DIR); default DIR/tls.")
 @click.option("--no-kme", is_flag=True, help="Do not run a KME in the node.")
 @click.option("--force", is_flag=True, help="Overwrite an existing node.toml / pool.psk.")
-def node_init(directory, role, link_id, psk_file, no_kme, force) -> None:
+def node_init(directory, role, link_id, psk_file, tls_dir, no_kme, force) -> None:
     """Write DIR/node.toml (commented defaults for a loopback demo) and copy the PSK."""
     from ..secretfile import write_secret_file
     from .config import CONFIG_NAME, default_config_text
@@ -44,7 +46,8 @@ def node_init(directory, role, link_id, psk_file, no_kme, force) -> None:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     try:
-        write_secret_file(d / CONFIG_NAME, default_config_text(role, link_id=link_id, kme=not no_kme).encode(),
+        write_secret_file(d / CONFIG_NAME, default_config_text(role, link_id=link_id, kme=not no_kme,
+                                                              tls=str(Path(tls_dir).resolve()) if tls_dir else "tls").encode(),
                           overwrite=force)
         if psk_file:
             write_secret_file(d / "pool.psk", Path(psk_file).read_bytes(), overwrite=force)

@@ -9,6 +9,7 @@ starts, with a :class:`~qkd_circuits.ConfigurationError` naming the key.  See
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def load_config(directory: str | Path, *, file: str | Path | None = None, overri
     return NodeConfig(directory, raw)
 
 
-def default_config_text(role: str, *, link_id: str = "A-B", kme: bool = True) -> str:
+def default_config_text(role: str, *, link_id: str = "A-B", kme: bool = True, tls: str = "tls") -> str:
     """A commented ``node.toml`` for one site of a demo link on loopback."""
     site = "a" if role == "alice" else "b"
     other = "b" if site == "a" else "a"
@@ -200,7 +201,7 @@ ttl_s = 0.0                 # > 0: alice purges keys older than this at both sit
 enabled = {"true" if kme else "false"}
 id = "kme-{site}"
 listen = "127.0.0.1:{ports[site]}"
-tls = "tls"                 # ca.pem, kme-{site}.pem, kme-{site}.key (qkd kme tls-init)
+tls = {json.dumps(str(tls))}{' ' * max(1, 20 - len(json.dumps(str(tls))))}# ca.pem, kme-{site}.pem, kme-{site}.key (qkd kme tls-init)
 saes = ["sae-{site}"]
 peer_id = "kme-{other}"
 peer_url = "https://127.0.0.1:{ports[other]}"

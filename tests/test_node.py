@@ -229,3 +229,34 @@ def test_the_ttl_purge_drops_the_same_keys_at_both_sites(sites):
     s.terminate("bob")
     assert s.terminate("alice") == 0
     s.check_stores()
+
+
+def test_eve_on_the_fibre_gets_no_key_into_either_store(sites):
+    s = sites(extra={"round": {"eve": "intercept-resend:1.0"}})
+    s.start("alice")
+    s.start("bob", rounds=3)
+    assert s.wait("bob", timeout=300) == 0
+    assert s.terminate("alice") == 0
+    rounds = [e for e in s.events("bob") if e["event"] == "round"]
+    assert [e["outcome"] for e in rounds] == ["aborted"] * 3 and {e["reason"] for e in rounds} == {"qber_too_high"}
+    assert s.check_stores()["keys"] == 0
+
+
+def test_tampered_or_lost_pulse_frames_cost_a_round_and_no_key(sites):
+    from faultproxy import Fault
+
+    s = sites(proxies=True)
+    # Connection 1 of the quantum channel: the block name flipped (Alice knows no such block);
+    # connection 2: the settings flipped (Bob measures other states: errors, caught or corrected);
+    # connection 3: the frame dropped (Bob times out).  Then honest rounds.
+    s.proxies["quantum"].add_fault(Fault(1, "s2c", 0, "flip_header", bit=8 * 10))
+    s.proxies["quantum"].add_fault(Fault(2, "s2c", 0, "flip_payload"))
+    s.proxies["quantum"].add_fault(Fault(3, "s2c", 0, "drop"))
+    s.start("alice")
+    s.start("bob", rounds=7)
+    assert s.wait("bob", timeout=300) == 0
+    assert s.terminate("alice") == 0
+    assert all(e.action for e in s.proxies["quantum"].log if e.connection in (1, 2, 3) and e.direction == "s2c")
+    outcomes = [e["outcome"] for e in s.events("bob") if e["event"] == "round"]
+    assert outcomes[1] == "failed" and outcomes[3] == "failed" and outcomes[-1] == "key", outcomes
+    s.check_stores()

@@ -5,27 +5,30 @@ Goal: at 10 concurrent clients, >= 500 deliveries/s with a p99 delivery latency 
     python benchmarks/kme_load.py                          # human-readable lines
     python benchmarks/kme_load.py --json                   # one JSON object per result line
     python benchmarks/kme_load.py --clients 1,10 --deliveries 100
+    python benchmarks/kme_load.py --client-threads --in-process-kmes   # all in one process
 
-Site A's KME serves the master SAE ``sae-a``, site B's the slave SAE ``sae-b``; both run
-in-process (``start_kme``, each on its own event-loop thread) with SQLite stores in a temporary
-directory.  A *delivery* is one enc_keys call for 1 key at A (A reserves it, has B record the
+Site A's KME serves the master SAE ``sae-a``, site B's the slave SAE ``sae-b``; by default each
+KME is its own ``qkd kme serve`` process (the deployment shape) and each client its own process
+(``--in-process-kmes``: both KMEs in this process via ``start_kme``; ``--client-threads``: clients
+as threads of this process, sharing its GIL), with SQLite stores (WAL, ``synchronous=FULL``) in a
+temporary directory.  A *delivery* is one enc_keys call for 1 key at A (A reserves it, has B record the
 assignment over the KME-to-KME TLS link, then hands it out) followed by one dec_keys call for
 that key_ID at B; its latency is the time of both calls, and the two keys are checked equal.
-Each client is a thread with its own ``KmeClient`` pair (a fresh TLS connection per call, as
-``KmeClient`` does).  Every client first makes ``--warmup`` deliveries; then all start together
+Each client has its own ``KmeClient`` pair (one kept-alive TLS connection to each KME).  Every client first makes ``--warmup`` deliveries; then all start together
 and each makes ``--deliveries`` (capped at ``--max-per-level`` deliveries per concurrency level,
 so 50 clients make 40 each by default); deliveries/s is the total over the wall time from the
 common start to the last client's end.
 
 The key source is not what is measured: the stores are filled directly with random bits (numpy
 ``default_rng(seed)``) cut by ``cut_key``, the same pieces at both sites, never from a QKD run.
-The clients share the Python process (and its GIL) with both KMEs, so the figure is a lower
-bound for KMEs running in their own processes.
+With ``--in-process-kmes --client-threads`` everything shares one Python process (and its
+GIL), a lower bound for the deployment shape.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -62,6 +65,8 @@ class Sites:
             store.add(pieces, link_id="A-B", round_number=0)
         self._procs = []
         if processes:  # the deployment shape: each KME its own `qkd kme serve` process
+            for store in self.stores.values():
+                store.close()
             self._start_processes(directory)
             return
         srv = {site: server_context(certs / f"kme-{site}.pem", certs / f"kme-{site}.key", certs / "ca.pem")
@@ -79,11 +84,14 @@ class Sites:
         def serve(site, *extra):
             proc = subprocess.Popen([qkd, "kme", "serve", "--id", f"kme-{site}", "--store", str(directory / f"{site}.db"),
                                      "--tls", str(directory / "tls"), "--listen", "127.0.0.1:0",
-                                     "--sae", f"sae-{site}", *extra], stderr=subprocess.PIPE, text=True)
+                                     "--sae", f"sae-{site}", "--max-key-count", str(10 ** 9), *extra],
+                                    stderr=subprocess.PIPE, text=True)
             self._procs.append(proc)
             line = proc.stderr.readline()
             if " on https://" not in line:
                 raise SystemExit(f"kme-{site} did not start: {line}")
+            # Its request log lines: read them, or the pipe fills and the KME blocks.
+            threading.Thread(target=lambda: [None for _ in iter(proc.stderr.readline, "")], daemon=True).start()
             return int(line.split(" on https://")[1].split()[0].rsplit(":", 1)[1])
 
         self.b_port = serve("b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
@@ -101,7 +109,12 @@ class Sites:
         if self._procs:
             for proc in self._procs:
                 proc.terminate()
-                proc.wait(10)
+            for proc in self._procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             return
         self.a.stop()
         self.b.stop()
@@ -116,6 +129,45 @@ def deliver(master: KmeClient, slave: KmeClient) -> float:
     if got != [key]:
         raise RuntimeError(f"the slave got other key material for key_ID {key[0]}")
     return elapsed
+
+
+def _client_process(sites: Sites, per_client: int, warmup: int, start, results) -> None:
+    """One client in its own process (forked): warm up, wait for the others, deliver, report."""
+    try:
+        master, slave = sites.clients()
+        for _ in range(warmup):
+            deliver(master, slave)
+        start.wait(timeout=300)
+        results.put([deliver(master, slave) for _ in range(per_client)])
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        start.abort()
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def measure_processes(sites: Sites, clients: int, per_client: int, warmup: int) -> tuple[float, list[float]]:
+    """Deliveries/s and every delivery's latency (s) for ``clients`` client processes."""
+    mp = multiprocessing.get_context("fork")
+    start, results = mp.Barrier(clients + 1), mp.Queue()
+    procs = [mp.Process(target=_client_process, args=(sites, per_client, warmup, start, results), daemon=True)
+             for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    try:
+        start.wait(timeout=300)
+        t0 = time.perf_counter()
+        batches = [results.get(timeout=600) for _ in procs]
+        wall = time.perf_counter() - t0
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    failed = [b for b in batches if isinstance(b, str)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} client(s) failed: {failed[0]}")
+    latencies = [s for batch in batches for s in batch]
+    return len(latencies) / wall, latencies
 
 
 def measure(sites: Sites, clients: int, per_client: int, warmup: int) -> tuple[float, list[float]]:
@@ -151,8 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="cap on the timed deliveries of one level (per client: at least 1)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed deliveries per client first")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random key material")
-    parser.add_argument("--kme-processes", action="store_true",
-                        help="run each KME as its own `qkd kme serve` process (default: in this process)")
+    parser.add_argument("--kme-processes", action="store_true", default=True,
+                        help="run each KME as its own `qkd kme serve` process (the default)")
+    parser.add_argument("--in-process-kmes", dest="kme_processes", action="store_false",
+                        help="run both KMEs in this process (start_kme)")
+    parser.add_argument("--client-processes", action="store_true", default=True,
+                        help="each client its own process (the default)")
+    parser.add_argument("--client-threads", dest="client_processes", action="store_false",
+                        help="clients as threads of this process (sharing its GIL)")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
     if any(c < 1 for c in levels) or args.deliveries < 1 or args.warmup < 0:
@@ -167,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         sites = Sites(Path(tmp), keys=needed + 100, seed=args.seed, processes=args.kme_processes)
         try:
             for clients, per_client in plan:
-                rate, latencies = measure(sites, clients, per_client, args.warmup)
+                run = measure_processes if args.client_processes else measure
+                rate, latencies = run(sites, clients, per_client, args.warmup)
                 p50, p99 = (float(np.percentile(latencies, q)) * 1e3 for q in (50, 99))
                 at_goal = clients == GOAL["clients"]
                 meets = rate >= GOAL["deliveries_per_s"] and p99 < GOAL["p99_ms"] if at_goal else None
@@ -178,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                     "goal": GOAL if at_goal else None, "meets_goal": meets,
                     "params": {"clients": clients, "deliveries": per_client, "warmup": args.warmup,
                                "key_bits": KEY_BITS, "keys_per_request": 1, "transport": "https mutual TLS, loopback",
-                               "kmes": "processes" if args.kme_processes else "in-process", "seed": args.seed},
+                               "kmes": "processes" if args.kme_processes else "in-process",
+                               "clients_as": "processes" if args.client_processes else "threads",
+                               "store": "sqlite WAL synchronous=FULL, group commit", "seed": args.seed},
                     **ctx,
                 }
                 goal_text = (f"goal >= {GOAL['deliveries_per_s']} deliveries/s and p99 < {GOAL['p99_ms']:g} ms: "

@@ -316,3 +316,23 @@ def test_one_held_connection_serves_many_threads_with_group_commits(tmp_path):
     store.close()
     with pytest.raises(qkd.KeyStoreError, match="closed"):
         store.count()
+
+
+def test_a_batch_is_one_transaction_of_savepoints(tmp_path):
+    store = KeyStore(tmp_path / "b.db")
+    store.add(keys(4), link_id="A-B", round_number=0)
+    with store.batch():
+        got = store.take_for_master("m", ["s"], number=2, size=256)
+        with pytest.raises(NotEnoughKeys):
+            store.take_for_master("m", ["s"], number=5, size=256)  # fails alone, the batch goes on
+        assert store.count_free() == 2  # this thread sees its own uncommitted work
+    assert store.count_free() == 2 and len(got) == 2
+    with pytest.raises(RuntimeError):
+        with store.batch():
+            store.take_for_master("m", ["s"], number=1, size=256)
+            raise RuntimeError("the caller gives up")
+    assert store.count_free() == 2  # the whole block was rolled back
+    with pytest.raises(qkd.KeyStoreError, match="do not nest"):
+        with store.batch():
+            with store.batch():
+                pass

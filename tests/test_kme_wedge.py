@@ -9,6 +9,7 @@ finalized at A as orphaned.  Either way no slave stays blocked and no key is del
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -48,6 +49,87 @@ class StalledStore:
         return self._gated("unassign", *args, **kwargs)
 
 
+class HoldingProxy:
+    """A TCP relay from A to B (TLS passes through untouched) that can hold back what A sends —
+    a request delayed in the network — and deliver it later.
+
+    ``hold_next()``: hold the next connection that carries data (from that chunk on);
+    ``hold_new()``: hold every connection opened from now on (from its first byte);
+    ``release()``: deliver everything held and stop holding."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._next = self._new = False
+        self._held: list[list] = []  # per held connection: [upstream socket, chunks, still holding]
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold_next(self) -> None:
+        with self._lock:
+            self._next = True
+
+    def hold_new(self) -> None:
+        with self._lock:
+            self._new = True
+
+    def release(self) -> None:
+        with self._lock:
+            self._next = self._new = False
+            for entry in self._held:
+                upstream, chunks, _ = entry
+                for chunk in chunks:
+                    try:
+                        upstream.sendall(chunk)
+                    except OSError:
+                        break
+                chunks.clear()
+                entry[2] = False
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            self._sockets += [downstream, upstream]
+            with self._lock:
+                entry = [upstream, [], True] if self._new else None
+                if entry is not None:
+                    self._held.append(entry)
+            threading.Thread(target=self._pump, args=(downstream, upstream, entry), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, downstream, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, entry) -> None:
+        from_a = entry is not False
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if from_a and entry is None and self._next:
+                        self._next = False
+                        entry = [sink, [], True]
+                        self._held.append(entry)
+                    if from_a and entry is not None and entry[2]:
+                        entry[1].append(data)
+                        continue
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+        except OSError:
+            return
+
+
 @pytest.fixture
 def linked(tmp_path):
     saes = ("sae-a", "sae-a2", "sae-b", "sae-b2")
@@ -68,20 +150,23 @@ def linked(tmp_path):
     b = start_kme(KmeConfig(KME_ID="kme-b", local_SAEs=frozenset({"sae-b", "sae-b2"}), peer_KME_ID="kme-a",
                             remote_SAEs=frozenset({"sae-a", "sae-a2"})), stalled, ssl_context=srv("kme-b"))
     a = None
+    proxy = HoldingProxy(b.port)
     try:
         a = start_kme(KmeConfig(KME_ID="kme-a", local_SAEs=frozenset({"sae-a", "sae-a2"}), peer_KME_ID="kme-b",
-                                remote_SAEs=frozenset({"sae-b", "sae-b2"}), peer_url=b.url, peer_ssl=ctx("kme-a"),
+                                remote_SAEs=frozenset({"sae-b", "sae-b2"}), peer_url=f"https://127.0.0.1:{proxy.port}", peer_ssl=ctx("kme-a"),
                                 peer_timeout=0.5, settle_interval=0.2, settle_max_interval=0.4),
                       stores["a"], ssl_context=srv("kme-a"))
         clients = {s: KmeClient("127.0.0.1", (a if s.startswith("sae-a") else b).port, ctx(s), timeout=10) for s in saes}
         yield {"a": stores["a"], "b": stores["b"], "stalled": stalled, "clients": clients, "tmp": tmp_path,
-               "kme_a": a}
+               "kme_a": a, "proxy": proxy}
     finally:
         for gate in stalled.gates.values():
             gate.set()
+        proxy.release()
         if a is not None:
             a.stop()
         b.stop()
+        proxy.close()
 
 
 def _wait(predicate, what, timeout=10.0):
@@ -118,9 +203,11 @@ def _no_key_twice(linked) -> None:
 
 
 def test_a_stalled_peer_whose_slave_fetched_the_key_leaves_it_orphaned_not_wedged(linked):
-    stalled, c = linked["stalled"], linked["clients"]
-    stalled.gates["assign"].clear()
-    stalled.gates["unassign"].clear()
+    stalled, c, proxy = linked["stalled"], linked["clients"], linked["proxy"]
+    warm = c["sae-a"].get_key("sae-b", number=1)  # A keeps a TLS connection to B open
+    assert c["sae-b"].get_key_with_ids("sae-a", [warm[0][0]]) == warm
+    stalled.gates["assign"].clear()  # B stalls (its store busy) on the next assignment
+    proxy.hold_new()  # and A's attempts to undo it, on new connections, are delayed in the network
     t0 = time.monotonic()
     with pytest.raises(Etsi014Error) as err:
         c["sae-a"].get_key("sae-b", number=1)
@@ -131,7 +218,7 @@ def test_a_stalled_peer_whose_slave_fetched_the_key_leaves_it_orphaned_not_wedge
     _wait(lambda: _assigned_at_b(linked["tmp"], key_ID), "B to record the assignment")
     (orphan,) = c["sae-b"].get_key_with_ids("sae-a", [key_ID])  # B's slave fetches a key its master never got
     assert orphan[0] == key_ID
-    stalled.gates["unassign"].set()
+    proxy.release()
     _wait(lambda: not linked["a"].pending_reservations(), "A to settle the reservation")
     assert ("orphaned", key_ID) in {(action, k) for _, k, _, action in linked["a"].audit()}
     _nobody_is_blocked(linked)
@@ -139,16 +226,19 @@ def test_a_stalled_peer_whose_slave_fetched_the_key_leaves_it_orphaned_not_wedge
     assert linked["a"].fingerprint() == linked["b"].fingerprint()  # both sites hold the same keys
 
 
-def test_a_stalled_assignment_that_lands_after_the_undo_is_refused(linked):
+def test_a_delayed_assignment_that_lands_after_the_undo_is_refused(linked):
     stalled, c = linked["stalled"], linked["clients"]
-    stalled.gates["assign"].clear()
+    warm = c["sae-a"].get_key("sae-b", number=1)  # A now keeps a TLS connection to B open
+    assert c["sae-b"].get_key_with_ids("sae-a", [warm[0][0]]) == warm
+    linked["proxy"].hold_next()  # the next assignment is delayed in the network, not at B
     with pytest.raises(Etsi014Error) as err:
         c["sae-a"].get_key("sae-b", number=3)
     assert err.value.status == 503
     _wait(lambda: not linked["a"].pending_reservations(), "A to settle the reservation")  # undone at B first
-    stalled.gates["assign"].set()  # ...then the late assignment arrives: refused, B stays consistent
-    _wait(lambda: stalled.calls["assign"] >= 1, "the late assignment")
-    time.sleep(0.2)
+    assert stalled.calls == {"assign": 1, "unassign": 1}
+    linked["proxy"].release()  # ...then the late assignment arrives: refused, B stays consistent
+    _wait(lambda: stalled.calls["assign"] >= 2, "the late assignment")
+    time.sleep(0.3)
     assert linked["a"].fingerprint() == linked["b"].fingerprint()
     _nobody_is_blocked(linked)
     _no_key_twice(linked)

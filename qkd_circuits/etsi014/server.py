@@ -42,7 +42,7 @@ import ssl
 import struct
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -292,19 +292,95 @@ class _PeerUnreachable(Exception):
     pass
 
 
+class _StoreThread:
+    """The KME's one store thread: it runs the store operations queued by the event loop in
+    batches, each batch one transaction (:meth:`KeyStore.batch`: one commit for every request
+    waiting meanwhile), and hands the results back only once the batch is committed.  One
+    thread instead of a pool: no GIL convoy between many threads that would only queue for the
+    store's lock anyway."""
+
+    def __init__(self, store: KeyStore, name: str) -> None:
+        self._store = store
+        self._items: list = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        future = loop.create_future()
+        with self._wake:
+            if self._closed:
+                raise KeyStoreError("the KME is stopping")
+            self._items.append((fn, future, loop))
+            self._wake.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._items and not self._closed:
+                    self._wake.wait()
+                if not self._items and self._closed:
+                    return
+                items, self._items = self._items, []
+            outcomes = []
+            batch = getattr(self._store, "batch", None)
+            try:
+                if batch is None or len(items) == 1:  # nothing to share a commit with
+                    outcomes = [self._call(fn) for fn, _, _ in items]
+                else:
+                    with batch():
+                        outcomes = [self._call(fn) for fn, _, _ in items]
+            except BaseException as exc:  # noqa: BLE001 - the batch is void: every caller hears it
+                error = exc if isinstance(exc, KeyStoreError) else StoreUnavailable(str(exc))
+                outcomes = [(None, error)] * len(items)
+            by_loop: dict = {}
+            for (fn, future, loop), outcome in zip(items, outcomes):
+                by_loop.setdefault(loop, []).append((future, outcome))
+            for loop, done in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_resolve, done)
+                except RuntimeError:  # the loop is closed
+                    pass
+
+    @staticmethod
+    def _call(fn):
+        try:
+            return fn(), None
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting request
+            return None, exc
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(30)
+
+
+def _resolve(done) -> None:
+    for future, (result, error) in done:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 class _Kme:
     """What one KME's handlers and background tasks share: config, store, metrics, the peer
-    link, the reservations being handled right now, and the store's threads."""
+    link, the reservations being handled right now, and the store thread."""
 
     def __init__(self, config: KmeConfig, store: KeyStore, metrics=None) -> None:
         self.config, self.store, self.metrics = config, store, metrics
         self.in_flight: set[str] = set()
-        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix=f"kme-{config.KME_ID}-store")
+        self.worker = _StoreThread(store, f"kme-{config.KME_ID}-store")
         self._session: ClientSession | None = None
         self.peer_ok = True
 
     async def blocking(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+        return await self.worker.submit(partial(fn, *args, **kwargs), asyncio.get_running_loop())
 
     def session(self) -> ClientSession | None:
         if self.config.peer_url is None or self.config.peer_ssl is None:
@@ -317,7 +393,7 @@ class _Kme:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        self.executor.shutdown(wait=True)
+        self.worker.close()
 
     async def peer(self, action: str, payload: dict, *, budget: float | None = None) -> tuple[int, dict]:
         """POST to the peer KME; retried (the calls are idempotent) with a short backoff while

@@ -218,7 +218,8 @@ class KeyStore:
         self.max_key_count = max_key_count
         if not self.path.exists():  # key material: readable by this user only (SQLite keeps the mode)
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self._lock = threading.Lock()        # the connection: one user at a time
+        self._lock = threading.RLock()       # the connection: one user (thread) at a time
+        self._batch_owner: int | None = None  # the thread inside batch(), if any
         self._queue_lock = threading.Lock()  # the queue of operations waiting for a group commit
         self._queue: list[_Op] = []
         self._db: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
@@ -267,8 +268,53 @@ class KeyStore:
         with self._lock:
             yield self._conn()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run several operations of this thread in one transaction (one commit, one fsync).
+
+        Inside, each operation still runs in its own savepoint (one that fails changes nothing
+        and raises as usual) and returns at once; nothing is durable until the block ends.  A
+        caller that hands results on (the KME's store thread) must do so only after the block,
+        and treat every result as void if it raises (:class:`StoreUnavailable`: nothing of the
+        block was stored).  Other threads wait until the block ends.
+        """
+        with self._lock:
+            db = self._conn()
+            if self._batch_owner is not None:
+                raise KeyStoreError("batches do not nest")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the key store is unavailable: {exc}") from None
+            self._batch_owner = threading.get_ident()
+            try:
+                yield
+            except BaseException:
+                self._batch_owner = None
+                db.execute("ROLLBACK")
+                raise
+            self._batch_owner = None
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise StoreUnavailable(f"the key store could not commit: {exc}") from None
+
     def _write(self, fn: Callable[[sqlite3.Connection], object]):
         """Run ``fn(db)`` atomically and durably: in a savepoint of a group-committed transaction."""
+        if self._batch_owner is not None and self._batch_owner == threading.get_ident():
+            db = self._db
+            db.execute("SAVEPOINT op")
+            try:
+                return fn(db)
+            except BaseException:
+                db.execute("ROLLBACK TO op")
+                raise
+            finally:
+                db.execute("RELEASE op")
         op = _Op(fn)
         with self._queue_lock:
             self._queue.append(op)

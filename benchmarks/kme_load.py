@@ -82,16 +82,21 @@ class Sites:
         qkd = str(Path(sys.executable).with_name("qkd"))
 
         def serve(site, *extra):
-            proc = subprocess.Popen([qkd, "kme", "serve", "--id", f"kme-{site}", "--store", str(directory / f"{site}.db"),
-                                     "--tls", str(directory / "tls"), "--listen", "127.0.0.1:0",
-                                     "--sae", f"sae-{site}", "--max-key-count", str(10 ** 9), *extra],
-                                    stderr=subprocess.PIPE, text=True)
+            log = directory / f"kme-{site}.log"  # its request log lines go to a file, not a pipe to drain
+            with open(log, "w") as sink:
+                proc = subprocess.Popen([qkd, "kme", "serve", "--id", f"kme-{site}", "--store",
+                                         str(directory / f"{site}.db"), "--tls", str(directory / "tls"),
+                                         "--listen", "127.0.0.1:0", "--sae", f"sae-{site}",
+                                         "--max-key-count", str(10 ** 9), *extra], stderr=sink, text=True)
             self._procs.append(proc)
-            line = proc.stderr.readline()
+            line = ""
+            for _ in range(600):  # up to 60 s
+                line = log.read_text().partition("\n")[0] if "\n" in log.read_text() else ""
+                if line or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
             if " on https://" not in line:
-                raise SystemExit(f"kme-{site} did not start: {line}")
-            # Its request log lines: read them, or the pipe fills and the KME blocks.
-            threading.Thread(target=lambda: [None for _ in iter(proc.stderr.readline, "")], daemon=True).start()
+                raise SystemExit(f"kme-{site} did not start: {log.read_text()[:500]}")
             return int(line.split(" on https://")[1].split()[0].rsplit(":", 1)[1])
 
         self.b_port = serve("b", "--peer-id", "kme-a", "--peer-sae", "sae-a")

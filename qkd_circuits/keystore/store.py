@@ -153,7 +153,8 @@ CREATE TABLE IF NOT EXISTS keys (
     assigned_to TEXT,
     reservation TEXT
 );
-CREATE INDEX IF NOT EXISTS keys_free ON keys (size, created) WHERE master_SAE_ID IS NULL;
+DROP INDEX IF EXISTS keys_free;
+CREATE INDEX IF NOT EXISTS keys_stock ON keys (size, created, key_ID) WHERE master_SAE_ID IS NULL;
 CREATE INDEX IF NOT EXISTS keys_reserved ON keys (reservation) WHERE reservation IS NOT NULL;
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

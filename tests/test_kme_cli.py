@@ -223,14 +223,14 @@ def test_foreign_pki_files_metrics_listener_and_text_logs(site):
     proc = subprocess.Popen([QKD, "kme", "serve", "--id", "kme-a", "--store", str(site / "kme-a.db"),
                              "--cert", str(tls / "kme-a.pem"), "--key", str(tls / "kme-a.key"), "--ca",
                              str(tls / "ca.pem"), "--listen", "127.0.0.1:0", "--sae", "sae-a",
-                             "--metrics-listen", f"127.0.0.1:{free}", "--max-key-count", "150"],
+                             "--metrics-listen", f"127.0.0.1:{free}", "--max-key-count", "250"],
                             stderr=subprocess.PIPE, text=True, env=ENV)
     STARTED.append(proc)
     line = proc.stderr.readline()
     assert "serving" in line and f":{free}" in line, line
     client = _sae(site, line.split(" on ")[1].split()[0])
     status = client.status("sae-a")
-    assert status["max_key_count"] == 150 and status["stored_key_count"] == 200  # filled before the limit
+    assert status["max_key_count"] == 250 and status["stored_key_count"] == 200
     keys = client.get_key("sae-a", number=2)
     log_line = proc.stderr.readline()
     assert "method=GET" in log_line and "status=200" in log_line and "caller=sae-a" in log_line

@@ -199,3 +199,46 @@ def test_one_log_line_per_request_and_never_key_bytes(sites, caplog):
 def test_bad_configs_are_refused(field, value):
     with pytest.raises(ConfigurationError, match="must be"):
         KmeConfig(KME_ID="x", local_SAEs=frozenset({"s"}), **{field: value})
+
+
+def test_many_concurrent_requests_share_peer_calls_and_stay_consistent(sites):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i):
+        master = KmeClient("127.0.0.1", sites["a"].port, sites["ctx"]("sae-a"))
+        slave = KmeClient("127.0.0.1", sites["b"].port, sites["ctx"]("sae-b"))
+        got = []
+        for _ in range(4):
+            keys = master.get_key("sae-b", number=1, size=64 * (1 + i % 3))
+            assert slave.get_key_with_ids("sae-a", [keys[0][0]]) == keys
+            got.append(keys[0][0])
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = [k for batch in pool.map(work, range(8)) for k in batch]
+    assert len(ids) == len(set(ids)) == 32
+    assert sites["stores"]["a"].fingerprint() == sites["stores"]["b"].fingerprint()
+
+
+def test_assign_batch_answers_each_assignment_on_its_own(sites):
+    import http.client
+
+    b = sites["stores"]["b"]
+    free = [k for k in b.key_IDs()][:2]
+    body = {"assignments": [
+        {"reservation": "r-ok", "master_SAE_ID": "sae-a", "slave_SAE_IDs": ["sae-b"], "key_IDs": [free[0]]},
+        {"reservation": "r-missing", "master_SAE_ID": "sae-a", "slave_SAE_IDs": ["sae-b"],
+         "key_IDs": ["00000000-0000-4000-8000-000000000000"]},
+        {"reservation": "r-bad"},
+    ]}
+    conn = http.client.HTTPSConnection("127.0.0.1", sites["b"].port, context=sites["ctx"]("kme-a"), timeout=10)
+    conn.request("POST", "/peer/v1/assign_batch", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    results = json.loads(response.read())["results"]
+    conn.close()
+    assert response.status == 200
+    assert [r["status"] for r in results] == [200, 409, 400] and results[1]["reason"] == "not_found"
+    assert b.unassign([free[0]], master="sae-a", reservation="r-ok") == 1  # put it back
+    with pytest.raises(Etsi014Error) as err:  # an SAE is not the peer KME
+        sites["clients"]["sae-b"]._call("POST", "/peer/v1/assign_batch", body)
+    assert err.value.status == 401

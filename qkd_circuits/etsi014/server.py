@@ -6,7 +6,7 @@ socket the SAE mapped to the caller's uid)::
     GET        /api/v1/keys/{slave_SAE_ID}/status
     GET|POST   /api/v1/keys/{slave_SAE_ID}/enc_keys       the caller is the master
     GET|POST   /api/v1/keys/{master_SAE_ID}/dec_keys      the caller is a slave
-    POST       /peer/v1/assign | unassign | purge         the peer KME only (its certificate's CN)
+    POST       /peer/v1/assign | assign_batch | unassign | purge    the peer KME only (its certificate's CN)
 
 and, on the separate plain-HTTP metrics listener (``start_kme(metrics_listen=...)``, off by
 default), ``GET /health`` and ``GET /metrics`` (Prometheus text format).
@@ -378,6 +378,8 @@ class _Kme:
         self.worker = _StoreThread(store, f"kme-{config.KME_ID}-store")
         self._session: ClientSession | None = None
         self.peer_ok = True
+        self._assignments: list = []  # (payload, future, deadline) made in this turn of the event loop
+        self._assigners: set = set()
 
     async def blocking(self, fn, *args, **kwargs):
         return await self.worker.submit(partial(fn, *args, **kwargs), asyncio.get_running_loop())
@@ -395,6 +397,55 @@ class _Kme:
             self._session = None
         self.worker.close()
 
+    async def assign(self, payload: dict) -> tuple[int, dict]:
+        """Have the peer record one assignment.  Assignments made in the same turn of the event
+        loop (requests woken together by one store commit) go in one call
+        (``/peer/v1/assign_batch``: one request, one commit there); calls do not wait for each other.
+
+        Returns the peer's ``(status, body)`` for this assignment; raises :class:`_PeerUnreachable`
+        if no answer came within ``peer_timeout``."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "never retrieved"
+        deadline = loop.time() + self.config.peer_timeout
+        self._assignments.append((payload, future, deadline))
+        if len(self._assignments) == 1:
+            loop.call_soon(self._flush_assignments)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise _PeerUnreachable("the peer KME did not answer assign in time") from None
+
+    def _flush_assignments(self) -> None:
+        items, self._assignments = self._assignments, []
+        if items:
+            task = asyncio.get_running_loop().create_task(self._send_assignments(items))
+            self._assigners.add(task)
+            task.add_done_callback(self._assigners.discard)
+
+    async def _send_assignments(self, items: list) -> None:
+        loop = asyncio.get_running_loop()
+        budget = max(d for _, _, d in items) - loop.time()
+        try:
+            if len(items) == 1:
+                answers = [await self.peer("assign", items[0][0], budget=budget)]
+            else:
+                status, body = await self.peer("assign_batch", {"assignments": [p for p, _, _ in items]},
+                                               budget=budget)
+                results = body.get("results") if status == 200 else None
+                if isinstance(results, list) and len(results) == len(items):
+                    answers = [(int(r.get("status", 500)), r) if isinstance(r, dict) else (500, {}) for r in results]
+                else:
+                    answers = [(status if status != 200 else 500, body)] * len(items)
+        except Exception as exc:  # noqa: BLE001 - every waiting request hears it (_PeerUnreachable mostly)
+            for _, future, _ in items:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, _PeerUnreachable) else _PeerUnreachable(str(exc)))
+            return
+        for (_, future, _), answer in zip(items, answers):
+            if not future.done():
+                future.set_result(answer)
+
     async def peer(self, action: str, payload: dict, *, budget: float | None = None) -> tuple[int, dict]:
         """POST to the peer KME; retried (the calls are idempotent) with a short backoff while
         the connection fails, within ``budget`` seconds (default ``peer_timeout``).
@@ -404,7 +455,7 @@ class _Kme:
         session = self.session()
         if session is None:
             raise _PeerUnreachable("no peer KME is configured")
-        deadline = time.monotonic() + (budget or self.config.peer_timeout)
+        deadline = time.monotonic() + (self.config.peer_timeout if budget is None else budget)
         pause = 0.05
         while True:
             left = deadline - time.monotonic()
@@ -573,18 +624,14 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
         return web.json_response({"keys": [{"key_ID": k.key_ID, "key": base64.b64encode(k.key).decode()}
                                            for k in keys]})
 
-    async def peer(request: web.Request) -> web.Response:
-        caller = _caller(request, config)
-        request[_CALLER] = caller
-        if config.peer_KME_ID is None or caller != config.peer_KME_ID:
-            return _error(401, "the caller is not the peer KME")
-        action = request.match_info["action"]
+    async def peer_operation(action: str, body) -> tuple[int, dict, int]:
+        """One peer operation: (HTTP status, JSON body, number of key IDs)."""
         try:
-            body = await request.json()
+            if not isinstance(body, dict):
+                raise TypeError
             if action == "purge":
                 key_IDs = [str(k) for k in body["key_IDs"]]
-                request[_KEY_IDS] = len(key_IDs)
-                return web.json_response({"dropped": await blocking(store.drop, key_IDs, "purged")})
+                return 200, {"dropped": await blocking(store.drop, key_IDs, "purged")}, len(key_IDs)
             master = str(body["master_SAE_ID"])
             reservation = body.get("reservation")
             reservation = None if reservation is None else str(reservation)
@@ -593,27 +640,45 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
                     groups = [(str(k["key_ID"]), [str(u) for u in k["units"]], int(k["size"])) for k in body["keys"]]
                 else:
                     groups = [(str(k), [str(k)], None) for k in body["key_IDs"]]
-                request[_KEY_IDS] = len(groups)
                 await blocking(store.assign, [], master=master, slaves=[str(s) for s in body["slave_SAE_IDs"]],
                                local_SAEs=config.local_SAEs, groups=groups, reservation=reservation)
-            else:
-                key_IDs = [str(k) for k in body["key_IDs"]]
-                request[_KEY_IDS] = len(key_IDs)
-                await blocking(store.unassign, key_IDs, master=master, reservation=reservation)
-        except (ValueError, KeyError, TypeError):
-            return _error(400, "malformed peer request")
+                return 200, {}, len(groups)
+            key_IDs = [str(k) for k in body["key_IDs"]]
+            await blocking(store.unassign, key_IDs, master=master, reservation=reservation)
+            return 200, {}, len(key_IDs)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return 400, {"message": "malformed peer request"}, 0
         except KeysNotFound as exc:
-            return web.json_response({"message": str(exc), "reason": "not_found", "missing": exc.missing[:1000]},
-                                     status=409)
+            return 409, {"message": str(exc), "reason": "not_found", "missing": exc.missing[:1000]}, 0
         except ReservationCancelled as exc:
-            return web.json_response({"message": str(exc), "reason": "cancelled"}, status=409)
+            return 409, {"message": str(exc), "reason": "cancelled"}, 0
         except AlreadyDelivered as exc:
-            return web.json_response({"message": str(exc), "reason": "delivered"}, status=409)
+            return 409, {"message": str(exc), "reason": "delivered"}, 0
         except StoreUnavailable:
-            return _error(503, "the key store is busy")
+            return 503, {"message": "the key store is busy"}, 0
         except KeyStoreError as exc:
-            return web.json_response({"message": str(exc), "reason": "conflict"}, status=409)
-        return web.json_response({})
+            return 409, {"message": str(exc), "reason": "conflict"}, 0
+
+    async def peer(request: web.Request) -> web.Response:
+        caller = _caller(request, config)
+        request[_CALLER] = caller
+        if config.peer_KME_ID is None or caller != config.peer_KME_ID:
+            return _error(401, "the caller is not the peer KME")
+        action = request.match_info["action"]
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError, RecursionError, LookupError):
+            return _error(400, "malformed peer request")
+        if action == "assign_batch":  # several assignments in one call (and one commit at this site)
+            items = body.get("assignments") if isinstance(body, dict) else None
+            if not isinstance(items, list) or not 0 < len(items) <= 1024:
+                return _error(400, "malformed peer request")
+            done = await asyncio.gather(*(peer_operation("assign", item) for item in items))
+            request[_KEY_IDS] = sum(n for _, _, n in done)
+            return web.json_response({"results": [{"status": code, **answer} for code, answer, _ in done]})
+        code, answer, count = await peer_operation(action, body)
+        request[_KEY_IDS] = count
+        return web.json_response(answer, status=code)
 
     base = "/api/v1/keys/{%s:[^/]*}/"  # any segment (even empty or with braces) reaches a handler
     app.router.add_get(base % "slave_SAE_ID" + "status", status)
@@ -621,7 +686,7 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
     app.router.add_route("POST", base % "slave_SAE_ID" + "enc_keys", enc_keys)
     app.router.add_route("GET", base % "master_SAE_ID" + "dec_keys", dec_keys)
     app.router.add_route("POST", base % "master_SAE_ID" + "dec_keys", dec_keys)
-    app.router.add_post("/peer/v1/{action:assign|unassign|purge}", peer)
+    app.router.add_post("/peer/v1/{action:assign|assign_batch|unassign|purge}", peer)
     return app
 
 
@@ -663,7 +728,7 @@ async def _assign_at_peer(kme: _Kme, reservation: str, master: str, slaves: list
                "key_IDs": [u for _, units, _ in groups for u in units],
                "keys": [{"key_ID": head, "units": units, "size": bits} for head, units, bits in groups]}
     try:
-        status, body = await kme.peer("assign", payload)
+        status, body = await kme.assign(payload)
     except _PeerUnreachable:
         log.warning("the peer did not confirm reservation %s in time: it stays unsettled", reservation)
         if kme.metrics is not None:

@@ -280,3 +280,15 @@ def test_logs_and_the_audit_trail_hold_no_key_bytes(tmp_path, caplog):
     assert "enc_keys" in trail and "dec_keys" in trail
     for _, key in keys:
         assert base64.b64encode(key).decode() not in trail and key.hex() not in trail
+
+
+def test_a_master_request_at_a_kme_without_a_peer_url_frees_its_keys_at_once(sites):
+    # KME B has no peer URL: it cannot have KME A record a key for sae-a, so it refuses (503) and
+    # holds nothing back.  It used to keep the oldest free key reserved, and every later request
+    # of sae-a at A then picked that same key and was refused by B (the notebook-04 wedge).
+    b_store, before = sites["stores"]["b"], sites["stores"]["b"].count_free()
+    with pytest.raises(Etsi014Error, match="no peer KME is configured") as err:
+        sites["clients"]["sae-b"].get_key("sae-a", number=1)
+    assert err.value.status == 503 and b_store.pending_reservations() == {} and b_store.count_free() == before
+    keys = sites["clients"]["sae-a"].get_key("sae-b", number=2)  # A's oldest keys are fine at B
+    assert sites["clients"]["sae-b"].get_key_with_ids("sae-a", [k for k, _ in keys]) == keys

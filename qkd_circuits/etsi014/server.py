@@ -727,6 +727,11 @@ async def _assign_at_peer(kme: _Kme, reservation: str, master: str, slaves: list
     payload = {"reservation": reservation, "master_SAE_ID": master, "slave_SAE_IDs": slaves,
                "key_IDs": [u for _, units, _ in groups for u in units],
                "keys": [{"key_ID": head, "units": units, "size": bits} for head, units, bits in groups]}
+    if kme.config.peer_url is None or kme.config.peer_ssl is None:
+        # Nothing was sent anywhere: free the keys now (holding them would block them for good,
+        # since no settlement can ever reach a peer that is not configured).
+        await kme.blocking(kme.store.release, reservation)
+        raise _Error(503, "no peer KME is configured to serve slaves at the other site")
     try:
         status, body = await kme.assign(payload)
     except _PeerUnreachable:

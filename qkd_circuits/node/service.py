@@ -409,7 +409,9 @@ class Node:
                 while not self._done():
                     conn = classical.accept(0.5)
                     if conn is not None:
-                        self._observe(self._alice_round(conn, source))
+                        result = self._alice_round(conn, source)
+                        if result is not None:
+                            self._observe(result)
                     self._periodic()
             finally:
                 self._stop.set()
@@ -429,7 +431,7 @@ class Node:
             except (ConnectionError, TimeoutError, ProtocolError) as exc:
                 _event("quantum_connection_failed", logging.WARNING, error=type(exc).__name__)
 
-    def _alice_round(self, conn, source: PulseSource) -> PartyResult:
+    def _alice_round(self, conn, source: PulseSource) -> PartyResult | None:
         pool, state = self.pool, {}
 
         def handler(frame: bytes) -> bytes:
@@ -460,7 +462,12 @@ class Node:
                 and not outcome().aborted:
             failure = "ConnectionError"  # Bob went away before the tags
         self.drain_outbox()
-        return _result("alice", outcome(), end, failure, pool)
+        result = _result("alice", outcome(), end, failure, pool)
+        if failure is None and "party" not in state and not end.summary.verified:
+            # Bob's SETTLE-only connection (before he stops): decisions, no round.
+            _event("settled", rounds=[{"round": x.round, "decision": x.decision} for x in result.settled])
+            return None
+        return result
 
     # -- Bob -------------------------------------------------------------------------------------
     def _room(self) -> bool:

@@ -17,7 +17,7 @@ from qkd_circuits.records import FORMAT
 @pytest.fixture(scope="module")
 def record():
     return qkd.run_exchanges(3000, mode="prepared", eve=qkd.InterceptResend(0.5), seed=2,
-                             detector=qkd.Detector(efficiency=0.8))
+                             detector=qkd.Detector(efficiency=0.8), lanes=1)  # one lane's circuit, below
 
 
 def test_round_trip_keeps_arrays_and_provenance(record, tmp_path):

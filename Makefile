@@ -18,10 +18,11 @@ demo: $(STAMP)
 	$(BIN)/qkd run --exchanges 200000 --noise depolarizing:0.04 --distance-km 10
 
 ## The default suite (slow studies excluded); doctests and notebooks included.  One worker per
-## core (pytest-xdist), a whole test file per worker so module fixtures are computed once.
+## core (pytest-xdist), a whole test file per worker so module fixtures are computed once
+## (loadscope: a file's test functions stay together; each notebook is a class of its own).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" --durations=15 -n $(JOBS) --dist loadfile
+	$(BIN)/python -m pytest -m "not slow" --durations=15 -n $(JOBS) --dist loadscope
 
 ## Everything, slow statistical studies too.
 test-all: $(STAMP)

@@ -99,12 +99,24 @@ def test_decoys_catch_pns(pns_40km):
     assert honest.estimate.valid and honest.rate > 0
 
 
-def test_simulated_points_land_on_the_analytic_curve():
-    # Four distances, 3M pulses each; the bootstrap sd is the error bar (3 sd allowed).
-    for i, distance in enumerate((0.0, 20.0, 40.0, 60.0)):
-        p = simulate_point(distance, mu=0.5, nu=0.1, pulses=3_000_000, seed=100 + i, bootstrap=150)
+def _check_points_on_the_curve(distances, pulses: int, seeds) -> None:
+    # The bootstrap sd of each point (from its own counts, so it scales with the pulses) is the
+    # error bar: 3 sd allowed.
+    for distance, seed in zip(distances, seeds):
+        p = simulate_point(distance, mu=0.5, nu=0.1, pulses=pulses, seed=seed, bootstrap=150)
         assert p["rate"] > 0 and p["rate_sd"] > 0
         assert abs(p["rate"] - p["analytic"]) <= 3 * p["rate_sd"], p
+
+
+def test_simulated_points_land_on_the_analytic_curve():
+    # Two distances, 1.5M pulses each (the rate's bootstrap sd is ~15% of it at 0 km, ~30% at 40 km).
+    _check_points_on_the_curve((0.0, 40.0), 1_500_000, seeds=(100, 102))
+
+
+@pytest.mark.slow
+def test_simulated_points_land_on_the_analytic_curve_at_four_distances():
+    # Four distances, 3M pulses each: tighter error bars, out to 60 km.
+    _check_points_on_the_curve((0.0, 20.0, 40.0, 60.0), 3_000_000, seeds=(100, 101, 102, 103))
 
 
 def test_decoy_session_makes_identical_keys_and_pns_aborts():
@@ -131,11 +143,12 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     assert (alice_pool.available_bits, bob_pool.available_bits) == before  # no pad bits spent
 
 
-def test_without_decoys_pns_yields_a_key_eve_knows():
-    channel, detector = link_models(40)
-    eve = PhotonNumberSplitting.matching(0.5, channel, detector)
-    source = WeakCoherentSource.vacuum_weak(0.5, 0.1, p_signal=0.9, p_decoy=0.05)
-    naive = run_decoy_session(12_000_000, source=source, channel=channel, detector=detector, eve=eve, seed=5,
+def _check_naive_session_under_pns(distance_km: float, mu: float, pulses: int) -> None:
+    channel, detector = link_models(distance_km)
+    eve = PhotonNumberSplitting.matching(mu, channel, detector)
+    assert eve.single_pass == 0.0  # the link is lossy enough for Eve to block every single photon
+    source = WeakCoherentSource.vacuum_weak(mu, 0.1, p_signal=0.9, p_decoy=0.05)
+    naive = run_decoy_session(pulses, source=source, channel=channel, detector=detector, eve=eve, seed=5,
                               method="assume-single-photons", config=PostProcessingConfig(sample_fraction=0.1))
     assert not naive.to_dict()["aborted"] and naive.alice_key is not None
     assert naive.eve_known_fraction > 0.95
@@ -143,6 +156,18 @@ def test_without_decoys_pns_yields_a_key_eve_knows():
     # abort path is tested above): no single photons can be certified, so no key would be made.
     est = analyse(naive.record, "decoy-vacuum-weak", u_alpha=5.0).estimate
     assert not est.valid or est.q_mu <= 0
+
+
+def test_without_decoys_pns_yields_a_key_eve_knows():
+    # μ = 0.8 over 26 km: PNS already hides there (single_pass 0), and the signal clicks 3x as
+    # often as μ = 0.5 at 40 km, so 4M pulses give the ~10^4 sifted bits a finite-size key needs.
+    _check_naive_session_under_pns(26, 0.8, 4_000_000)
+
+
+@pytest.mark.slow
+def test_without_decoys_pns_yields_a_key_eve_knows_at_40_km():
+    # μ = 0.5 (as in the rest of this file) at 40 km: 12M pulses for the same sifted bits.
+    _check_naive_session_under_pns(40, 0.5, 12_000_000)
 
 
 @pytest.mark.parametrize("call, match", [

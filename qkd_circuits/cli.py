@@ -155,7 +155,8 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
             click.echo(f"the signed round seeded the key pool: continue with --psk {Path(pki_dir) / 'pool.psk'}",
                        err=True)
     if (store_a or store_b) and not result.report.aborted:
-        _store_keys(result, store_a, store_b, link_id, result.report.auth.get("round") if pool is not None else None)
+        _store_keys(result, store_a, store_b, link_id, result.report.auth.get("round") if pool is not None else None,
+                    pool.epoch if pool is not None else b"")
     if save_record:
         result.record.save(save_record)
     report = result.report
@@ -166,18 +167,19 @@ def run(exchanges, mode, backend, noise, eve, distance_km, alpha_db_per_km, dete
     sys.exit(EXIT_ABORTED if report.aborted else EXIT_OK)
 
 
-def _store_keys(result, store_a, store_b, link_id, round_number) -> None:
+def _store_keys(result, store_a, store_b, link_id, round_number, epoch: bytes = b"") -> None:
     import secrets as _secrets
 
     from .keystore import KeyStore, store_final_key
 
-    # Key IDs come from (link, round, index): a round without a PSK has no number, so use a
-    # fresh random one (both sites are stored from this process, so they agree).
+    # Key IDs come from (link, pool epoch, round, index), so a re-bootstrapped PSK never reuses
+    # them; a round without a PSK has no number or epoch, so use a fresh random round number
+    # (both sites are stored from this process, so they agree).
     round_id = round_number if round_number is not None else _secrets.randbits(62)
     for path, key in ((store_a, result.alice_key), (store_b, result.bob_key)):
         if path:
             try:
-                stored = store_final_key(KeyStore(path), key, link_id=link_id, round_number=round_id)
+                stored = store_final_key(KeyStore(path), key, link_id=link_id, round_number=round_id, epoch=epoch)
             except QKDError as exc:
                 _fail(str(exc), EXIT_USAGE)
             click.echo(f"stored {stored} keys of 256 bits in {path}", err=True)

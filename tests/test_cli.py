@@ -125,3 +125,17 @@ def test_pki_bootstrap_from_the_command_line(tmp_path):
     assert qkd.AuthKeyPool.load(pki / "pool.psk").available_bits == 4096
     proc = qkd_cli("run", "--json", "-n", "1000", "--psk", "x", "--pki", str(pki))
     assert proc.returncode == 2 and "choose one bootstrap" in proc.stderr
+
+
+def test_run_into_stores_after_a_re_bootstrap_gets_new_key_ids(tmp_path):
+    # key_IDs derive from (link, pool epoch, round, index): a fresh PSK restarts the rounds at 0
+    # but never reuses an ID (before, the second run was refused: "key_ID is already in the store").
+    stores = ["--store-a", str(tmp_path / "a.db"), "--store-b", str(tmp_path / "b.db")]
+    for _ in range(2):
+        assert qkd_cli("psk", "init", str(tmp_path / "link.psk"), "--force").returncode == 0
+        proc = qkd_cli("run", "--json", "-n", "60000", "--psk", str(tmp_path / "link.psk"), *stores)
+        assert proc.returncode == 0, proc.stderr
+    from qkd_circuits.keystore import KeyStore
+
+    a, b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
+    assert a.key_IDs() == b.key_IDs() and a.fingerprint() == b.fingerprint() and a.count() > 2

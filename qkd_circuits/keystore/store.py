@@ -807,11 +807,16 @@ class KeyStore:
         self._write(lambda db: db.executemany("DELETE FROM purge_outbox WHERE key_ID = ?", ids))
 
 
-def store_final_key(store: KeyStore, key, *, link_id: str, round_number: int, size: int = 256) -> int:
+def store_final_key(store: KeyStore, key, *, link_id: str, round_number: int, size: int = 256,
+                    epoch: bytes = b"") -> int:
     """Cut one party's final key (a :class:`~qkd_circuits.FinalKey`) and store the pieces.
 
-    Alice's site stores Alice's key and Bob's site Bob's; with the same ``link_id`` and round
-    both derive the same key IDs.  Returns the number of keys stored.
+    Alice's site stores Alice's key and Bob's site Bob's; with the same ``link_id``, ``epoch``
+    (the pool's, so that a re-bootstrapped link never reuses a key_ID) and round both derive the
+    same key IDs.  With an epoch the round is recorded as stored (:meth:`KeyStore.add_round`):
+    storing it again adds nothing.  Returns the number of keys stored.
     """
-    pieces = cut_key(key.bits, link_id=link_id, round_number=round_number, size=size)
+    pieces = cut_key(key.bits, link_id=link_id, round_number=round_number, size=size, epoch=epoch)
+    if epoch:
+        return store.add_round(pieces, link_id=link_id, epoch=epoch, round_number=round_number)
     return store.add(pieces, link_id=link_id, round_number=round_number)

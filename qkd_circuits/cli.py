@@ -673,6 +673,32 @@ def kme_tls_init(directory, kmes, saes, force) -> None:
     click.echo(f"wrote {directory}/ca.pem and certificates for {', '.join((*kmes, *saes))}")
 
 
+@kme.command("wrap-keygen")
+@click.argument("private_file", metavar="PRIVFILE", type=click.Path(dir_okay=False))
+@click.argument("public_file", metavar="PUBFILE", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def kme_wrap_keygen(private_file, public_file, force) -> None:
+    """Make an SAE's wrapping key pair (ML-KEM-768 + X25519): PRIVFILE stays with the SAE
+    ('get-key --unwrap PRIVFILE'), PUBFILE goes to its KME ('serve --wrap-for SAE=PUBFILE').
+    Both files are written mode 0600."""
+    from .etsi014 import wrap
+
+    if Path(private_file).resolve() == Path(public_file).resolve():
+        _fail("PRIVFILE and PUBFILE must be different files", EXIT_USAGE)
+    if not force:
+        existing = [f for f in (private_file, public_file) if Path(f).exists() or Path(f).is_symlink()]
+        if existing:
+            _fail(f"{', '.join(existing)} exists; use --force to overwrite", EXIT_USAGE)
+    private, public = wrap.generate_wrapping_keypair()
+    try:
+        wrap.save_wrapping_key(private_file, private, overwrite=force)
+        wrap.save_wrapping_public(public_file, public, overwrite=force)
+    except (QKDError, OSError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"wrote the wrapping private key {private_file} (keep it with the SAE) and its public key "
+               f"{public_file} (for the KME: --wrap-for SAE={public_file})")
+
+
 def _tls_material(kme_id, tls_dir, cert, key, ca):
     """The KME's (certificate, key, CA) from --cert/--key/--ca (a foreign PKI) or --tls DIR."""
     given = [x for x in (cert, key, ca) if x]
@@ -723,9 +749,12 @@ def _tls_material(kme_id, tls_dir, cert, key, ca):
               help="Also serve /health and /metrics over plain HTTP here (loopback!) [default: off].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="One line per request on stderr: key=value text or JSON.")
+@click.option("--wrap-for", "wrap_for", multiple=True, metavar="SAE=PUBFILE",
+              help="Wrap every key handed to this --sae for its wrapping public key (from "
+                   "'qkd kme wrap-keygen'; repeatable).")
 def kme_serve(kme_id, store_path, tls_dir, cert, key_file, ca, listen, unix_path, uid_saes, unix_mode, also_tcp, saes,
               peer_id, peer_url, peer_saes, key_size, max_key_size, max_key_count, max_keys_per_request,
-              max_sae_id_count, peer_timeout, store_timeout, metrics_listen, log_format) -> None:
+              max_sae_id_count, peer_timeout, store_timeout, metrics_listen, log_format, wrap_for) -> None:
     """Serve one site's key store over ETSI GS QKD 014 until SIGINT or SIGTERM (then finish the
     requests in flight, close the store and exit 0)."""
     import logging
@@ -754,12 +783,25 @@ def kme_serve(kme_id, store_path, tls_dir, cert, key_file, ca, listen, unix_path
             if not sep or not uid.isdigit() or not sae:
                 raise ConfigurationError(f"--uid-sae takes UID=SAE, got {item!r}")
             uid_map[int(uid)] = sae
+        wrap_keys = {}
+        for item in wrap_for:
+            sae, sep, pubfile = item.partition("=")
+            if not sep or not sae or not pubfile:
+                raise ConfigurationError(f"--wrap-for takes SAE=PUBFILE, got {item!r}")
+            if sae not in saes:
+                raise ConfigurationError(f"--wrap-for {sae}: not an SAE of this KME (give it with --sae)")
+            if sae in wrap_keys:
+                raise ConfigurationError(f"--wrap-for {sae} is given twice")
+            from .etsi014.wrap import load_wrapping_public
+
+            wrap_keys[sae] = load_wrapping_public(pubfile)
         config = KmeConfig(KME_ID=kme_id, local_SAEs=frozenset(saes), peer_KME_ID=peer_id,
                            remote_SAEs=frozenset(peer_saes), peer_url=peer_url, key_size=key_size,
                            max_key_size=max_key_size, max_key_count=max_key_count,
                            max_key_per_request=max_keys_per_request, max_SAE_ID_count=max_sae_id_count,
                            peer_timeout=peer_timeout,
-                           peer_ssl=client_context(cert, key, ca) if peer_url else None, uid_SAEs=uid_map)
+                           peer_ssl=client_context(cert, key, ca) if peer_url else None, uid_SAEs=uid_map,
+                           wrap_keys=wrap_keys)
         try:
             mode = int(unix_mode, 8)
         except ValueError:
@@ -789,6 +831,8 @@ def kme_serve(kme_id, store_path, tls_dir, cert, key_file, ca, listen, unix_path
         signal.signal(signum, on_signal)
     where = " and ".join(([f"unix:{unix_path}"] if unix_path else []) + ([running.url] if running.port else []))
     extra = f"; metrics on http://{metrics_listen.rsplit(':', 1)[0]}:{running.metrics_port}" if metrics_listen else ""
+    if wrap_for:
+        extra += f"; wrapping keys for {', '.join(sorted(config.wrap_keys))}"
     click.echo(f"{kme_id} serving ETSI GS QKD 014 on {where} (recovered: {running.recovery}){extra}", err=True)
     while not stop.wait(3600):
         pass
@@ -797,19 +841,31 @@ def kme_serve(kme_id, store_path, tls_dir, cert, key_file, ca, listen, unix_path
     click.echo(f"{kme_id} stopped", err=True)
 
 
-def _kme_client(url: str, tls_dir: str, sae: str):
+def _kme_client(url: str, tls_dir: str, sae: str, unwrap_with: bytes | None = None):
     from urllib.parse import urlsplit
 
     from .etsi014 import KmeClient, client_context
 
     if url.startswith("unix:"):
-        return KmeClient(unix_path=url[5:])  # the kernel names us: no certificate
+        return KmeClient(unix_path=url[5:], unwrap_with=unwrap_with)  # the kernel names us: no certificate
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname or not parts.port:
         _fail(f"--kme must be https://HOST:PORT or unix:PATH, got {url!r}", EXIT_USAGE)
     if not (tls_dir and sae):
         _fail("--tls DIR and --sae ID are needed for an https KME", EXIT_USAGE)
-    return KmeClient(parts.hostname, parts.port, client_context(*_tls_files(tls_dir, sae)))
+    return KmeClient(parts.hostname, parts.port, client_context(*_tls_files(tls_dir, sae)), unwrap_with=unwrap_with)
+
+
+def _unwrap_key_file(path):
+    """The wrapping private key of ``--unwrap PRIVFILE`` (None without it); a bad file exits 2."""
+    if path is None:
+        return None
+    from .etsi014.wrap import load_wrapping_key
+
+    try:
+        return load_wrapping_key(path)
+    except QKDError as exc:
+        _fail(f"--unwrap {path}: {exc}", EXIT_USAGE)
 
 
 def _kme_call(fn) -> None:
@@ -820,6 +876,8 @@ def _kme_call(fn) -> None:
     except Etsi014Error as exc:
         click.echo(json.dumps({"status": exc.status, **exc.body}))
         sys.exit(EXIT_ABORTED)
+    except QKDError as exc:  # a wrapped/plain mismatch, or a key that does not unwrap (no key bytes in it)
+        _fail(f"{type(exc).__name__}: {exc}", EXIT_ABORTED)
     except (OSError, ConnectionError) as exc:
         _fail(f"cannot reach the KME: {exc}", EXIT_BACKEND)
 
@@ -850,12 +908,17 @@ def kme_status(url, tls_dir, sae, slave) -> None:
 @click.option("--slave", required=True)
 @click.option("--number", type=int, default=1, show_default=True)
 @click.option("--also", "additional", multiple=True, help="An additional slave SAE (repeatable).")
-def kme_get_key(url, tls_dir, sae, slave, number, additional) -> None:
+@click.option("--unwrap", "unwrap_file", default=None, type=click.Path(dir_okay=False), metavar="PRIVFILE",
+              help="Unwrap the keys with this wrapping private key (the KME wraps for this SAE).")
+def kme_get_key(url, tls_dir, sae, slave, number, additional, unwrap_file) -> None:
     """Get keys as master for a slave SAE (prints key_IDs and base64 keys as JSON)."""
     import base64
 
+    private = _unwrap_key_file(unwrap_file)
+
     def call():
-        keys = _kme_client(url, tls_dir, sae).get_key(slave, number=number, additional_slave_SAE_IDs=list(additional))
+        keys = _kme_client(url, tls_dir, sae, private).get_key(slave, number=number,
+                                                               additional_slave_SAE_IDs=list(additional))
         return {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode()} for k, v in keys]}
 
     _kme_call(call)
@@ -865,12 +928,16 @@ def kme_get_key(url, tls_dir, sae, slave, number, additional) -> None:
 @_kme_client_options
 @click.option("--master", required=True)
 @click.argument("key_ids", nargs=-1, required=True)
-def kme_get_key_with_ids(url, tls_dir, sae, master, key_ids) -> None:
+@click.option("--unwrap", "unwrap_file", default=None, type=click.Path(dir_okay=False), metavar="PRIVFILE",
+              help="Unwrap the keys with this wrapping private key (the KME wraps for this SAE).")
+def kme_get_key_with_ids(url, tls_dir, sae, master, key_ids, unwrap_file) -> None:
     """Get keys by ID as a slave of MASTER (JSON)."""
     import base64
 
+    private = _unwrap_key_file(unwrap_file)
+
     def call():
-        keys = _kme_client(url, tls_dir, sae).get_key_with_ids(master, list(key_ids))
+        keys = _kme_client(url, tls_dir, sae, private).get_key_with_ids(master, list(key_ids))
         return {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode()} for k, v in keys]}
 
     _kme_call(call)

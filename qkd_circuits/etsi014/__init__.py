@@ -4,10 +4,10 @@ Needs the ``kme`` extra (aiohttp, prometheus-client) for the server; the client 
 standard library.  See ``docs/kme.md``.
 """
 
-from .client import Etsi014Error, KmeClient
+from .client import Etsi014Error, KeyIsWrapped, KeyNotWrapped, KmeClient, WrapMismatch
 from .tls import client_context, init_tls_pki, server_context
 
-__all__ = ["Etsi014Error", "KmeClient", "client_context", "init_tls_pki", "server_context", "KmeConfig", "start_kme",
+__all__ = ["Etsi014Error", "KmeClient", "WrapMismatch", "KeyNotWrapped", "KeyIsWrapped", "client_context", "init_tls_pki", "server_context", "KmeConfig", "start_kme",
            "RunningKme", "KmeMetrics", "purge_expired"]
 
 

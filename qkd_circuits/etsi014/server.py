@@ -28,6 +28,12 @@ records the same composite, so both sites derive the same bytes under the same k
 
 One log line per request goes to the ``qkd_circuits.kme`` logger (method, path, caller, status,
 keys, key_IDs, latency; never key bytes): :class:`JsonLogFormatter` writes it as JSON.
+
+Wrapped delivery (``KmeConfig.wrap_keys``, :mod:`.wrap`): an SAE configured with a wrapping
+public key gets every key it is handed (enc_keys as master, dec_keys as slave) wrapped to that
+key, in a worker thread off the event loop, with ``key_extension {"qkd_circuits_wrap": SUITE}``;
+its Status carries ``status_extension {"qkd_circuits_wrap": SUITE}``.  The choice is the KME's
+configuration per receiving SAE, never the request's: no request can ask for plain keys.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from aiohttp.web_server import Server
 from ..exceptions import ConfigurationError, KeyStoreError
 from ..keystore import (AlreadyDelivered, KeyStore, KeysNotFound, NotARecipient, NotEnoughKeys, ReservationCancelled,
                         StoreUnavailable)
+from . import wrap
 from .tls import peer_identity
 
 __all__ = ["KmeConfig", "make_app", "make_metrics_app", "purge_expired", "recover", "settle", "JsonLogFormatter",
@@ -93,6 +100,10 @@ class KmeConfig:
             between attempts (doubling while the peer does not answer).
         uid_SAEs: on a Unix socket, the SAE ID of each local user id (from the kernel's peer
             credentials, SO_PEERCRED); the socket file's permissions are the outer fence.
+        wrap_keys: SAE ID -> wrapping public key (:func:`.wrap.generate_wrapping_keypair`):
+            every key handed to that SAE (as master or slave) is wrapped to it
+            (:func:`.wrap.wrap_for_sae`).  Each SAE must be a local SAE and each key must parse;
+            with any set, ``max_key_size`` is at most ``8 * wrap.MAX_KEY_BYTES`` bits.
     """
 
     KME_ID: str
@@ -110,6 +121,7 @@ class KmeConfig:
     peer_timeout: float = 10.0
     settle_interval: float = 0.5
     settle_max_interval: float = 30.0
+    wrap_keys: dict = field(default_factory=dict, repr=False)  # SAE ID -> wrapping public key
 
     def __post_init__(self) -> None:
         def positive(name, value, *, zero=False):
@@ -131,6 +143,32 @@ class KmeConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+        self._check_wrap_keys()
+
+    def _check_wrap_keys(self) -> None:
+        if not isinstance(self.wrap_keys, dict):
+            raise ConfigurationError(f"wrap_keys must be a dict of SAE ID -> wrapping public key, got "
+                                     f"{type(self.wrap_keys).__name__}")
+        checked = {}
+        for sae, public in self.wrap_keys.items():
+            if not isinstance(sae, str) or sae not in self.local_SAEs:
+                raise ConfigurationError(f"wrap_keys names {sae!r}, which is not a local SAE of this KME "
+                                         f"(one of {sorted(self.local_SAEs)})")
+            if not isinstance(public, (bytes, bytearray, memoryview)):
+                raise ConfigurationError(f"the wrapping public key of {sae!r} must be bytes, got "
+                                         f"{type(public).__name__}")
+            public = bytes(public)
+            try:
+                # One trial wrap: parses both parts and also catches a low-order X25519 key, which
+                # parses but would fail every delivery after its keys were spent.
+                wrap.wrap_key(b"\0", key_ID="config-check", recipient_public=public)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"the wrapping public key of {sae!r}: {exc}") from None
+            checked[sae] = public
+        if checked and self.max_key_size > 8 * wrap.MAX_KEY_BYTES:
+            raise ConfigurationError(f"max_key_size {self.max_key_size} is too large for wrapped delivery "
+                                     f"(at most {8 * wrap.MAX_KEY_BYTES} bits)")
+        object.__setattr__(self, "wrap_keys", checked)
 
 
 class _Error(Exception):
@@ -525,6 +563,19 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
                 return _error(503, "the key store could not serve this request")
         return wrapped
 
+    async def key_objects(caller: str, keys) -> list[dict]:
+        """The Key objects for ``caller``: wrapped to its public key if the configuration says so
+        (CPU work: in a worker thread, not on the event loop nor the store thread), else plain."""
+        public = config.wrap_keys.get(caller)
+        if public is None:
+            return [{"key_ID": k.key_ID, "key": base64.b64encode(k.key).decode()} for k in keys]
+        pairs = [(k.key_ID, k.key) for k in keys]
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, wrap.wrap_for_sae, pairs, public)
+        except ConfigurationError:  # cannot happen for a checked config; the message never holds key bytes
+            log.exception("wrapping keys for %s failed", caller)
+            raise _Error(503, "the KME could not wrap the keys for this SAE") from None
+
     def known_slave(slave: str) -> None:
         if not _text(slave) or (slave not in config.local_SAEs and slave not in config.remote_SAEs):
             raise _Error(400, f"slave SAE {slave!r} is not known to this KME")
@@ -543,6 +594,7 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
             "max_key_count": store.max_key_count, "max_key_per_request": config.max_key_per_request,
             "max_key_size": config.max_key_size, "min_key_size": MIN_KEY_SIZE,
             "max_SAE_ID_count": config.max_SAE_ID_count,
+            **({"status_extension": {wrap.EXTENSION: wrap.SUITE}} if caller in config.wrap_keys else {}),
         })
 
     @api
@@ -590,7 +642,7 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
         finally:
             kme.in_flight.discard(reservation)
         request[_KEYS] = len(keys)
-        body = {"keys": [{"key_ID": k.key_ID, "key": base64.b64encode(k.key).decode()} for k in keys]}
+        body = {"keys": await key_objects(caller, keys)}
         if optional:
             body["key_container_extension"] = {"extension_optional_unsupported": optional}
         return web.json_response(body)
@@ -621,8 +673,7 @@ def make_app(config: KmeConfig, store: KeyStore, *, metrics=None) -> web.Applica
                 raise _Error(400, "key_ID shall be a UUID string")
         keys = await blocking(store.take_for_slave, caller, master, key_IDs)
         request[_KEYS] = len(keys)
-        return web.json_response({"keys": [{"key_ID": k.key_ID, "key": base64.b64encode(k.key).decode()}
-                                           for k in keys]})
+        return web.json_response({"keys": await key_objects(caller, keys)})
 
     async def peer_operation(action: str, body) -> tuple[int, dict, int]:
         """One peer operation: (HTTP status, JSON body, number of key IDs)."""

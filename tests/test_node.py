@@ -93,16 +93,22 @@ def test_partition_of_either_connection_then_the_link_recovers(sites):
     s.start("alice")
     s.start("bob")
     s.wait_log("bob", "round", count=2, timeout=300)
+    marks = []
     for name in ("classical", "quantum"):
         before = s.rounds_logged("bob")
-        s.proxies[name].partition(4.0)
-        time.sleep(4.0)
-        s.wait_log("bob", "round", count=before + 3, timeout=300)
+        s.proxies[name].partition(6.0)  # longer than a round, even on a loaded machine
+        time.sleep(6.0)
+        deadline = time.monotonic() + 300
+        while "key" not in [e["outcome"] for e in s.events("bob") if e["event"] == "round"][before + 1:]:
+            assert time.monotonic() < deadline, "the link did not recover after the partition"
+            time.sleep(0.1)
+        marks.append(before)
     s.terminate("bob")
     s.terminate("alice")
     s.check_stores()
     outcomes = [e["outcome"] for e in s.events("bob") if e["event"] == "round"]
-    assert "failed" in outcomes and outcomes[-1] == "key"
+    assert "failed" in outcomes[marks[0]:marks[1]] and "failed" in outcomes[marks[1]:], outcomes
+    assert "key" in outcomes[marks[1]:], outcomes  # the link recovered after the second partition too
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ class Sites:
         return out
 
     def start(self, role: str, *, rounds: int | None = None, args: list[str] = ()) -> subprocess.Popen:
+        """Start ``role``'s node (``args``: more ``qkd node run`` options for this role only)."""
         d = self.dirs[role]
         if role == "alice" or not self.proxies:
             classical, quantum = (f"127.0.0.1:{self.ports[n]}" for n in ("classical", "quantum"))

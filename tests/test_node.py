@@ -193,22 +193,28 @@ def test_bad_configuration_is_refused_with_a_clear_error(tmp_path, sites):
     assert bad.returncode == 2 and "simulation pool" in bad.stderr
 
 
-def test_the_nodes_own_kmes_deliver_the_same_key_to_an_sae_at_each_site(sites):
+def test_the_nodes_own_kmes_deliver_the_same_key_to_an_sae_at_each_site_wrapped_for_an_off_host_one(sites):
     from qkd_circuits.etsi014 import KmeClient, client_context
 
+    from qkd_circuits.etsi014 import wrap
+
     s = sites(kme=True)
+    private, public = wrap.generate_wrapping_keypair()  # sae-b is off-host: its keys come wrapped
+    wrap.save_wrapping_public(s.root / "sae-b.pub", public)
     s.start("alice")
-    s.start("bob")
-    s.wait_log("alice", "stored", count=2, timeout=300)
-    s.wait_log("bob", "stored", count=2, timeout=300)
+    s.start("bob", args=["--set", f'kme.wrap_for.sae-b="{s.root / "sae-b.pub"}"'])
+    deadline = time.monotonic() + 300
+    while min(s.store("alice").count_free(), s.store("bob").count_free()) < 6:  # 3 keys are taken below
+        assert time.monotonic() < deadline and s.procs["bob"].poll() is None, (s.dirs["bob"] / "node.err").read_text()[-2000:]
+        time.sleep(0.1)
     tls = s.root / "tls"
     ctx = {sae: client_context(tls / f"{sae}.pem", tls / f"{sae}.key", tls / "ca.pem") for sae in ("sae-a", "sae-b")}
     master = KmeClient("127.0.0.1", s.kme_ports["alice"], ctx["sae-a"])
-    slave = KmeClient("127.0.0.1", s.kme_ports["bob"], ctx["sae-b"])
+    slave = KmeClient("127.0.0.1", s.kme_ports["bob"], ctx["sae-b"], unwrap_with=private)
     keys = master.get_key("sae-b", number=2)
     assert slave.get_key_with_ids("sae-a", [k for k, _ in keys]) == keys
     # And the other way round: Bob's site as master.
-    back = KmeClient("127.0.0.1", s.kme_ports["bob"], ctx["sae-b"]).get_key("sae-a", number=1)
+    back = slave.get_key("sae-a", number=1)
     assert KmeClient("127.0.0.1", s.kme_ports["alice"], ctx["sae-a"]).get_key_with_ids("sae-b", [back[0][0]]) == back
     s.terminate("bob")
     s.terminate("alice")

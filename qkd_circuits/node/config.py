@@ -23,6 +23,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 __all__ = ["NodeConfig", "load_config", "default_config_text", "CONFIG_NAME", "DEFAULTS"]
 
 CONFIG_NAME = "node.toml"
+#: Tables whose keys the operator names (not checked against DEFAULTS).
+_FREE_TABLES = {"kme.wrap_for"}
 
 #: Every key with its default; the [round] table takes the names of the ``qkd run`` options.
 DEFAULTS: dict = {
@@ -39,7 +41,7 @@ DEFAULTS: dict = {
     "stock": {"key_size": 256, "low": 500, "high": 2000, "max_key_count": 100_000, "ttl_s": 0.0,
               "purge_every_s": 60.0},
     "kme": {"enabled": False, "id": None, "listen": "127.0.0.1:8443", "tls": "tls", "cert": None, "key": None,
-            "ca": None, "saes": [], "peer_id": None, "peer_url": None, "peer_saes": []},
+            "ca": None, "saes": [], "peer_id": None, "peer_url": None, "peer_saes": [], "wrap_for": {}},
     "metrics": {"listen": ""},
     "log": {"format": "json"},
 }
@@ -72,7 +74,11 @@ def _merge(base: dict, extra: dict, where: str = "") -> dict:
         name = f"{where}{key}"
         if key not in base:
             raise ConfigurationError(f"unknown configuration key {name!r}")
-        if isinstance(base[key], dict):
+        if name in _FREE_TABLES:  # keys chosen by the operator (SAE IDs)
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigurationError(f"{name!r} must be a table of SAE_ID = \"path\"")
+            out[key] = {**out[key], **value}
+        elif isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigurationError(f"{name!r} must be a table")
             out[key] = _merge(base[key], value, f"{name}.")
@@ -206,6 +212,9 @@ saes = ["sae-{site}"]
 peer_id = "kme-{other}"
 peer_url = "https://127.0.0.1:{ports[other]}"
 peer_saes = ["sae-{other}"]
+
+[kme.wrap_for]              # SAE_ID = "its ML-KEM wrapping public key" (qkd kme wrap-keygen):
+                            # that SAE's keys are delivered wrapped (for SAEs off this host)
 
 [metrics]
 listen = ""                 # e.g. "127.0.0.1:9100": Prometheus /metrics and /health

@@ -377,7 +377,11 @@ class Node:
         missing = [str(p) for p in (cert, key, ca) if not p.exists()]
         if missing:
             raise ConfigurationError(f"kme: missing TLS files {missing} (qkd kme tls-init {tls})")
+        from ..etsi014.wrap import load_wrapping_public
+
+        wrap_keys = {sae: load_wrapping_public(self.config.path(path)) for sae, path in kme["wrap_for"].items()}
         config = KmeConfig(KME_ID=kme["id"], local_SAEs=frozenset(kme["saes"]), peer_KME_ID=kme["peer_id"],
+                           wrap_keys=wrap_keys,
                            remote_SAEs=frozenset(kme["peer_saes"]), peer_url=kme["peer_url"],
                            key_size=self.key_size, max_key_count=self.config["stock"]["max_key_count"],
                            peer_ssl=client_context(cert, key, ca) if kme["peer_url"] else None)

@@ -75,10 +75,10 @@ def test_kme_load_json_lines():
 
 
 def test_sweep_json_lines():
-    rows = _json_lines("sweep.py", "--sessions", "16", "--exchanges", "2000")
+    rows = _json_lines("sweep.py", "--sessions", "8", "--exchanges", "1000")
     assert [(row["figure"], row["unit"]) for row in rows] == [
         ("sessions_per_s", "sessions/s"), ("sessions_per_s", "sessions/s"), ("speedup", "x")]
-    assert [row["workers"] for row in rows[:2]] == [1, 2] and all(row["sessions"] == 16 for row in rows[:2])
+    assert [row["workers"] for row in rows[:2]] == [1, 2] and all(row["sessions"] == 8 for row in rows[:2])
     assert rows[2]["goal"] == 1.6 and rows[2]["params"]["reference_workers"] == 1
 
 

@@ -9,6 +9,7 @@ fails.  Output goes to files (``DIR/node.out`` / ``node.err``), never to unread 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -194,3 +195,45 @@ def node_made_stores(root: Path, a: Path, b: Path, *, rounds: int = 4, exchanges
     shutil.copy2(s.dirs["alice"] / "keys.db", a)
     shutil.copy2(s.dirs["bob"] / "keys.db", b)
     return counts
+
+
+def serve_kme(tmp: Path, name: str, sae: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """Start ``qkd kme serve`` for one site (store ``tmp/NAME.db``, TLS ``tmp/tls``); returns the
+    process and its https URL.  Its log goes to ``tmp/NAME.err`` (a file, never an unread pipe:
+    one line per request would fill a pipe and block the KME)."""
+    err_path = tmp / f"{name}.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([QKD, "kme", "serve", "--id", name, "--store", str(tmp / f"{name}.db"),
+                                 "--tls", str(tmp / "tls"), "--listen", "127.0.0.1:0", "--sae", sae, *extra],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=ENV)
+    deadline = time.monotonic() + 60
+    while True:
+        for line in err_path.read_text().splitlines():
+            if "serving ETSI GS QKD 014 on https://" in line:
+                return proc, line.split(" on ")[1].split()[0]
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"{name} did not start: {err_path.read_text()[-2000:]!r}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def kme_sites_with_node_keys(tmp: Path):
+    """Two ``qkd kme serve`` processes (site A: sae-a, peer B; site B: sae-b) over key stores two
+    real link nodes filled; yields ``{"tmp", "tls", "url": {"a", "b"}}`` and kills both after."""
+    assert subprocess.run([QKD, "kme", "tls-init", str(tmp / "tls")], env=ENV, capture_output=True,
+                          timeout=60).returncode == 0
+    counts = node_made_stores(tmp / "nodes", tmp / "kme-a.db", tmp / "kme-b.db")
+    assert counts["keys"] >= 20, counts
+    procs = []
+    try:
+        b, b_url = serve_kme(tmp, "kme-b", "sae-b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
+        procs.append(b)
+        a, a_url = serve_kme(tmp, "kme-a", "sae-a", "--peer-id", "kme-b", "--peer-url", b_url, "--peer-sae", "sae-b")
+        procs.append(a)
+        yield {"tmp": tmp, "tls": tmp / "tls", "url": {"a": a_url, "b": b_url}}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from nodeharness import node_made_stores
+from nodeharness import kme_sites_with_node_keys
 
 pytest.importorskip("aiohttp", reason="the kme extra is not installed")
 
@@ -51,45 +51,10 @@ SUITE = "TLS_AES_128_GCM_SHA256"  # the one suite OpenSSL 3.0's -psk session can
 DEADLINE_S = 10.0
 
 
-def make_two_stores_with_keys(tmp: Path) -> tuple[Path, Path]:
-    """Two sites' key stores filled by two real link nodes (``qkd node run``, one per site)."""
-    a, b = tmp / "kme-a.db", tmp / "kme-b.db"
-    counts = node_made_stores(tmp / "nodes", a, b)
-    assert counts["keys"] >= 20, counts
-    return a, b
-
-
-def serve(tmp: Path, name: str, sae: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    """Start `qkd kme serve` for one site; returns the process and its https URL."""
-    proc = subprocess.Popen([QKD, "kme", "serve", "--id", name, "--store", str(tmp / f"{name}.db"),
-                             "--tls", str(tmp / "tls"), "--listen", "127.0.0.1:0", "--sae", sae, *extra],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
-    line = proc.stderr.readline()
-    if "serving ETSI GS QKD 014 on https://" not in line:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError(f"{name} did not start: {line!r}")
-    return proc, line.split(" on ")[1].split()[0]
-
-
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sites")
-    assert subprocess.run([QKD, "kme", "tls-init", str(tmp / "tls")], env=ENV, capture_output=True,
-                          timeout=60).returncode == 0
-    make_two_stores_with_keys(tmp)
-    procs = []
-    try:
-        b, b_url = serve(tmp, "kme-b", "sae-b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
-        procs.append(b)
-        a, a_url = serve(tmp, "kme-a", "sae-a", "--peer-id", "kme-b", "--peer-url", b_url, "--peer-sae", "sae-b")
-        procs.append(a)
-        yield {"tmp": tmp, "a_url": a_url, "b_url": b_url}
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait(10)
+    with kme_sites_with_node_keys(tmp_path_factory.mktemp("sites")) as s:
+        yield {"tmp": s["tmp"], "a_url": s["url"]["a"], "b_url": s["url"]["b"]}
 
 
 def sae_client(sites, sae: str) -> KmeClient:

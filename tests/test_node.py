@@ -109,8 +109,8 @@ def test_partition_of_either_connection_then_the_link_recovers(sites):
     marks = []
     for name in ("classical", "quantum"):
         before = s.rounds_logged("bob")
-        s.proxies[name].partition(6.0)  # longer than a round, even on a loaded machine
-        time.sleep(6.0)
+        s.proxies[name].partition(5.0)  # longer than a round, even on a loaded machine
+        time.sleep(5.0)
         deadline = time.monotonic() + 300
         while "key" not in [e["outcome"] for e in s.events("bob") if e["event"] == "round"][before + 1:]:
             assert time.monotonic() < deadline, "the link did not recover after the partition"
@@ -156,13 +156,14 @@ def test_a_re_bootstrap_gives_new_key_ids_and_keeps_the_old_keys(sites):
 
 
 def test_pacing_stops_at_the_high_watermark_and_resumes_when_keys_are_consumed(sites):
-    s = sites(stock={"low": 20, "high": 30, "max_key_count": 60})
+    # 60,000-pulse rounds make about 10 keys each: a few rounds reach the high watermark.
+    s = sites(stock={"low": 20, "high": 30, "max_key_count": 60}, extra={"round": {"exchanges": 60000}})
     s.start("alice")
     s.start("bob")
     s.wait_log("bob", "paused", timeout=300)
-    time.sleep(1.5)
+    time.sleep(1.0)
     rounds = s.rounds_logged("bob")
-    time.sleep(2.0)
+    time.sleep(1.5)
     assert s.rounds_logged("bob") == rounds  # paused: no new rounds
     a, b = s.store("alice"), s.store("bob")
     assert 30 <= b.count() <= 60 and a.count() <= 60

@@ -203,7 +203,7 @@ class Node:
         self._stop = threading.Event()
         self._paused = False
         self.metrics = _NodeMetrics()
-        self.counts = {"rounds": 0, "keys_made": 0, "aborted": 0, "failed": 0, "refused": 0, "stored_keys": 0,
+        self.counts = {"rounds": 0, "keys_made": 0, "pending": 0, "aborted": 0, "failed": 0, "stored_keys": 0,
                        "stored_bits": 0}
         self.last: dict | None = None
         self.addresses: dict = {}
@@ -286,12 +286,10 @@ class Node:
         elif result.auth.get("failure"):
             outcome = "failed"
             reason = result.auth["failure"]
-        elif result.abort_reason == "refused":
-            outcome = "refused"
         else:
             outcome = "aborted"
             reason = result.abort_reason
-        self.counts["keys_made" if outcome == "key" else outcome if outcome in self.counts else "failed"] += 1
+        self.counts["keys_made" if outcome == "key" else outcome] += 1
         self.metrics.rounds.labels(outcome).inc()
         if outcome == "failed":
             self.metrics.failures.labels(reason or "unknown").inc()
@@ -394,7 +392,7 @@ class Node:
             self._http.close()
         if self.kme is not None:
             self.kme.stop()
-        self.store.close() if hasattr(self.store, "close") else None
+        self.store.close()
 
     def _done(self) -> bool:
         return self._stop.is_set() or (self._rounds is not None and self.counts["rounds"] >= self._rounds)

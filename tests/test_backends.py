@@ -11,7 +11,6 @@ import pytest
 
 import qkd_circuits as qkd
 from conftest import assert_rate, sifted_stats
-from qkd_circuits.quantum.backends import Backend
 
 N = 20_000
 #: fake_nairobi's calibration: readout errors of a few percent and ~1% per CX; over the ~10

@@ -79,7 +79,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("victim, held, decision", CASES, ids=[f"kill-{v}-while-{h[0]}-{h[1]}" for v, h, _ in CASES])
+# The first case runs in the slow suite only (make test's time budget); the other two, and
+# tests/test_node.py's kill -9 of either node mid-round, run by default.
+PARAMS = [pytest.param(v, h, d, id=f"kill-{v}-while-{h[0]}-{h[1]}", marks=[pytest.mark.slow] if i == 0 else [])
+          for i, (v, h, d) in enumerate(CASES)]
+
+
+@pytest.mark.parametrize("victim, held, decision", PARAMS)
 def test_kill_9_at_a_commit_point_then_restart(tmp_path, victim, held, decision):
     psk_a, psk_b = _psks(tmp_path)
     _round_with_a_kill(tmp_path, psk_a, psk_b, victim, held)

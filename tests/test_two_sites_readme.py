@@ -40,7 +40,7 @@ def test_the_readme_two_sites_commands_deliver_one_key_to_both_saes(tmp_path):
     ports = {"alice": ["--set", f'kme.listen="127.0.0.1:{kme_a}"', "--set", f'kme.peer_url="https://127.0.0.1:{kme_b}"'],
              "bob": ["--set", f'kme.listen="127.0.0.1:{kme_b}"', "--set", f'kme.peer_url="https://127.0.0.1:{kme_a}"']}
     common = ["--classical", f"127.0.0.1:{classical}", "--quantum", f"127.0.0.1:{quantum}",
-              "--set", "round.exchanges=40000"]
+              "--set", "round.exchanges=30000"]
     procs = []
     try:
         for site, role in (("site-a", "alice"), ("site-b", "bob")):

@@ -32,6 +32,17 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 ROUND = {"exchanges": 20000, "noise": ["depolarizing:0.02"], "cascade": "original"}
 
 
+def read_events(path: Path) -> list[dict]:
+    """The JSON log lines of a node (its stderr file), skipping any other line."""
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,14 +118,7 @@ class Sites:
 
     # -- observing -------------------------------------------------------------------------------
     def events(self, role: str) -> list[dict]:
-        path = self.dirs[role] / "node.err"
-        out = []
-        for line in path.read_text().splitlines() if path.exists() else ():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+        return read_events(self.dirs[role] / "node.err")
 
     def rounds_logged(self, role: str) -> int:
         return sum(1 for e in self.events(role) if e.get("event") == "round")

@@ -12,21 +12,11 @@ import signal
 import subprocess
 import time
 
-from nodeharness import ENV, QKD, free_port
+from nodeharness import ENV, QKD, free_port, read_events
 
 
 def _qkd(*args: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([QKD, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def _events(path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else ():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
 
 
 def test_the_readme_two_sites_commands_deliver_one_key_to_both_saes(tmp_path):
@@ -48,7 +38,7 @@ def test_the_readme_two_sites_commands_deliver_one_key_to_both_saes(tmp_path):
                 procs.append(subprocess.Popen([QKD, "node", "run", site, *common, *ports[role]], cwd=tmp_path,
                                               env=ENV, stdout=subprocess.DEVNULL, stderr=err))
         deadline = time.monotonic() + 180
-        while sum(e.get("event") == "stored" for e in _events(tmp_path / "site-a.err")) < 2:
+        while sum(e.get("event") == "stored" for e in read_events(tmp_path / "site-a.err")) < 2:
             assert all(p.poll() is None for p in procs), (tmp_path / "site-b.err").read_text()[-2000:]
             assert time.monotonic() < deadline
             time.sleep(0.1)

@@ -42,7 +42,7 @@ import asyncio
 import base64
 import json
 import logging
-import random
+import secrets
 import socket
 import ssl
 import struct
@@ -865,7 +865,7 @@ async def _flush_purges(kme: _Kme) -> int:
 async def _settle_forever(kme: _Kme) -> None:
     pause = kme.config.settle_interval
     while True:
-        await asyncio.sleep(pause * (0.75 + 0.5 * random.random()))
+        await asyncio.sleep(pause * (0.75 + secrets.randbelow(501) / 1000))  # jitter: ±25 %
         try:
             outcome = await settle(kme)
             pause = (kme.config.settle_interval if not outcome["pending"]

@@ -55,6 +55,8 @@ from .quantum import READY, PulseSource, measure_pulses
 __all__ = ["Node", "STATUS_NAME"]
 
 STATUS_NAME = "status.json"
+#: While idle (paused, or waiting for Bob), the status file and gauges are refreshed this often.
+STATUS_EVERY_S = 2.0
 log = logging.getLogger("qkd_circuits.node")
 
 
@@ -211,6 +213,7 @@ class Node:
         self._http = None
         self._started = time.monotonic()
         self._last_purge = 0.0
+        self._last_status = 0.0
 
     # -- state -----------------------------------------------------------------------------------
     def persist(self) -> None:
@@ -312,15 +315,19 @@ class Node:
         elapsed = time.monotonic() - self._started
         m.rate.set(self.counts["stored_bits"] / elapsed if elapsed > 0 else 0.0)
 
-    def _periodic(self) -> None:
+    def _periodic(self, *, after_round: bool = False) -> None:
+        """Between rounds: store what waits in the outbox, lead the TTL purge, and refresh the
+        gauges and the status file (after a round, else at most every STATUS_EVERY_S)."""
         self.drain_outbox()
         ttl = float(self.config["stock"]["ttl_s"])
         now = time.monotonic()
         if ttl > 0 and self.role == "alice" and now - self._last_purge >= self.config["stock"]["purge_every_s"]:
             self._last_purge = now
             self._purge(ttl)
-        self._refresh_gauges()
-        self._write_status()
+        if after_round or now - self._last_status >= STATUS_EVERY_S:
+            self._last_status = now
+            self._refresh_gauges()
+            self._write_status()
 
     def _purge(self, ttl: float) -> None:
         """Alice's node leads the TTL purge: the KME drops expired free keys here and at the peer."""
@@ -414,7 +421,7 @@ class Node:
                         result = self._alice_round(conn, source)
                         if result is not None:
                             self._observe(result)
-                    self._periodic()
+                    self._periodic(after_round=conn is not None)
             finally:
                 self._stop.set()
                 pulses.join(5)
@@ -498,7 +505,7 @@ class Node:
                 continue
             result = self._bob_round()
             self._observe(result)
-            self._periodic()
+            self._periodic(after_round=True)
             ok = result is not None and not result.auth.get("failure")
             if ok:
                 wait = backoff

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import context, emit  # noqa: E402
 
 from qkd_circuits.decoy import analyse, link_models, simulate_point  # noqa: E402
-from qkd_circuits.keyrate import METHODS, PRESETS, max_distance_km  # noqa: E402
+from qkd_circuits.analysis.keyrate import METHODS, PRESETS, max_distance_km  # noqa: E402
 from qkd_circuits.quantum.wcp import PhotonNumberSplitting, WeakCoherentSource, run_wcp_exchanges  # noqa: E402
 
 

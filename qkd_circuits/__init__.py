@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib
 
 from . import channel as _channel  # noqa: F401  (import order: channel before session)
-from . import decoy, hybrid, keyrate
+from . import decoy, hybrid
+from .analysis import keyrate
 from .channel import attacks
 from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import (
@@ -32,8 +33,8 @@ from .exceptions import (
     QKDError,
     RecordError,
 )
-from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
-from .postprocessing.keylength import KeyLength, binary_entropy, decoy_key_length, finite_key_length, shor_preskill_rate, variable_key_length
+from .hazmat.cascade import PRESETS as CASCADE_PRESETS
+from .analysis.finite_key import KeyLength, binary_entropy, decoy_key_length, finite_key_length, shor_preskill_rate, variable_key_length
 from .postprocessing.ledger import LeakageLedger
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
 from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_qber

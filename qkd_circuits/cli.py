@@ -15,7 +15,7 @@ import click
 from .channel.attacks import ATTACKS
 from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import BackendError, ConfigurationError, QKDError
-from .postprocessing.cascade import PRESETS as CASCADE_PRESETS
+from .hazmat.cascade import PRESETS as CASCADE_PRESETS
 from .postprocessing.protocol import PostProcessingConfig
 from .quantum.models import Channel, Detector, parse_eve, parse_noise
 
@@ -471,7 +471,7 @@ def _plot_keyrate(path, curve, others, simulated) -> None:
 def decoy_command(pulses, distance_km, preset, mu, nu, p_signal, p_decoy, method, u_alpha, eve, seed, as_json) -> None:
     """One decoy-state BB84 round on weak coherent pulses (circuits on Aer)."""
     from .decoy import link_models, run_decoy_session
-    from .keyrate import PRESETS
+    from .analysis.keyrate import PRESETS
     from .quantum.wcp import PhotonNumberSplitting, WeakCoherentSource
 
     try:

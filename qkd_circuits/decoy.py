@@ -1,16 +1,12 @@
-"""Decoy-state BB84 on weak coherent pulses: statistics, single-photon bounds, sessions.
+"""Decoy-state BB84 rounds on weak coherent pulses: simulated points and whole sessions.
 
-After the quantum phase Alice announces every pulse's intensity label; the parties sift each
-intensity separately.  The decoy and vacuum pulses are for estimation only: their sifted bits
-are all disclosed, giving ``Q_ν, E_ν`` and ``Q_0 = Y_0``.  The signal pulses make the key; their
-gain ``Q_μ`` is public (Bob announces which pulses clicked) and their error rate ``E_μ`` is known
-after error correction.  From these :func:`analyse` bounds the single-photon yield and error
-(:func:`qkd_circuits.keyrate.decoy_estimate`), and the rate per pulse follows from GLLP.
+The analysis of the data (per-intensity statistics, single-photon bounds) lives in
+:mod:`qkd_circuits.analysis.decoy` and is re-exported here; this module runs the rounds.
 
 :func:`simulate_point` is one point of the rate-versus-distance plot from circuits, with a
 bootstrap error bar; :func:`run_decoy_session` is a whole round: circuits, decoy analysis, then
 the usual two-party post-processing on the signal pulses with the key length given by the
-single-photon bounds (:func:`~qkd_circuits.postprocessing.keylength.decoy_key_length`).
+single-photon bounds (:func:`~qkd_circuits.analysis.finite_key.decoy_key_length`).
 
 Simulation caveats: the photon numbers come from the simulator's source model (a seeded
 generator when ``seed`` is set), and, as for every simulated key, whoever runs the simulator
@@ -25,121 +21,18 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from .analysis.decoy import DecoyAnalysis, IntensityStats, analyse, intensity_statistics
+from .analysis.keyrate import PRESETS, LinkParameters, key_rate
 from .exceptions import ConfigurationError
-from .keyrate import PRESETS, DecoyEstimate, LinkParameters, decoy_estimate, key_rate, rate_from_estimate
+from .params import DECOY_EXCHANGES, default
 from .postprocessing.protocol import PostProcessingConfig
 
 __all__ = ["IntensityStats", "DecoyAnalysis", "intensity_statistics", "analyse", "simulate_point",
            "run_decoy_session", "DecoySessionResult", "link_models"]
 
 
-@dataclass(frozen=True)
-class IntensityStats:
-    """Counts of one intensity: pulses sent, clicks, sifted bits and errors among them."""
-
-    label: str
-    mu: float
-    pulses: int
-    clicks: int
-    sifted: int
-    errors: int
-
-    @property
-    def gain(self) -> float:
-        return self.clicks / self.pulses if self.pulses else 0.0
-
-    @property
-    def qber(self) -> float:
-        return self.errors / self.sifted if self.sifted else 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "gain": self.gain, "qber": self.qber}
-
-
-def intensity_statistics(record) -> dict[str, IntensityStats]:
-    """Per-intensity counts of a :class:`~qkd_circuits.quantum.wcp.WcpRecord`."""
-    sifted = record.sifted_mask()
-    wrong = record.bob_results != record.alice_bits
-    out = {}
-    for label in record.source.labels:
-        m = record.label_mask(label)
-        s = m & sifted
-        out[label] = IntensityStats(label, float(record.source.intensities[label]), int(m.sum()),
-                                    int((m & record.clicked).sum()), int(s.sum()), int((s & wrong).sum()))
-    return out
-
-
-def _estimate(stats: dict, method: str, u_alpha: float) -> DecoyEstimate:
-    sig = stats["signal"]
-    if method == "gllp":
-        return decoy_estimate("gllp", mu=sig.mu, q_mu=sig.gain, e_mu=sig.qber,
-                              pulses={"signal": sig.pulses}, u_alpha=u_alpha)
-    if "decoy" not in stats or "vacuum" not in stats:
-        raise ConfigurationError("the vacuum + weak decoy method needs 'decoy' and 'vacuum' intensities in the source")
-    dec, vac = stats["decoy"], stats["vacuum"]
-    return decoy_estimate("decoy-vacuum-weak", mu=sig.mu, q_mu=sig.gain, e_mu=sig.qber, nu=dec.mu, q_nu=dec.gain,
-                          e_nu=dec.qber, q_vacuum=vac.gain,
-                          pulses={"signal": sig.pulses, "decoy": dec.pulses, "vacuum": vac.pulses}, u_alpha=u_alpha)
-
-
-@dataclass(frozen=True)
-class DecoyAnalysis:
-    """The decoy analysis of one run.
-
-    ``rate`` is the GLLP rate in bits per signal pulse computed from the observed counts;
-    ``rate_sd`` its standard deviation from a parametric bootstrap of those counts (binomial
-    resampling of clicks and errors per intensity), ``None`` when not requested.
-    """
-
-    method: str
-    stats: dict
-    estimate: DecoyEstimate
-    rate: float
-    rate_sd: float | None
-    u_alpha: float
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "u_alpha": self.u_alpha, "rate": self.rate, "rate_sd": self.rate_sd,
-                "estimate": self.estimate.to_dict(),
-                "intensities": {k: v.to_dict() for k, v in self.stats.items()}}
-
-
-def analyse(record, method: str = "decoy-vacuum-weak", *, link: LinkParameters = PRESETS["GYS"],
-            u_alpha: float = 0.0, bootstrap: int = 0, seed: int | None = None) -> DecoyAnalysis:
-    """Single-photon bounds and the GLLP rate from a weak-coherent-pulse record.
-
-    Args:
-        record: a :class:`~qkd_circuits.quantum.wcp.WcpRecord`.
-        method: ``"decoy-vacuum-weak"`` or ``"gllp"`` (ignore the decoys).
-        link: supplies the error-correction inefficiency ``f_ec`` and the sifting factor ``q``
-            of the rate formula (the physical parameters come from the data).
-        u_alpha: standard deviations of statistical fluctuation in the bounds (0: asymptotic).
-        bootstrap: resamples for the error bar (0: none).
-        seed: the bootstrap's generator seed (statistics, not the protocol).
-    """
-    if method not in ("decoy-vacuum-weak", "gllp"):
-        raise ConfigurationError(f"method must be 'decoy-vacuum-weak' or 'gllp', got {method!r}")
-    stats = intensity_statistics(record)
-    est = _estimate(stats, method, u_alpha)
-    rate = rate_from_estimate(est, link)
-    sd = None
-    if bootstrap:
-        rng = np.random.default_rng(seed)  # sim-rng: bootstrap resampling of public counts
-        rates = []
-        for _ in range(bootstrap):
-            re = {}
-            for label, s in stats.items():
-                clicks = int(rng.binomial(s.pulses, s.gain)) if s.pulses else 0
-                sifted = int(rng.binomial(clicks, s.sifted / s.clicks)) if s.clicks else 0
-                errors = int(rng.binomial(sifted, s.qber)) if sifted else 0
-                re[label] = replace(s, clicks=clicks, sifted=sifted, errors=errors)
-            rates.append(rate_from_estimate(_estimate(re, method, u_alpha), link))
-        sd = float(np.std(rates, ddof=1))
-    return DecoyAnalysis(method, stats, est, rate, sd, u_alpha)
-
-
 def link_models(distance_km: float, link: LinkParameters = PRESETS["GYS"]):
-    """The circuit models (Channel, Detector) of a :class:`~qkd_circuits.keyrate.LinkParameters`.
+    """The circuit models (Channel, Detector) of a :class:`~qkd_circuits.analysis.keyrate.LinkParameters`.
 
     Fibre loss α·L, Bob's efficiency η_Bob, dark counts Y_0 and misalignment e_det, so that
     the circuits' expected gain and error are the analytic model's.
@@ -150,10 +43,10 @@ def link_models(distance_km: float, link: LinkParameters = PRESETS["GYS"]):
             Detector(efficiency=link.eta_bob, dark_count_probability=link.y0))
 
 
-def simulate_point(distance_km: float, *, link: LinkParameters = PRESETS["GYS"], mu: float = 0.5, nu: float = 0.1,
-                   pulses: int = 1_000_000, p_signal: float = 0.6, p_decoy: float = 0.3,
-                   method: str = "decoy-vacuum-weak", eve=None, seed: int | None = None, bootstrap: int = 200,
-                   backend: str = "aer") -> dict:
+def simulate_point(distance_km: float, *, link: LinkParameters = PRESETS["GYS"], mu: float = default("mu"),
+                   nu: float = default("nu"), pulses: int = 1_000_000, p_signal: float = default("p_signal"),
+                   p_decoy: float = default("p_decoy"), method: str = default("decoy_method"), eve=None,
+                   seed: int | None = None, bootstrap: int = 200, backend: str = "aer") -> dict:
     """One simulated point of the rate-versus-distance curve, beside the analytic value.
 
     Runs ``pulses`` weak coherent pulses through circuits over ``distance_km`` of the link,
@@ -169,7 +62,7 @@ def simulate_point(distance_km: float, *, link: LinkParameters = PRESETS["GYS"],
     record = run_wcp_exchanges(pulses, source=source, channel=channel, detector=detector, eve=eve, seed=seed,
                                backend=backend)
     seconds = time.perf_counter() - t0
-    a = analyse(record, method, link=link, bootstrap=bootstrap, seed=None if seed is None else seed + 1)
+    a = analyse(record, method, link=link, u_alpha=0.0, bootstrap=bootstrap, seed=None if seed is None else seed + 1)
     analytic = key_rate(distance_km, method, link, mu=mu, nu=nu).rate
     return {"distance_km": float(distance_km), "method": method, "mu": mu, "nu": nu, "pulses": pulses,
             "seed": seed, "rate": a.rate, "rate_sd": a.rate_sd, "analytic": analytic,
@@ -237,8 +130,8 @@ NO_SINGLE_PHOTONS_DETAIL = ("the decoy bounds certify no single-photon detection
                             "vacuum counts for the fluctuation margin u_alpha (send more pulses)")
 
 
-def run_decoy_session(pulses: int = 2_000_000, *, source=None, channel=None, detector=None, eve=None,
-                      seed: int | None = None, method: str = "decoy-vacuum-weak", u_alpha: float = 5.0,
+def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=None, detector=None, eve=None,
+                      seed: int | None = None, method: str = default("decoy_method"), u_alpha: float = default("u_alpha"),
                       link: LinkParameters = PRESETS["GYS"], config: PostProcessingConfig | None = None,
                       backend: str = "aer", **postprocess_options) -> DecoySessionResult:
     """One decoy-state BB84 round: circuits, decoy analysis, post-processing of the signal pulses.

@@ -26,7 +26,7 @@ from .channel.pool import AuthKeyPool
 from .exceptions import (AuthenticationError, ConfigurationError, KeyPoolExhausted, LinkHalted, ProtocolAborted,
                          ProtocolError, QBERTooHigh)
 from .postprocessing.estimation import estimate_qber
-from .postprocessing.keylength import binary_entropy
+from .analysis.finite_key import binary_entropy
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
 from .postprocessing.sifting import sift_mask
 from .records import MeasurementRecord

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qkd_circuits.postprocessing import amplification
-from qkd_circuits.postprocessing.amplification import toeplitz_hash, toeplitz_hash_naive
+from qkd_circuits.hazmat import amplification
+from qkd_circuits.hazmat.amplification import toeplitz_hash, toeplitz_hash_naive
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "toeplitz.json").read_text())
 
@@ -138,7 +138,7 @@ def test_numpy_fallback_without_scipy():
                     raise ImportError("scipy is blocked in this test")
         sys.meta_path.insert(0, Block())
         import numpy as np
-        from qkd_circuits.postprocessing import amplification as a
+        from qkd_circuits.hazmat import amplification as a
         assert a._scipy_fft() is None
         rng = np.random.default_rng(3)
         for n, m in [(1, 1), (97, 40), (1000, 1000), (70_000, 5)]:

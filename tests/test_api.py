@@ -46,7 +46,7 @@ def test_classical_layers_import_without_qiskit():
         import qkd_circuits, qkd_circuits.records, qkd_circuits.session, qkd_circuits.hazmat
         import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
         import qkd_circuits.postprocessing.protocol, qkd_circuits.channel, qkd_circuits.hybrid
-        import qkd_circuits.channel.pki, qkd_circuits.keystore, qkd_circuits.keyrate, qkd_circuits.decoy
+        import qkd_circuits.channel.pki, qkd_circuits.keystore, qkd_circuits.analysis.keyrate, qkd_circuits.decoy
         import qkd_circuits.quantum.models
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:

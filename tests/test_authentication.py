@@ -13,7 +13,7 @@ import pytest
 import qkd_circuits as qkd
 from qkd_circuits.channel import PAD_BYTES_PER_ROUND, authenticated
 from qkd_circuits.hazmat import decode, toeplitz_hash
-from qkd_circuits.postprocessing import messages as m
+from qkd_circuits.hazmat import messages as m
 
 
 @pytest.fixture(scope="module")
@@ -488,7 +488,7 @@ PINNED = ("31e2556c50c297982e37eb575d442c91", "065b069692fe21b6919d66e6792f0326"
 
 def test_pinned_tags_follow_the_documented_formula():
     # Independent of _Transcript: rebuild the framed transcript from the wire and hash it whole.
-    from qkd_circuits.postprocessing.universal_hash import ghash
+    from qkd_circuits.hazmat.universal_hash import ghash
 
     _, _, _, wire = _pinned_round()
     h = authenticated.ENVELOPE_HEADER_BYTES
@@ -512,7 +512,7 @@ def test_pinned_tags_follow_the_documented_formula():
 def test_incremental_transcript_tags_equal_hashing_the_joined_transcript():
     # Kept bytes and the running hash side by side: every tag (and every "without the last
     # part" tag) equals GHASH of the joined transcript, for seeded envelopes of many sizes.
-    from qkd_circuits.postprocessing.universal_hash import ghash
+    from qkd_circuits.hazmat.universal_hash import ghash
 
     rng = np.random.default_rng(99)
     key, pad = rng.bytes(16), rng.bytes(16)

@@ -9,7 +9,7 @@ import pytest
 
 import qkd_circuits as qkd
 from qkd_circuits.hazmat import PRESETS, CascadeAlice, CascadeBob, block_size, reconcile
-from qkd_circuits.postprocessing import messages as m
+from qkd_circuits.hazmat import messages as m
 
 
 def pair(n, q, seed):

@@ -13,7 +13,7 @@ import pytest
 
 from qkd_circuits import AuthKeyPool, ConfigurationError, PostProcessingConfig
 from qkd_circuits.decoy import NO_SINGLE_PHOTONS, analyse, link_models, run_decoy_session, simulate_point
-from qkd_circuits.keyrate import PRESETS, error_gain, gain
+from qkd_circuits.analysis.keyrate import PRESETS, error_gain, gain
 from qkd_circuits.quantum.models import Channel
 from qkd_circuits.quantum.wcp import (PhotonNumberSplitting, WeakCoherentSource, build_pulse_circuit,
                                       run_wcp_exchanges)

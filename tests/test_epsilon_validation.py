@@ -15,7 +15,7 @@ import pytest
 
 from qkd_circuits.exceptions import ConfigurationError
 from qkd_circuits.postprocessing.estimation import clopper_pearson
-from qkd_circuits.postprocessing.keylength import (EPSILON_MAX, decoy_key_length, finite_key_length,
+from qkd_circuits.analysis.finite_key import (EPSILON_MAX, decoy_key_length, finite_key_length,
                                                    variable_key_length)
 from qkd_circuits.postprocessing.protocol import AliceParty, BobParty, PostProcessingConfig, drive
 from qkd_circuits.records import AliceView, BobView

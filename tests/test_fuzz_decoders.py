@@ -1,6 +1,6 @@
 """Fuzzing the decoders of untrusted bytes (hypothesis): they raise their typed error or succeed.
 
-* :func:`qkd_circuits.postprocessing.messages.decode` — a peer's frames: :class:`ProtocolError`;
+* :func:`qkd_circuits.hazmat.messages.decode` — a peer's frames: :class:`ProtocolError`;
 * :func:`qkd_circuits.load_record` — a record file: :class:`RecordError`;
 * :func:`qkd_circuits.channel.pki.chain_from_bytes` — a peer's certificate chain: :class:`ProtocolError`.
 
@@ -31,7 +31,7 @@ import qkd_circuits as qkd
 from fuzzing import fuzz_settings, mutated, only_typed
 from qkd_circuits.channel import pki
 from qkd_circuits.exceptions import ProtocolError, RecordError
-from qkd_circuits.postprocessing import messages
+from qkd_circuits.hazmat import messages
 
 VECTORS = Path(__file__).parent / "vectors"
 

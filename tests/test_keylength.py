@@ -55,7 +55,7 @@ def test_bad_arguments(args, match):
 
 
 def test_variable_length_rounds_up_to_the_grid_and_pays_for_the_union_bound():
-    from qkd_circuits.postprocessing.keylength import variable_key_length
+    from qkd_circuits.analysis.finite_key import variable_key_length
 
     v = variable_key_length(10**6, 10**5, 0.0213, 150_000)
     assert v.qber_tolerance == pytest.approx(0.022)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from qkd_circuits import ConfigurationError
-from qkd_circuits.keyrate import (METHODS, PRESETS, LinkParameters, decoy_estimate, error_gain, gain, key_rate,
+from qkd_circuits.analysis.keyrate import (METHODS, PRESETS, LinkParameters, decoy_estimate, error_gain, gain, key_rate,
                                   key_rate_curve, max_distance_km, poisson, shor_preskill_threshold)
 
 GYS = PRESETS["GYS"]

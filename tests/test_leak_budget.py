@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from qkd_circuits.exceptions import ConfigurationError, ProtocolError
-from qkd_circuits.postprocessing import messages as m
+from qkd_circuits.hazmat import messages as m
 from qkd_circuits.postprocessing import protocol
-from qkd_circuits.postprocessing.cascade import PRESETS, block_size, parities_asked
-from qkd_circuits.postprocessing.keylength import binary_entropy
+from qkd_circuits.hazmat.cascade import PRESETS, block_size, parities_asked
+from qkd_circuits.analysis.finite_key import binary_entropy
 from qkd_circuits.postprocessing.protocol import (LEAK_BUDGET_SLACK_BITS, AliceParty, BobParty,
                                                   PostProcessingConfig, drive, leak_budget)
-from qkd_circuits.postprocessing.shuffle import derive_permutation
+from qkd_circuits.hazmat.shuffle import derive_permutation
 from qkd_circuits.records import AliceView, BobView
 
 
@@ -176,7 +176,7 @@ def test_a_round_whose_cascade_leaves_no_key_stops_early_with_the_reason_it_alwa
     assert ob.cascade["leaked_bits"] == alice.outcome.cascade["leaked_bits"] <= b.bits
     assert ob.cascade["leaked_bits"] + ob.cascade["blocked_request_bits"] > b.key_limit_bits
     # Run Cascade to the end outside the protocol, same keys and seed: no key would be left.
-    from qkd_circuits.postprocessing.cascade import reconcile
+    from qkd_circuits.hazmat.cascade import reconcile
 
     _, stats = reconcile(alice._key, ob.key_before_reconciliation, seed=starts[0].seed, preset="original",
                          qber=ob.qber.estimate)

@@ -9,7 +9,7 @@ import pytest
 
 import qkd_circuits as qkd
 from qkd_circuits.hazmat import decode, encode
-from qkd_circuits.postprocessing import messages as m
+from qkd_circuits.hazmat import messages as m
 
 
 BATCH = [(0.02, 100_000), (0.06, 100_000), (0.10, 150_000), (0.16, 600_000)]  # sifted QBER 1, 3, 5, 8%

@@ -11,8 +11,8 @@ import pytest
 
 import qkd_circuits as qkd
 from qkd_circuits.hazmat import decode, derive_permutation, encode, inverse_permutation
-from qkd_circuits.postprocessing import messages as m
-from qkd_circuits.postprocessing.shuffle import _keys
+from qkd_circuits.hazmat import messages as m
+from qkd_circuits.hazmat.shuffle import _keys
 
 VECTORS = Path(__file__).parent / "vectors"
 

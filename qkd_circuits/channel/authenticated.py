@@ -61,7 +61,7 @@ from typing import Callable
 import numpy as np
 
 from ..exceptions import AuthenticationError, LinkHalted, ProtocolError
-from ..postprocessing.universal_hash import PolyHash128
+from ..hazmat.universal_hash import PolyHash128
 from ..secretfile import wipe
 from .pool import (EPOCH_BYTES, HASH_KEY_BYTES, MAX_CATCH_UP_ROUNDS, ROUND_SLICE_BYTES, TAG_BYTES,
                    AuthKeyPool)

@@ -1,3 +1,4 @@
-"""Classical post-processing: pure numpy, no qiskit.  Grows into sifting → estimation →
-Cascade → verification → privacy amplification (issue 3); today it holds sifting and the QBER
-estimate with its confidence interval."""
+"""Classical post-processing as two sans-I/O parties: sifting, QBER estimation, Cascade,
+verification and privacy amplification (:mod:`~qkd_circuits.postprocessing.protocol`), with
+the leakage ledger.  Pure numpy, no qiskit.  The sharp primitives it is built from live in
+:mod:`qkd_circuits.hazmat`; the key-length formulas in :mod:`qkd_circuits.analysis`."""

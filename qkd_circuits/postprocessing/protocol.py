@@ -58,16 +58,17 @@ from typing import Callable, Generator
 import numpy as np
 
 from ..exceptions import ConfigurationError, ProtocolError
+from ..params import default
 from ..records import AliceView, BobView
-from . import messages as m
-from .amplification import toeplitz_hash
-from .cascade import CascadeAlice, CascadeBob, PRESETS, parities_asked
+from ..hazmat import messages as m
+from ..hazmat.amplification import toeplitz_hash
+from ..hazmat.cascade import CascadeAlice, CascadeBob, PRESETS, parities_asked
 from .estimation import QBEREstimate, estimate_qber
-from .keylength import (KeyLength, binary_entropy, check_epsilon, decoy_key_length, finite_key_length,
+from ..analysis.finite_key import (KeyLength, binary_entropy, check_epsilon, decoy_key_length, finite_key_length,
                         variable_key_length)
 from .ledger import LeakageLedger
-from .shuffle import derive_permutation
-from .universal_hash import PolyHash128
+from ..hazmat.shuffle import derive_permutation
+from ..hazmat.universal_hash import PolyHash128
 
 __all__ = ["PostProcessingConfig", "FinalKey", "PartyOutcome", "AliceParty", "BobParty", "drive",
            "LeakBudget", "leak_budget", "LEAK_BUDGET_SLACK_BITS", "ABORT_REASONS"]
@@ -95,15 +96,15 @@ class PostProcessingConfig:
         sample_fraction: share of the sifted key disclosed for parameter estimation.
         abort_qber: abort when the QBER's upper confidence bound exceeds this.
         qber_epsilon: failure probability of that bound (Clopper–Pearson).
-        cascade: Cascade preset name (see :data:`~qkd_circuits.postprocessing.cascade.PRESETS`).
+        cascade: Cascade preset name (see :data:`~qkd_circuits.hazmat.cascade.PRESETS`).
         eps_sec, eps_cor: secrecy and correctness parameters of the key-length formula.
         qber_tolerance: Q_tol of the key-length formula, fixed in advance (a sample above it
             gives no key); ``None`` (default) picks it from the sample on a public grid, see
-            :func:`~qkd_circuits.postprocessing.keylength.variable_key_length`.
+            :func:`~qkd_circuits.analysis.finite_key.variable_key_length`.
         single_photon: weak-coherent pulses: ``(κ, e_1)`` from the decoy analysis (the lower
             bound on the key's single-photon fraction and the upper bound on its error rate),
             agreed from the public decoy statistics before post-processing; the key length is
-            then :func:`~qkd_circuits.postprocessing.keylength.decoy_key_length`.  ``None``
+            then :func:`~qkd_circuits.analysis.finite_key.decoy_key_length`.  ``None``
             (default): a single-photon source, the TLGR formula.
         leak_budget_efficiency: f_budget of the leak budget (module docstring): Alice discloses
             at most ``ceil(f_budget · n · h(Q_upper)) + LEAK_BUDGET_SLACK_BITS`` parity bits
@@ -124,15 +125,15 @@ class PostProcessingConfig:
     "upper" bound on the QBER lies above the measured rate only for ε ≤ 1/2 (with ε = 0.6 and 7
     errors in 100 it is 6.99%), and ε_sec, ε_cor ≥ 1 are vacuous claims although the TLGR
     terms ln(2/ε_sec) and log2(2/(ε_sec² ε_cor)) stay positive up to ε_sec < 2 — so ε_sec = 2.0
-    used to "give" a longer key than 0.5; see :mod:`~qkd_circuits.postprocessing.keylength`.
+    used to "give" a longer key than 0.5; see :mod:`~qkd_circuits.analysis.finite_key`.
     """
 
-    sample_fraction: float = 0.1
-    abort_qber: float = 0.11
+    sample_fraction: float = default("sample_fraction")
+    abort_qber: float = default("abort_qber")
     qber_epsilon: float = 1e-10
-    cascade: str = "option7"
-    eps_sec: float = 1e-10
-    eps_cor: float = 1e-15
+    cascade: str = default("cascade")
+    eps_sec: float = default("eps_sec")
+    eps_cor: float = default("eps_cor")
     qber_tolerance: float | None = None
     single_photon: tuple[float, float] | None = None
     leak_budget_efficiency: float = 1.5

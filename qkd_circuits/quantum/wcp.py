@@ -40,6 +40,7 @@ import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.circuit import Parameter
 
+from ..params import default
 from ..exceptions import ConfigurationError
 from .backends import SIMULATOR_SEED_BITS, Backend, draw_simulator_seed, resolve_backend
 from .models import Channel, Detector
@@ -88,8 +89,8 @@ class WeakCoherentSource:
             raise ConfigurationError("the signal intensity must be > 0")
 
     @classmethod
-    def vacuum_weak(cls, mu: float = 0.5, nu: float = 0.1, *, p_signal: float = 0.8,
-                    p_decoy: float = 0.1) -> WeakCoherentSource:
+    def vacuum_weak(cls, mu: float = default("mu"), nu: float = default("nu"), *,
+                    p_signal: float = default("p_signal"), p_decoy: float = default("p_decoy")) -> WeakCoherentSource:
         """Signal μ, weak decoy ν and vacuum (Ma et al. 2005), picked with the given odds."""
         if not nu < mu:
             raise ConfigurationError(f"the decoy nu={nu} must be weaker than the signal mu={mu}")

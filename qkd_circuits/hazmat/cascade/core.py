@@ -8,7 +8,7 @@ by her (``leaked_bits``) and by Bob.
 
 All binary searches that are open at one time advance together, one level per round trip
 (one request holding every question).  Positions are in a pass's shuffled order: pass ``p``
-reads the key through :func:`~qkd_circuits.postprocessing.shuffle.derive_permutation`
+reads the key through :func:`~qkd_circuits.hazmat.shuffle.derive_permutation`
 ``(seed, p, n)`` and splits it into blocks of the preset's size; a search on a range
 ``[s, e)`` asks for the parity of the left half ``[s, (s+e)//2)``.  When a bit is corrected, the
 block holding it in every earlier pass changes parity; odd blocks are searched again (the

@@ -41,6 +41,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..exceptions import ConfigurationError
 
 __all__ = ["binary_entropy", "check_epsilon", "decoy_key_length", "EPSILON_MAX", "finite_key_length",
@@ -79,13 +81,26 @@ def check_epsilon(name: str, value: float) -> float:
     return value
 
 
-def binary_entropy(x: float) -> float:
-    """h(x) = −x log2 x − (1−x) log2(1−x); h(0) = h(1) = 0, and h(x) = 1 for x >= 1/2 here."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 0.5:
-        return 1.0  # the bound is used for error rates; past 1/2 nothing is secret
-    return -x * math.log2(x) - (1 - x) * math.log2(1 - x)
+def binary_entropy(x):
+    """h(x) = −x log2 x − (1−x) log2(1−x); h(0) = 0, and h(x) = 1 for x >= 1/2 here.
+
+    The bound is used for error rates: past 1/2 nothing is secret, so h is not mirrored.  A
+    scalar gives a ``float``; an array gives an array of the same shape (vectorised).
+
+    >>> binary_entropy(0.11) > 0.49, binary_entropy(0.7), binary_entropy([0.0, 0.5]).tolist()
+    (True, 1.0, [0.0, 1.0])
+    """
+    if np.ndim(x) == 0:
+        x = float(x)
+        if x <= 0.0:
+            return 0.0
+        if x >= 0.5:
+            return 1.0
+        return -x * math.log2(x) - (1 - x) * math.log2(1 - x)
+    x = np.asarray(x, dtype=float)
+    inner = np.clip(x, 1e-300, 0.5)
+    h = -(inner * np.log2(inner) + (1.0 - inner) * np.log2(1.0 - inner))
+    return np.where(x <= 0.0, 0.0, np.where(x >= 0.5, 1.0, h))
 
 
 @dataclass(frozen=True)
@@ -142,7 +157,7 @@ def decoy_key_length(n: int, k: int, single_photon_fraction: float, e1_upper: fl
     2004): ``ℓ = n κ [1 − h(e_1)] − leak_EC − log2(2/(ε_sec² ε_cor))``, with ``κ = Q_1/Q_μ`` a
     lower bound on the fraction of the n key bits that came from single-photon pulses and
     ``e_1`` an upper bound on their error (phase-error) rate, both from the decoy analysis
-    (:func:`qkd_circuits.keyrate.decoy_estimate`; their statistical fluctuation is in those
+    (:func:`qkd_circuits.analysis.keyrate.decoy_estimate`; their statistical fluctuation is in those
     bounds, as in Ma et al. 2005's fluctuation analysis).  This is the asymptotic GLLP formula applied to finite
     counts with fluctuation-corrected bounds; it is not a composable finite-key proof such as
     Lim, Curty, Walenta, Xu & Zbinden, PRA 89, 022307 (2014).  ``eps_sec`` and ``eps_cor`` must

@@ -38,7 +38,7 @@ The published GYS parameter set (Gobby, Yuan & Shields, Appl. Phys. Lett. 84, 37
 used by Lo, Ma & Chen and by Ma et al.) is the preset ``"GYS"``.
 
 Examples:
-    >>> from qkd_circuits.keyrate import max_distance_km, PRESETS
+    >>> from qkd_circuits.analysis.keyrate import max_distance_km, PRESETS
     >>> round(max_distance_km("decoy-infinite", PRESETS["GYS"]))
     142
 """
@@ -50,7 +50,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
+from ..params import default
+from .finite_key import binary_entropy
 
 __all__ = [
     "LinkParameters", "PRESETS", "METHODS", "KeyRatePoint", "KeyRateCurve", "DecoyEstimate",
@@ -59,13 +61,6 @@ __all__ = [
 ]
 
 METHODS = ("gllp", "decoy-vacuum-weak", "decoy-infinite")
-
-
-def _h(x):
-    """Binary entropy h(x) in bits, vectorised; h(0) = h(1) = 0."""
-    x = np.clip(np.asarray(x, dtype=float), 1e-300, 1.0)
-    y = np.clip(1.0 - x, 1e-300, 1.0)
-    return -(x * np.log2(x) + y * np.log2(y))
 
 
 def poisson(mu: float, n):
@@ -196,7 +191,7 @@ def rate_from_estimate(est: DecoyEstimate, link: LinkParameters) -> float:
     """The GLLP rate per pulse, q{−Q_μ f h(E_μ) + Q_1[1 − h(e_1)]}, floored at 0."""
     if not est.valid:
         return 0.0
-    r = link.q * (-est.q_mu * link.f_ec * float(_h(est.e_mu)) + est.q1 * (1.0 - float(_h(est.e1))))
+    r = link.q * (-est.q_mu * link.f_ec * float(binary_entropy(est.e_mu)) + est.q1 * (1.0 - float(binary_entropy(est.e1))))
     return max(0.0, r)
 
 
@@ -218,7 +213,7 @@ def _rate_vector(method, mu, eta, link, nu):
     else:
         raise ConfigurationError(f"method must be one of {METHODS}, got {method!r}")
     q1 = y1 * mu * np.exp(-mu)
-    r = link.q * (-q_mu * link.f_ec * _h(e_mu) + q1 * (1.0 - _h(e1)))
+    r = link.q * (-q_mu * link.f_ec * binary_entropy(e_mu) + q1 * (1.0 - binary_entropy(e1)))
     return np.where((y1 > 0) & (e1 < 0.5), r, -np.inf), q_mu, e_mu, y1, e1
 
 
@@ -276,7 +271,7 @@ def _check_intensities(method, mu, nu) -> None:
 
 
 def key_rate(distance_km: float, method: str = "decoy-vacuum-weak", link: LinkParameters = PRESETS["GYS"], *,
-             mu: float | None = None, nu: float = 0.05) -> KeyRatePoint:
+             mu: float | None = None, nu: float = default("nu")) -> KeyRatePoint:
     """The asymptotic secret key rate (bits per pulse) at one distance.
 
     Args:
@@ -309,7 +304,7 @@ def key_rate(distance_km: float, method: str = "decoy-vacuum-weak", link: LinkPa
 
 
 def max_distance_km(method: str = "decoy-vacuum-weak", link: LinkParameters = PRESETS["GYS"], *,
-                    mu: float | None = None, nu: float = 0.05, tolerance_km: float = 0.01) -> float:
+                    mu: float | None = None, nu: float = default("nu"), tolerance_km: float = 0.01) -> float:
     """The longest fibre with a positive rate (μ optimised at each distance unless given)."""
     _check_method(method)
     _check_intensities(method, mu, nu)
@@ -350,7 +345,7 @@ class KeyRateCurve:
 
 
 def key_rate_curve(distances_km, method: str = "decoy-vacuum-weak", link: LinkParameters = PRESETS["GYS"], *,
-                   mu: float | None = None, nu: float = 0.05) -> KeyRateCurve:
+                   mu: float | None = None, nu: float = default("nu")) -> KeyRateCurve:
     """:func:`key_rate` at each distance, and the maximum distance."""
     distances = [float(d) for d in distances_km]
     if not distances:
@@ -429,5 +424,5 @@ def shor_preskill_threshold(f_ec: float = 1.0) -> float:
     lo, hi = 1e-9, 0.5
     for _ in range(200):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 1 - (1 + f_ec) * float(_h(mid)) > 0 else (lo, mid)
+        lo, hi = (mid, hi) if 1 - (1 + f_ec) * float(binary_entropy(mid)) > 0 else (lo, mid)
     return lo

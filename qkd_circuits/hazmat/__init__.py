@@ -5,11 +5,11 @@ secret, or a message decoded without a phase check, each breaks a guarantee that
 in :mod:`qkd_circuits` (``run_bb84``, ``AliceParty``/``BobParty``) keep for you.
 """
 
-from .postprocessing.amplification import toeplitz_hash, toeplitz_hash_naive
-from .postprocessing.cascade import PRESETS, CascadeAlice, CascadeBob, CascadePreset, CascadeStats, block_size, reconcile
-from .postprocessing.messages import MESSAGE_TYPES, decode, encode
-from .postprocessing.shuffle import derive_permutation, inverse_permutation
-from .postprocessing.universal_hash import PolyHash128, gf128_mul, ghash
+from .amplification import toeplitz_hash, toeplitz_hash_naive
+from .cascade import PRESETS, CascadeAlice, CascadeBob, CascadePreset, CascadeStats, block_size, reconcile
+from .messages import MESSAGE_TYPES, decode, encode
+from .shuffle import derive_permutation, inverse_permutation
+from .universal_hash import PolyHash128, gf128_mul, ghash
 
 __all__ = [
     "CascadeAlice", "CascadeBob", "CascadePreset", "CascadeStats", "MESSAGE_TYPES", "PRESETS", "PolyHash128",

@@ -21,6 +21,8 @@ where there is one, the fix.
 
 from __future__ import annotations
 
+from enum import Enum
+
 
 class QKDError(Exception):
     """Base class of every error raised on purpose by qkd_circuits."""
@@ -72,15 +74,41 @@ class KeyStoreError(QKDError):
     """The key store refused a request; subclasses say why (see :mod:`qkd_circuits.keystore`)."""
 
 
-class ProtocolAborted(QKDError):
-    """The protocol stopped on purpose; ``reason`` is a short machine-readable string.
+class AbortReason(str, Enum):
+    """Why a round output no key: the ``abort_reason`` of every report.
 
-    A party's reasons (``qkd_circuits.postprocessing.protocol.ABORT_REASONS``):
-    ``too_few_sifted_bits``, ``qber_too_high``, ``key_too_short``, ``leak_budget_exceeded``
-    (Cascade would disclose more parity bits than the round's leak budget; Alice also raises
-    :class:`ProtocolError` at a peer that asks past it), ``verification_failed``; a round adds
-    ``authentication_failed`` and ``no_key_left_after_replenishment``.
+    The values are the strings scripts read in ``--json`` reports (a contract: add, never
+    rename); a member compares equal to its value (``AbortReason.QBER_TOO_HIGH == "qber_too_high"``)
+    and serialises as it.
+
+    A party's reasons: ``too_few_sifted_bits``, ``qber_too_high``, ``key_too_short``,
+    ``leak_budget_exceeded`` (Cascade would disclose more parity bits than the round's leak
+    budget; Alice also raises :class:`ProtocolError` at a peer that asks past it),
+    ``verification_failed``.  A round's: ``authentication_failed`` (a tag or signature did not
+    verify), ``no_key_left_after_replenishment`` (the pool refill took the whole key),
+    ``no_key_released`` (the link stopped before the decision).  A decoy-state round's:
+    ``decoy_check_failed`` (the bounds certify no single-photon detections).
+
+    >>> AbortReason("qber_too_high") is AbortReason.QBER_TOO_HIGH, str(AbortReason.KEY_TOO_SHORT)
+    (True, 'key_too_short')
     """
+
+    TOO_FEW_SIFTED_BITS = "too_few_sifted_bits"
+    QBER_TOO_HIGH = "qber_too_high"
+    KEY_TOO_SHORT = "key_too_short"
+    LEAK_BUDGET_EXCEEDED = "leak_budget_exceeded"
+    VERIFICATION_FAILED = "verification_failed"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    NO_KEY_LEFT_AFTER_REPLENISHMENT = "no_key_left_after_replenishment"
+    NO_KEY_RELEASED = "no_key_released"
+    DECOY_CHECK_FAILED = "decoy_check_failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ProtocolAborted(QKDError):
+    """The protocol stopped on purpose; ``reason`` is an :class:`AbortReason` (a ``str``)."""
 
     reason = "aborted"
 
@@ -88,7 +116,7 @@ class ProtocolAborted(QKDError):
 class QBERTooHigh(ProtocolAborted):
     """The upper confidence bound on the QBER is above the abort threshold."""
 
-    reason = "qber_too_high"
+    reason = AbortReason.QBER_TOO_HIGH
 
     def __init__(self, upper: float, threshold: float, estimate: float) -> None:
         self.upper = upper

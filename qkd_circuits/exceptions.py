@@ -23,6 +23,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+__all__ = ["AbortReason", "AuthenticationError", "BackendError", "ConfigurationError", "KeyPoolExhausted",
+           "KeyStoreError", "LinkHalted", "MissingExtraError", "ProtocolAborted", "ProtocolError", "QBERTooHigh",
+           "QKDError", "RecordError"]
+
 
 class QKDError(Exception):
     """Base class of every error raised on purpose by qkd_circuits."""

@@ -2,3 +2,7 @@
 verification and privacy amplification (:mod:`~qkd_circuits.postprocessing.protocol`), with
 the leakage ledger.  Pure numpy, no qiskit.  The sharp primitives it is built from live in
 :mod:`qkd_circuits.hazmat`; the key-length formulas in :mod:`qkd_circuits.analysis`."""
+
+from . import estimation, ledger, protocol, sifting
+
+__all__ = ["estimation", "ledger", "protocol", "sifting"]

@@ -1,0 +1,134 @@
+"""The round report: ``Report.to_dict()`` (what ``qkd run --json`` prints) keeps its shape.
+
+Scripts, notebooks and the sweep read these dicts by key, so the nested keys, their order and
+the type of every value are pinned here for a few seeded rounds (an honest round, a round an
+eavesdropper pushes past the QBER threshold, a round with a tampered carrier, a PKI bootstrap,
+two pool rounds, and decoy sessions that make a key and that fail the decoy check).  The pinned
+shapes are in ``tests/vectors/report_shapes.json``; a report that only gains keys still fails
+here, on purpose: update the vector file in the same change that adds the field.
+
+Regenerate the vector file (after a deliberate addition) with
+``python tests/test_report.py --write``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+import qkd_circuits as qkd
+
+VECTORS = Path(__file__).parent / "vectors" / "report_shapes.json"
+
+
+def shape(value):
+    """The structure of a to_dict() value: keys in order, the type name of every leaf."""
+    if isinstance(value, dict):
+        return {"dict": [[key, shape(item)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        shapes = []
+        for item in value:
+            s = shape(item)
+            if s not in shapes:
+                shapes.append(s)
+        return {type(value).__name__: shapes}
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, str):
+        return "str"  # AbortReason members are str; the report prints them as str
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return type(value).__name__  # anything else shows up as a diff
+
+
+def _pki(directory: Path):
+    from cryptography import x509
+
+    from qkd_circuits.channel import pki
+    from qkd_circuits.channel.authenticated import PkiIdentity
+
+    paths = pki.init_demo_pki(directory)
+    anchor = x509.load_pem_x509_certificate(paths["ca"].read_bytes())
+    return (PkiIdentity(pki.load_credentials(directory, "alice"), anchor, "bob"),
+            PkiIdentity(pki.load_credentials(directory, "bob"), anchor, "alice"))
+
+
+def scenarios(tmp: Path) -> dict:
+    """name -> the to_dict() of a seeded round (the pinned cases)."""
+    from qkd_circuits.decoy import run_decoy_session
+    from qkd_circuits.quantum.wcp import PhotonNumberSplitting
+
+    out = {}
+    honest = qkd.run_bb84(150_000, channel=qkd.Channel(depolarizing=0.04), seed=3)
+    out["honest"] = honest.report.to_dict()
+    eve = qkd.run_bb84(60_000, eve=qkd.InterceptResend(0.2), seed=5)
+    out["partial_eve"] = eve.report.to_dict()
+    abort = qkd.run_bb84(4000, eve=qkd.InterceptResend(1.0), seed=4)
+    out["qber_abort"] = abort.report.to_dict()
+    tampered = qkd.postprocess(honest.record, attack=lambda c: qkd.attacks.tamper(c, index=1, bit=8 * 40 + 3))
+    out["tampered"] = tampered.report.to_dict()
+    alice_pki, bob_pki = _pki(tmp / "pki")
+    first = qkd.postprocess(honest.record, alice_pki=alice_pki, bob_pki=bob_pki)
+    out["pki_bootstrap"] = first.report.to_dict()
+    alice_pool, bob_pool = first.pools
+    second = qkd.run_bb84(60_000, channel=qkd.Channel(depolarizing=0.04), seed=6, alice_pool=alice_pool,
+                          bob_pool=bob_pool)
+    out["pool_round"] = second.report.to_dict()
+    third = qkd.run_bb84(60_000, channel=qkd.Channel(depolarizing=0.04), seed=7, alice_pool=alice_pool,
+                         bob_pool=bob_pool)
+    out["pool_round_after"] = third.report.to_dict()
+    out["decoy_key"] = run_decoy_session(100_000, seed=2).to_dict()
+    out["decoy_check_failed"] = run_decoy_session(100_000, seed=2, eve=PhotonNumberSplitting()).to_dict()
+    return out
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    return scenarios(tmp_path_factory.mktemp("report"))
+
+
+CASES = ["honest", "partial_eve", "qber_abort", "tampered", "pki_bootstrap", "pool_round", "pool_round_after",
+         "decoy_key", "decoy_check_failed"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_to_dict_keeps_its_keys_order_and_types(reports, case):
+    pinned = json.loads(VECTORS.read_text())[case]
+    assert shape(reports[case]) == pinned
+
+
+def test_the_pinned_cases_are_what_they_claim(reports):
+    r = reports
+    assert not r["honest"]["aborted"] and r["honest"]["final_key_bits"] > 0 and r["honest"]["eve"] is None
+    assert r["partial_eve"]["eve"]["attack"]["kind"] == "intercept-resend" and not r["partial_eve"]["aborted"]
+    assert r["qber_abort"]["abort_reason"] == "qber_too_high" and r["qber_abort"]["cascade"] is None
+    assert r["tampered"]["abort_reason"] == "authentication_failed"
+    assert r["tampered"]["auth"]["failure"] is not None  # the channel error's class name
+    assert r["pki_bootstrap"]["auth"]["bootstrap"] == "pki" and not r["pki_bootstrap"]["aborted"]
+    assert r["pool_round_after"]["auth"]["alice_settled"]  # the earlier round settled at this one's start
+    assert r["decoy_key"]["report"]["final_key_bits"] > 0
+    assert r["decoy_check_failed"] == {**r["decoy_check_failed"], "aborted": True,
+                                       "abort_reason": "decoy_check_failed", "report": None}
+
+
+def test_report_values_are_json_and_abort_reasons_plain_strings(reports):
+    for case, d in reports.items():
+        text = json.dumps(d, allow_nan=True)
+        assert json.loads(text).keys() == d.keys(), case
+    for case in ("qber_abort", "tampered"):
+        assert type(reports[case]["abort_reason"]) is str  # not an enum member in the printed dict
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shapes = {case: shape(d) for case, d in scenarios(Path(tmp)).items()}
+    VECTORS.write_text(json.dumps(shapes, indent=1) + "\n")
+    print(f"wrote {VECTORS}")

@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import context, emit  # noqa: E402
 
-from qkd_circuits.hazmat.amplification import toeplitz_hash  # noqa: E402
-from qkd_circuits.hazmat.universal_hash import PolyHash128  # noqa: E402
+from qkd_circuits.hazmat import PolyHash128, toeplitz_hash  # noqa: E402
 
 GOAL_BITS = 1_000_000  # the input size the goals are stated for
 GOALS = {"toeplitz_input_rate": 10_000_000, "verification_hash_rate": 10_000_000}

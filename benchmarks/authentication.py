@@ -1,6 +1,6 @@
 """Authentication key consumption: pool bits spent per round, as a share of the key produced.
 
-Goal (issue 4): below 1% of the key for 10^6-exchange rounds; the forgery probability per tag
+Goal: below 1% of the key for 10^6-exchange rounds; the forgery probability per tag
 is stated (GHASH over GF(2^128): at most L/2^128 for a transcript of L 128-bit blocks).
 
     python benchmarks/authentication.py            # human-readable lines

@@ -1,6 +1,6 @@
 """Cascade reconciliation: efficiency, frame error rate, round trips and speed per preset.
 
-Goal (issue 3, 2-core machine): efficiency f = leaked / (n·h(QBER)) at most 1.10 at QBER 2–5%
+Goal (2-core machine): efficiency f = leaked / (n·h(QBER)) at most 1.10 at QBER 2–5%
 for n = 10^4 with the improved variant; at least 2 Mbit/s reconciled for n = 10^6.
 Yardstick: Martinez-Mateo et al., QIC 15, 453 (2015), Figs. 5–6.
 

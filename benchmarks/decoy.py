@@ -1,6 +1,6 @@
 """Decoy states on circuits: the analytic curves, simulated points on them, and the PNS check.
 
-Figures (issue 6):
+Figures:
   * maximum distance of each key-rate method with the GYS parameters (km; published: ~142 km
     for decoys, a few tens of km without);
   * simulated circuit sessions at several distances beside the analytic vacuum + weak rate at
@@ -30,7 +30,7 @@ from _common import context, emit  # noqa: E402
 
 from qkd_circuits.decoy import analyse, link_models, simulate_point  # noqa: E402
 from qkd_circuits.analysis.keyrate import METHODS, PRESETS, max_distance_km  # noqa: E402
-from qkd_circuits.quantum.wcp import PhotonNumberSplitting, WeakCoherentSource, run_wcp_exchanges  # noqa: E402
+from qkd_circuits import PhotonNumberSplitting, WeakCoherentSource, run_wcp_exchanges  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import context, emit  # noqa: E402
-from qkd_circuits.channel.pool import create_psk_file  # noqa: E402
+from qkd_circuits import create_psk_file  # noqa: E402
 from qkd_circuits.keystore import KeyStore  # noqa: E402
-from qkd_circuits.node.config import default_config_text  # noqa: E402
+from qkd_circuits.node import default_config_text  # noqa: E402
 
 QKD = str(Path(sys.executable).with_name("qkd"))
 

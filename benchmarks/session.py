@@ -1,6 +1,6 @@
 """End-to-end BB84 sessions: secret bits per second of wall time.
 
-Goal (issue 3, 2-core machine): at least 100,000 secret bits/s for a 10^6-exchange session at
+Goal (2-core machine): at least 100,000 secret bits/s for a 10^6-exchange session at
 2% QBER (depolarizing channel p = 0.04), circuits on Aer through the finite-key final key.
 
     python benchmarks/session.py            # human-readable lines

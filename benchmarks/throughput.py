@@ -1,6 +1,6 @@
 """Exchanges per second of the BB84 circuits, end to end (circuit -> sampler -> MeasurementRecord).
 
-Goal (issue 2, on a 2-core machine): qrng mode >= 1,000,000 exchanges/s, noiseless and with
+Goal (on a 2-core machine): qrng mode >= 1,000,000 exchanges/s, noiseless and with
 noise and Eve in the circuit; prepared mode >= 100,000 exchanges/s.
 
     python benchmarks/throughput.py            # human-readable lines

@@ -70,6 +70,9 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     _P("detector_efficiency", 1.0, float, "Bob's detector efficiency (with his optics)."),
     _P("dark_count", 0.0, float, "Dark-count probability per pulse."),
     _P("seed", None, int, "Simulation seed (choices and simulator); omit for CSPRNG choices."),
+    _P("lanes", None, str, "Exchanges side by side per circuit (a whole number), or 'device'."),
+    _P("schedule", "grouped", str, "prepared mode: settings grouped per binding, or one binding per shot in send "
+       "order.", choices=("grouped", "sequential")),
     # Post-processing.
     _P("abort_qber", 0.11, float, "Abort when the QBER's upper confidence bound exceeds this."),
     _P("cascade", "option7", str, "Cascade variant for error correction.",
@@ -86,7 +89,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
        "(0: asymptotic).", group="decoy"),
     _P("decoy_method", "decoy-vacuum-weak", str, "How the single-photon part is bounded: decoy-vacuum-weak; gllp "
        "(no decoys, every multi-photon pulse counted as Eve's); assume-single-photons (INSECURE textbook shortcut).",
-       choices=("decoy-vacuum-weak", "gllp", "assume-single-photons"), group="decoy"),
+       choices=("decoy-vacuum-weak", "gllp", "assume-single-photons"), group="decoy", aliases=("--method",)),
     _P("preset", "GYS", str, "Link preset of the fibre and detector (Gobby-Yuan-Shields 2004).", choices=("GYS",),
        group="decoy"),
 )}

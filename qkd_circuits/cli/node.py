@@ -9,15 +9,14 @@ from pathlib import Path
 import click
 
 from ..exceptions import ConfigurationError, QKDError
+from .errors import EXIT_ABORTED, EXIT_BACKEND, EXIT_USAGE, exit_codes
+from .options import json_option
 
 __all__ = ["node_group"]
 
-EXIT_OK, EXIT_BACKEND, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
+#: A running node's failures are the backend's or the store's (1), a bad configuration is still usage (2).
+_RUNNING = {QKDError: EXIT_BACKEND, ConfigurationError: EXIT_USAGE,
+            **{cls: (EXIT_BACKEND, "cannot serve: {exc}") for cls in (OSError, ConnectionError, TimeoutError)}}
 
 
 @click.group("node")
@@ -40,19 +39,17 @@ def node_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing node.toml / pool.psk.")
 def node_init(directory, role, link_id, psk_file, tls_dir, no_kme, force) -> None:
     """Write DIR/node.toml (commented defaults for a loopback demo) and copy the PSK."""
+    from ..node.config import CONFIG_NAME, default_config_text
     from ..secretfile import write_secret_file
-    from .config import CONFIG_NAME, default_config_text
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    try:
+    with exit_codes():
         write_secret_file(d / CONFIG_NAME, default_config_text(role, link_id=link_id, kme=not no_kme,
                                                               tls=str(Path(tls_dir).resolve()) if tls_dir else "tls").encode(),
                           overwrite=force)
         if psk_file:
             write_secret_file(d / "pool.psk", Path(psk_file).read_bytes(), overwrite=force)
-    except QKDError as exc:
-        _fail(str(exc), EXIT_USAGE)
     click.echo(f"wrote {d / CONFIG_NAME}" + (f" and {d / 'pool.psk'}" if psk_file else ""))
 
 
@@ -70,29 +67,21 @@ def node_init(directory, role, link_id, psk_file, tls_dir, no_kme, force) -> Non
               help="Stop after this many rounds (Bob: attempts, Alice: connections); default: run on.")
 def node_run(directory, config_file, overrides, classical, quantum, metrics_listen, log_format, rounds) -> None:
     """Run this site's link node until SIGTERM / SIGINT (or --rounds)."""
-    from .config import load_config
-    from .service import Node, configure_logging, install_signal_handlers
+    from ..node.config import load_config
+    from ..node.service import Node, configure_logging, install_signal_handlers
 
     extra = list(overrides)
     for key, value in (("link.classical", classical), ("link.quantum", quantum),
                        ("metrics.listen", metrics_listen), ("log.format", log_format)):
         if value is not None:
             extra.append(f"{key}={json.dumps(value)}")
-    try:
+    with exit_codes():
         config = load_config(directory, file=config_file, overrides=extra)
         configure_logging(config["log"]["format"])
         node = Node(config, rounds=rounds)
-    except QKDError as exc:
-        _fail(str(exc), EXIT_USAGE)
     install_signal_handlers(node)
-    try:
+    with exit_codes(_RUNNING):
         code = node.run()
-    except ConfigurationError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except QKDError as exc:  # a backend failure or the store
-        _fail(str(exc), EXIT_BACKEND)
-    except OSError as exc:
-        _fail(f"cannot serve: {exc}", EXIT_BACKEND)
     if code == EXIT_ABORTED:
         click.echo(f"the link halted after repeated authentication failures: inspect both sites, then "
                    f"'qkd psk resume {config.path(config['pool'])}'", err=True)
@@ -101,21 +90,19 @@ def node_run(directory, config_file, overrides, classical, quantum, metrics_list
 
 @node_group.command("status")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@json_option("Print the status as one JSON object.")
 def node_status(directory, as_json) -> None:
     """This site's node: link state, stock, last round (from its status file and store)."""
     from ..keystore import KeyStore
-    from .config import load_config
-    from .service import read_status
+    from ..node.config import load_config
+    from ..node.service import read_status
 
-    try:
+    with exit_codes():
         config = load_config(directory)
         status = read_status(directory)
         store = KeyStore(config.path(config["store"]))
         status["stock"]["free_now"] = store.count_free()
         status["stock"]["stored_now"] = store.count()
-    except QKDError as exc:
-        _fail(str(exc), EXIT_USAGE)
     if as_json:
         click.echo(json.dumps(status, sort_keys=True))
         return

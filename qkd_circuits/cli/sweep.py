@@ -1,6 +1,6 @@
 """``qkd sweep SPEC.toml --output FILE``: the sweep runner on the command line.
 
-Registered on the ``qkd`` group by :mod:`qkd_circuits.cli`.  Exit codes as for ``qkd run``:
+Registered on the ``qkd`` group by :mod:`qkd_circuits.cli`.  Exit codes (:mod:`.errors`):
 0 every task ran (aborted sessions included), 2 bad usage or spec, 1 the scheduler failed or some
 tasks ended in an error (their rows say which), 130 interrupted (rerun to resume).
 """
@@ -12,16 +12,11 @@ import sys
 
 import click
 
-from ..exceptions import BackendError, MissingExtraError, QKDError
+from .errors import EXIT_BACKEND as EXIT_FAILED
+from .errors import EXIT_INTERRUPTED, EXIT_OK, exit_codes, fail
+from .options import json_option
 
 __all__ = ["sweep_command"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command("sweep")
@@ -34,29 +29,22 @@ def _fail(message: str, code: int) -> None:
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Use this running Dask scheduler (and its workers) instead of a local cluster.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object and nothing else.")
+@json_option("Print the summary as one JSON object and nothing else.")
 def sweep_command(spec, output, workers, scheduler, quiet, as_json) -> None:
     """Run a grid of seeded BB84 sessions (SPEC.toml) on Dask, one row per session.
 
     See the qkd_circuits.sweep docstring for the spec format.  Interrupt it at any time and
     rerun the same command: only the sessions missing from --output run.
     """
-    from .runner import run_sweep
+    from ..sweep.runner import run_sweep
 
     try:
-        summary = run_sweep(spec, output, workers=workers, scheduler=scheduler,
-                            progress=not (quiet or as_json))
+        with exit_codes():
+            summary = run_sweep(spec, output, workers=workers, scheduler=scheduler,
+                                progress=not (quiet or as_json))
     except KeyboardInterrupt:
-        _fail(f"interrupted; the rows written so far are in {output}: rerun the same command to resume",
-              EXIT_INTERRUPTED)
-    except MissingExtraError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except BackendError as exc:
-        _fail(str(exc), EXIT_FAILED)
-    except QKDError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except (ConnectionError, TimeoutError) as exc:
-        _fail(str(exc), EXIT_FAILED)
+        fail(f"interrupted; the rows written so far are in {output}: rerun the same command to resume",
+             EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
     elif not quiet:

@@ -1,0 +1,191 @@
+"""``qkd keyrate`` (the key-rate formulas against distance) and ``qkd decoy`` (one decoy-state round)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..exceptions import ConfigurationError
+from ..params import DECOY_EXCHANGES
+from .errors import EXIT_ABORTED, EXIT_OK, EXIT_USAGE, exit_codes, fail
+from .options import json_option, param_option
+from .report import echo_json, print_report
+
+__all__ = ["decoy_command", "keyrate"]
+
+_KEYRATE_METHODS = ("gllp", "decoy-vacuum-weak", "decoy-infinite")
+_PRESET = dict(type=click.Choice(["GYS"], case_sensitive=False))
+
+
+def _distances(spec: str) -> list[float]:
+    """``START:STOP:STEP`` (STOP included) or a comma-separated list, in km."""
+    try:
+        if ":" in spec:
+            parts = [float(x) for x in spec.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            start, stop, step = parts
+            count = int(round((stop - start) / step)) + 1
+            if count > 100_000:
+                raise ValueError
+            return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
+        values = [float(x) for x in spec.split(",") if x.strip()]
+        if not values:
+            raise ValueError
+        return values
+    except ValueError:
+        raise ConfigurationError(f"--distance-km takes START:STOP:STEP (km, STEP > 0) or a comma list, "
+                                 f"got {spec!r}") from None
+
+
+@click.command()
+@param_option("distance_km", dest="distance_spec", type=str, default="0:200:5", show_default=True,
+              metavar="START:STOP:STEP", help="Fibre lengths in km (STOP included), or a comma-separated list.")
+@param_option("decoy_method", type=click.Choice(_KEYRATE_METHODS), default="decoy-vacuum-weak",
+              help="gllp: no decoys; decoy-vacuum-weak: vacuum + one weak decoy; decoy-infinite: the limit.")
+@param_option("preset", **_PRESET, help="Published link parameters (GYS: Gobby, Yuan & Shields 2004) the "
+              "options below change.")
+@param_option("alpha_db_per_km", default=None, show_default=False, help="Fibre attenuation α (dB/km) "
+              "[default: the preset's].")
+@click.option("--eta-bob", type=float, default=None, help="Bob's optics x detector efficiency.")
+@click.option("--y0", type=float, default=None, help="Dark-count yield per pulse.")
+@click.option("--e-detector", type=float, default=None, help="Misalignment error e_det.")
+@click.option("--f-ec", type=float, default=None, help="Error-correction inefficiency f.")
+@param_option("mu", default=None, show_default=False, help="Signal intensity (default: optimised per distance; "
+              "0.5 for --simulate).")
+@param_option("nu")
+@click.option("--compare", is_flag=True, help="Also compute the other two methods (plot and 'others' in JSON).")
+@click.option("--simulate", "simulate_spec", default=None, metavar="KM,KM,...",
+              help="Also run circuit sessions at these distances (vacuum + weak decoy, at --mu or 0.5).")
+@param_option("exchanges", default=1_000_000, help="Pulses per simulated point.")
+@param_option("seed", help="Simulation seed for the simulated points; omit for CSPRNG choices.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the curve(s) to a PNG.")
+@json_option("Print the curve and max_distance_km as one JSON object.")
+def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e_detector, f_ec, mu, nu, compare,
+            simulate_spec, exchanges, seed, plot_file, as_json) -> None:
+    """Secret key rate against fibre distance, from the formulas (and circuits with --simulate)."""
+    from ..analysis import keyrate as kr
+
+    method = decoy_method
+    with exit_codes():
+        link = kr.PRESETS[preset.upper()].with_(alpha_db_per_km=alpha_db_per_km, eta_bob=eta_bob, y0=y0,
+                                                 e_detector=e_detector, f_ec=f_ec)
+        distances = _distances(distance_spec)
+        curve = kr.key_rate_curve(distances, method, link, mu=mu, nu=nu)
+        others = {m: kr.key_rate_curve(distances, m, link, mu=mu, nu=nu) for m in kr.METHODS if m != method} \
+            if compare else {}
+        simulated = []
+        if simulate_spec:
+            if method == "decoy-infinite":
+                raise ConfigurationError("--simulate runs a finite set of intensities: use gllp or decoy-vacuum-weak")
+            if exchanges < 1000:
+                raise ConfigurationError(f"--exchanges must be >= 1000, got {exchanges}")
+            from ..decoy import simulate_point
+
+            sim_mu = 0.5 if mu is None else mu
+            sim_nu = min(nu, sim_mu / 2) if method == "decoy-vacuum-weak" else 0.1
+            for i, d in enumerate(_distances(simulate_spec)):
+                simulated.append(simulate_point(d, link=link, mu=sim_mu, nu=sim_nu, pulses=exchanges, method=method,
+                                                seed=None if seed is None else seed + i))
+    out = curve.to_dict()
+    out["simulated"] = simulated
+    out["others"] = {m: {"max_distance_km": c.max_distance_km} for m, c in others.items()}
+    if plot_file:
+        _plot_keyrate(plot_file, curve, others, simulated)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{method} on {link.name} (α={link.alpha_db_per_km} dB/km, η_Bob={link.eta_bob}, Y0={link.y0}, "
+               f"e_det={link.e_detector}, f={link.f_ec}): maximum distance {curve.max_distance_km:.1f} km")
+    for m, c in others.items():
+        click.echo(f"{m}: maximum distance {c.max_distance_km:.1f} km")
+    click.echo(f"{'km':>8} {'rate (bit/pulse)':>18} {'mu':>8}")
+    for p in curve.points:
+        click.echo(f"{p.distance_km:>8.1f} {p.rate:>18.4e} {p.mu:>8.4f}")
+    for s in simulated:
+        click.echo(f"simulated {s['distance_km']:.1f} km: {s['rate']:.3e} ± {s['rate_sd']:.1e} "
+                   f"(analytic {s['analytic']:.3e}, {s['pulses']:,} pulses)")
+    if plot_file:
+        click.echo(f"wrote {plot_file}")
+
+
+def _plot_keyrate(path, curve, others, simulated) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        fail("--plot needs matplotlib: pip install 'qkd_circuits[notebooks]'", EXIT_USAGE)
+    labels = {"gllp": "GLLP, no decoy", "decoy-vacuum-weak": "vacuum + weak decoy", "decoy-infinite": "infinite decoy"}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for c in [curve, *others.values()]:
+        xs = [p.distance_km for p in c.points if p.rate > 0]
+        ys = [p.rate for p in c.points if p.rate > 0]
+        ax.semilogy(xs, ys, lw=2.5 if c is curve else 1.5, label=f"{labels[c.method]} (max {c.max_distance_km:.0f} km)")
+    if simulated:
+        pts = [s for s in simulated if s["rate"] > 0]
+        ax.errorbar([s["distance_km"] for s in pts], [s["rate"] for s in pts],
+                    yerr=[s["rate_sd"] or 0 for s in pts], fmt="o", color="black", capsize=4,
+                    label="simulated circuits (±1 sd)")
+    ax.set_xlabel("fibre length (km)", fontsize=13)
+    ax.set_ylabel("secret key rate (bits per pulse)", fontsize=13)
+    ax.set_title(f"BB84 key rate vs distance, {curve.link.name} parameters", fontsize=14)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@click.command("decoy")
+@param_option("exchanges", default=DECOY_EXCHANGES)
+@param_option("distance_km")
+@param_option("preset", **_PRESET)
+@param_option("mu")
+@param_option("nu")
+@param_option("p_signal")
+@param_option("p_decoy")
+@param_option("decoy_method")
+@param_option("u_alpha")
+@param_option("eve", type=click.Choice(["none", "pns"]), metavar=None,
+              help="pns: photon-number splitting tuned to keep the signal's click rate honest.")
+@param_option("seed", help="Simulation seed; omit for CSPRNG choices.")
+@json_option("Print one JSON object and nothing else.")
+def decoy_command(exchanges, distance_km, preset, mu, nu, p_signal, p_decoy, decoy_method, u_alpha, eve, seed,
+                  as_json) -> None:
+    """One decoy-state BB84 round on weak coherent pulses (circuits on Aer)."""
+    from ..analysis.keyrate import PRESETS
+    from ..decoy import link_models, run_decoy_session
+    from ..quantum.wcp import PhotonNumberSplitting, WeakCoherentSource
+
+    with exit_codes():
+        if exchanges < 1:
+            raise ConfigurationError(f"--exchanges must be >= 1, got {exchanges}")
+        link = PRESETS[preset.upper()]
+        if not distance_km >= 0:
+            raise ConfigurationError(f"--distance-km must be >= 0, got {distance_km}")
+        channel, detector = link_models(distance_km, link)
+        source = WeakCoherentSource.vacuum_weak(mu, nu, p_signal=p_signal, p_decoy=p_decoy)
+        attacker = PhotonNumberSplitting.matching(mu, channel, detector) if eve == "pns" else None
+        result = run_decoy_session(exchanges, source=source, channel=channel, detector=detector, eve=attacker,
+                                   seed=seed, method=decoy_method, u_alpha=u_alpha, link=link)
+    out = result.to_dict()
+    if as_json:
+        echo_json(out)
+    else:
+        d = out["decoy"]
+        for label, s in d["intensities"].items():
+            click.echo(f"  {label:<7} mu={s['mu']:<5} pulses {s['pulses']:>10,}  gain {s['gain']:.3e}  "
+                       f"QBER {s['qber']:.2%} on {s['sifted']:,} sifted")
+        e = d["estimate"]
+        click.echo(f"  single photons: Y1 >= {e['y1']:.3e}, e1 <= {e['e1']:.2%}, "
+                   f"{'certified' if e['valid'] else 'NONE certified'}; asymptotic rate {d['rate']:.3e} bit/pulse")
+        if out["report"] is not None:
+            print_report(result.bb84.report)
+        elif out["aborted"]:
+            click.echo(f"  ABORTED: {out['abort_reason']}; no key was output")
+        if eve == "pns":
+            click.echo(f"  (study) Eve knows {out['eve_known_sifted_fraction']:.1%} of the sifted signal bits")
+    sys.exit(EXIT_ABORTED if out["aborted"] else EXIT_OK)

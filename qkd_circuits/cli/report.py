@@ -1,0 +1,62 @@
+"""Printing results: JSON (the default for scripts: ``--json``) and the text report of a round."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+__all__ = ["echo_json", "json_default", "print_report"]
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` hook: numpy scalars become Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def echo_json(value: Any, **kwargs: Any) -> None:
+    """Print ``value`` as one JSON document on stdout."""
+    click.echo(json.dumps(value, default=json_default, **kwargs))
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{value:.4%}"
+
+
+def print_report(report) -> None:
+    """The human-readable report of one BB84 round (no key bytes: digests only)."""
+    q = report.qber
+    lines = [
+        f"BB84 round on {report.backend} ({report.mode} mode, seed {report.seed})",
+        f"  exchanges      {report.exchanges:>12,}",
+        f"  detected       {report.detected:>12,}",
+        f"  sifted         {report.sifted:>12,}",
+        f"  QBER           {_percent(q.get('estimate')):>12}   upper bound {_percent(q.get('upper'))} "
+        f"on {report.sample_bits:,} sampled bits",
+    ]
+    if report.cascade:
+        c = report.cascade
+        eff = f", efficiency {c['efficiency']:.3f}" if "efficiency" in c else ""
+        lines.append(f"  Cascade        {c['variant']}: {c['leaked_bits']:,} parity bits, "
+                     f"{c['channel_uses']} round trips{eff}")
+    if report.eve:
+        e = report.eve
+        lines.append(f"  Eve            attacked {e['attacked_fraction']:.1%} of the sifted key; "
+                     f"her error where her basis was right: {e['guess_error_right_basis']}")
+    if report.auth:
+        a = report.auth
+        closing = ("signatures" if a["bootstrap"] == "pki"
+                   else f"forgery bound per tag {a['forgery_bound']:.1e}" if a["forgery_bound"] else "no tags sent")
+        lines.append(f"  auth           {a['bootstrap']} round {a['round']}: pool bits used {a['pool_bits_used']}, "
+                     f"added {a['pool_bits_added']}, {closing}" + (f", FAILED ({a['failure']})" if a.get("failure") else ""))
+    lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
+    if report.aborted:
+        lines.append(f"  ABORTED: {report.abort_reason}; no key was output")
+    else:
+        lines.append(f"  final key      {report.final_key_bits:>12,} bits  (sha256 {report.alice_key_sha256[:16]}…, "
+                     f"{'same at both ends' if report.alice_key_sha256 == report.bob_key_sha256 else 'KEYS DIFFER'})")
+    lines.append("  (simulated: the simulator's operator knows every bit of this key)")
+    click.echo("\n".join(lines))

@@ -1,16 +1,26 @@
 """Measurement records: what a BB84 exchange produced, who may see which part, and where it came from.
 
-A :class:`MeasurementRecord` holds one bool array per quantity, all of length ``n`` (one entry
-per pulse, in the order the pulses were sent), plus a :class:`Provenance`.  Bases are coded
+A :class:`MeasurementRecord` holds one array per quantity, all of length ``n`` (one entry per
+pulse, in the order the pulses were sent), plus a :class:`Provenance`.  Bases are coded
 0 = Z (rectilinear), 1 = X (diagonal).  The record is the simulator's omniscient view; the
 parties must only ever see their own part, which :meth:`MeasurementRecord.alice_view` and
 :meth:`MeasurementRecord.bob_view` cut out.  Eve's results, when an eavesdropper ran, are kept
-for scoring what she learned.
+for scoring what she learned.  A weak-coherent-pulse run adds each pulse's intensity label and
+the source those labels index (:class:`~qkd_circuits.quantum.wcp.WcpRecord` is that record).
+
+The bit convention, here and wherever these arrays cross a layer boundary (views, sifting,
+:class:`~qkd_circuits.postprocessing.protocol.FinalKey`): **bits and bases are** ``uint8``
+**arrays of 0/1; masks** (``detected``, ``eve_active``, a sifting mask) **are** ``bool``.
+Constructors accept either dtype for 0/1 data and convert once.  They also *copy* their inputs
+and make the copy read-only: the caller's arrays stay as they were (writable), and nobody can
+change a record behind its back.
 
 Files are ``.npz`` archives holding the arrays and a JSON header with the format name and version;
-:func:`load_record` refuses anything else — whatever the bytes — with a :class:`RecordError`.  A
-record holds Alice's raw bits: :meth:`MeasurementRecord.save` writes it with
-:func:`~qkd_circuits.secretfile.write_secret_file` (mode 0600, atomic, never through a symlink).
+:func:`load_record` refuses anything else — whatever the bytes — with a :class:`RecordError`.  On
+disk the 0/1 arrays are stored as ``bool``, as every version of this format wrote them, so files
+written earlier load unchanged.  A record holds Alice's raw bits: :meth:`MeasurementRecord.save`
+writes it with :func:`~qkd_circuits.secretfile.write_secret_file` (mode 0600, atomic, never
+through a symlink).
 """
 
 from __future__ import annotations
@@ -24,11 +34,14 @@ import tokenize
 import zipfile
 import zlib
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .exceptions import RecordError
+from . import _provenance
+from .exceptions import QKDError, RecordError
 from .secretfile import write_secret_file
 
 __all__ = ["MeasurementRecord", "Provenance", "AliceView", "BobView", "EveView", "load_record"]
@@ -38,6 +51,58 @@ FORMAT_VERSION = 1
 
 _PARTY_ARRAYS = ("alice_bits", "alice_bases", "bob_bases", "bob_results", "detected")
 _EVE_ARRAYS = ("eve_active", "eve_bases", "eve_results")
+#: What a weak-coherent-pulse run adds: Alice's intensity label per pulse, and the photon
+#: numbers the simulator's source model drew (ground truth, like Eve's arrays).
+_WCP_ARRAYS = ("intensity", "photons")
+
+BIT = np.dtype(np.uint8)
+MASK = np.dtype(np.bool_)
+# Each array's dtype in a record and its views; what the integer codes may hold.
+_DTYPES = {"alice_bits": BIT, "alice_bases": BIT, "bob_bases": BIT, "bob_results": BIT, "eve_results": BIT,
+           "detected": MASK, "eve_active": MASK,
+           "eve_bases": np.dtype(np.int8), "intensity": np.dtype(np.int8), "photons": np.dtype(np.int16)}
+_CODES = {"eve_bases": (0, 2), "intensity": (0, np.iinfo(np.int8).max), "photons": (0, np.iinfo(np.int16).max)}
+
+
+def _frozen_copy(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    """A read-only copy of ``value`` as a 1-D ``dtype`` array; ``value`` itself is left alone.
+
+    0/1 data (bits, bases, masks) may come as ``bool`` or any integer dtype holding only 0 and 1;
+    the integer codes (Eve's bases, intensity labels, photon numbers) as any integer dtype in range.
+    """
+    a = np.asarray(value)
+    if a.ndim != 1:
+        raise RecordError(f"{name} must be a 1-D array, got shape {a.shape}")
+    if a.dtype != np.bool_ and not np.issubdtype(a.dtype, np.integer):
+        raise RecordError(f"{name} must be a 1-D {dtype.name} array, got {a.dtype}{a.shape}")
+    low, high = _CODES.get(name, (0, 1))
+    if a.dtype != np.bool_ and a.size and (int(a.min()) < low or int(a.max()) > high):
+        what = "0/1 values" if high == 1 else f"values in [{low}, {high}]"
+        raise RecordError(f"{name} must hold {what}, got {a.dtype} values in [{a.min()}, {a.max()}]")
+    out = np.array(a, dtype=dtype)  # always a copy
+    out.setflags(write=False)
+    return out
+
+
+def _freeze_fields(obj: Any, names: tuple[str, ...]) -> None:
+    """Replace each named field of a frozen dataclass by its read-only copy (``None`` stays)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None:
+            object.__setattr__(obj, name, _frozen_copy(name, value, _DTYPES[name]))
+
+
+def simulator_seed_bits(backend: Any, seed: int | None) -> int | None:
+    """What :attr:`Provenance.simulator_seed_bits` says for a run on ``backend`` with ``seed``.
+
+    ``None`` where the backend takes no simulator seed; 0 with a (public) user seed; otherwise
+    the width of the fresh secret seeds, :data:`~qkd_circuits.quantum.backends.SIMULATOR_SEED_BITS`.
+    """
+    if not backend.takes_simulator_seed:
+        return None
+    from .quantum.backends import SIMULATOR_SEED_BITS  # the quantum layer, only when it ran
+
+    return 0 if seed is not None else SIMULATOR_SEED_BITS
 
 
 @dataclass(frozen=True)
@@ -47,7 +112,8 @@ class Provenance:
     Attributes:
         backend: backend spec as given (``"aer"``, ``"fake:fake_manila"``, ``"ibm:ibm_torino"``...).
         backend_name: the backend's own name.
-        mode: ``"prepared"`` or ``"qrng"``.
+        mode: ``"prepared"`` or ``"qrng"`` (:func:`~qkd_circuits.submit`), ``"wcp"`` (weak
+            coherent pulses, :func:`~qkd_circuits.quantum.wcp.run_wcp_exchanges`).
         schedule: how settings were mapped onto circuit executions (prepared mode).
         lanes: exchanges per shot.
         shots: total shots executed (over all pubs and jobs).
@@ -80,6 +146,24 @@ class Provenance:
     models: dict = field(default_factory=dict)
     circuit: dict = field(default_factory=dict)
     simulator_seed_bits: int | None = None
+
+    @classmethod
+    def build(cls, backend: Any, *, mode: str, schedule: str, lanes: int, shots: int, seed: int | None,
+              models: dict, job_ids=(), circuit: dict | None = None) -> Provenance:
+        """The provenance of a run that has just been collected: the one place records get one.
+
+        ``backend`` is the resolved :class:`~qkd_circuits.quantum.backends.Backend` (its spec,
+        name and whether it takes simulator seeds); the versions come from
+        :func:`qkd_circuits._provenance.versions`, the time is now (UTC), and
+        ``simulator_seed_bits`` follows from the backend and ``seed``
+        (:func:`simulator_seed_bits`).
+        """
+        return cls(backend=backend.spec, backend_name=backend.name, mode=mode, schedule=schedule, lanes=int(lanes),
+                   shots=int(shots), job_ids=tuple(str(j) for j in job_ids), seed=seed,
+                   versions=_provenance.versions(),
+                   created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   models=dict(models), circuit=dict(circuit or {}),
+                   simulator_seed_bits=simulator_seed_bits(backend, seed))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -130,48 +214,76 @@ _PROVENANCE_TYPES = {
 
 @dataclass(frozen=True)
 class AliceView:
-    """What Alice knows: her bits and bases (bool arrays, length n)."""
+    """What Alice knows: her bits and bases (``uint8`` 0/1 arrays, length n).
+
+    The arrays given are copied (as ``uint8``) and the copies made read-only.
+    """
 
     bits: np.ndarray
     bases: np.ndarray
 
+    def __post_init__(self) -> None:
+        for name, value in (("bits", self.bits), ("bases", self.bases)):
+            object.__setattr__(self, name, _frozen_copy(name, value, BIT))
+
 
 @dataclass(frozen=True)
 class BobView:
-    """What Bob knows: his bases, his results and which pulses clicked (bool arrays, length n).
+    """What Bob knows: his bases and results (``uint8`` 0/1) and which pulses clicked
+    (``detected``, a ``bool`` mask), length n.
 
-    ``results`` is meaningless where ``detected`` is False.
+    ``results`` is meaningless where ``detected`` is False.  The arrays given are copied and the
+    copies made read-only.
     """
 
     bases: np.ndarray
     results: np.ndarray
     detected: np.ndarray
 
+    def __post_init__(self) -> None:
+        for name, value, dtype in (("bases", self.bases, BIT), ("results", self.results, BIT),
+                                   ("detected", self.detected, MASK)):
+            object.__setattr__(self, name, _frozen_copy(name, value, dtype))
+
 
 @dataclass(frozen=True)
 class EveView:
-    """What an eavesdropper recorded.
+    """What an eavesdropper recorded (copied and read-only, like the other views).
 
     Attributes:
-        active: bool, the pulses she attacked.
+        active: bool mask, the pulses she attacked.
         bases: int8, her basis per pulse (0 Z, 1 X, 2 Breidbart).
-        results: bool, her measurement result, read as her guess of Alice's bit.
+        results: uint8 0/1, her measurement result, read as her guess of Alice's bit.
     """
 
     active: np.ndarray
     bases: np.ndarray
     results: np.ndarray
 
+    def __post_init__(self) -> None:
+        for name, field_name in (("eve_active", "active"), ("eve_bases", "bases"), ("eve_results", "results")):
+            object.__setattr__(self, field_name, _frozen_copy(field_name, getattr(self, field_name), _DTYPES[name]))
+
 
 @dataclass(frozen=True, eq=False)
 class MeasurementRecord:
     """The outcome of ``n`` BB84 pulses.
 
+    Every array is copied on construction and the copy made read-only (the caller's stays
+    writable); 0/1 data may be given as ``bool`` or integers (see the module docstring).
+
     Attributes:
-        alice_bits, alice_bases, bob_bases, bob_results, detected: bool arrays, shape (n,).
-        eve_active, eve_results: bool arrays, shape (n,), or ``None`` without an eavesdropper.
-        eve_bases: int8 array, shape (n,), or ``None``.
+        alice_bits, alice_bases, bob_bases, bob_results: ``uint8`` 0/1 arrays, shape (n,).
+        detected: ``bool`` mask, shape (n,): Bob's detector clicked.
         provenance: a :class:`Provenance`.
+        eve_active (``bool``), eve_bases (``int8``: 0 Z, 1 X, 2 Breidbart), eve_results
+            (``uint8``): shape (n,), or all ``None`` without an eavesdropper.
+        intensity: weak coherent pulses only: ``int8`` index into ``source.labels`` per pulse
+            (Alice announces it after the quantum phase), or ``None``.
+        source: with ``intensity``: the source the labels index (a
+            :class:`~qkd_circuits.quantum.wcp.WeakCoherentSource`), else ``None``.
+        photons: weak coherent pulses only: the photon numbers the simulator's source model drew
+            (``int16``; ground truth for studies, no party sees it), or ``None``.
     """
 
     alice_bits: np.ndarray
@@ -183,26 +295,28 @@ class MeasurementRecord:
     eve_active: np.ndarray | None = None
     eve_bases: np.ndarray | None = None
     eve_results: np.ndarray | None = None
+    intensity: np.ndarray | None = None
+    source: Any = None
+    photons: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        n = None
-        for name in _PARTY_ARRAYS + _EVE_ARRAYS:
+        for name in _PARTY_ARRAYS:
+            if getattr(self, name) is None:
+                raise RecordError(f"{name} is required")
+        _freeze_fields(self, _PARTY_ARRAYS + _EVE_ARRAYS + _WCP_ARRAYS)
+        n = self.alice_bits.shape[0]
+        for name in _PARTY_ARRAYS + _EVE_ARRAYS + _WCP_ARRAYS:
             a = getattr(self, name)
-            if a is None and name in _EVE_ARRAYS:
-                continue
-            a = np.asarray(a)
-            want = np.int8 if name == "eve_bases" else np.bool_
-            if a.dtype != want or a.ndim != 1:
-                raise RecordError(f"{name} must be a 1-D {np.dtype(want).name} array, got {a.dtype}{a.shape}")
-            if n is None:
-                n = a.shape[0]
-            elif a.shape[0] != n:
+            if a is not None and a.shape[0] != n:
                 raise RecordError(f"{name} has {a.shape[0]} entries, expected {n} like alice_bits")
-            a.setflags(write=False)
-            object.__setattr__(self, name, a)
         present = [getattr(self, k) is not None for k in _EVE_ARRAYS]
         if any(present) and not all(present):
             raise RecordError("eve_active, eve_bases and eve_results come together or not at all")
+        if (self.intensity is None) != (self.source is None):
+            raise RecordError("intensity and source come together or not at all")
+        if self.intensity is not None and n and int(self.intensity.max()) >= len(self.source.labels):
+            raise RecordError(f"intensity labels index source.labels {self.source.labels}, "
+                              f"got {int(self.intensity.max())}")
 
     def __len__(self) -> int:
         return int(self.alice_bits.shape[0])
@@ -229,6 +343,32 @@ class MeasurementRecord:
             return None
         return EveView(active=self.eve_active, bases=self.eve_bases, results=self.eve_results)
 
+    def sifted_mask(self) -> np.ndarray:
+        """``bool`` mask, shape (n,): Bob clicked and measured in Alice's basis
+        (:func:`~qkd_circuits.postprocessing.sifting.sift_mask`; the simulator's view)."""
+        from .postprocessing.sifting import sift_mask  # here: postprocessing imports this module
+
+        return sift_mask(self.alice_bases, self.bob_bases, self.detected)
+
+    def label_mask(self, label: str) -> np.ndarray:
+        """``bool`` mask, shape (n,): the pulses Alice sent at intensity ``label``."""
+        if self.source is None:
+            raise RecordError("this record has no intensity labels (it is not a weak-coherent-pulse run)")
+        if label not in self.source.labels:
+            raise RecordError(f"no intensity {label!r} in this record; its labels are {self.source.labels}")
+        return self.intensity == self.source.labels.index(label)
+
+    def party_subset(self, mask: np.ndarray) -> MeasurementRecord:
+        """The pulses where ``mask`` holds, as a plain record with the same provenance.
+
+        Only the parties' arrays are kept (what post-processing reads): the intensity labels and
+        the simulator's ground truth (Eve's arrays, photon numbers) are left out.
+        """
+        mask = _frozen_copy("mask", mask, MASK)
+        if mask.shape[0] != len(self):
+            raise RecordError(f"mask has {mask.shape[0]} entries, expected {len(self)}")
+        return MeasurementRecord(provenance=self.provenance, **{k: getattr(self, k)[mask] for k in _PARTY_ARRAYS})
+
     def save(self, path: str | Path) -> Path:
         """Write the record to ``path`` (``.npz``; an existing file is replaced); returns the path.
 
@@ -236,7 +376,11 @@ class MeasurementRecord:
         at ``path`` replaced rather than followed (:func:`~qkd_circuits.secretfile.write_secret_file`).
         """
         header = {"format": FORMAT, "version": FORMAT_VERSION, "provenance": self.provenance.to_dict()}
-        arrays = {k: getattr(self, k) for k in _PARTY_ARRAYS + _EVE_ARRAYS if getattr(self, k) is not None}
+        if self.source is not None:
+            header["source"] = self.source.to_dict()
+        arrays = {k: getattr(self, k) for k in _PARTY_ARRAYS + _EVE_ARRAYS + _WCP_ARRAYS if getattr(self, k) is not None}
+        # On disk 0/1 data are bool, as this format has always stored them (older readers load it).
+        arrays = {k: a.astype(np.bool_) if _DTYPES[k] == BIT else a for k, a in arrays.items()}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
         with buffer.getbuffer() as data:
@@ -250,7 +394,7 @@ class MeasurementRecord:
 # "Python 2 header" fallback) and lets the tokenizer's errors through.
 _DECODE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
                   struct.error, NotImplementedError, RuntimeError, OverflowError, SyntaxError, tokenize.TokenError)
-_ARCHIVE_MEMBERS = frozenset(("header",) + _PARTY_ARRAYS + _EVE_ARRAYS)
+_ARCHIVE_MEMBERS = frozenset(("header",) + _PARTY_ARRAYS + _EVE_ARRAYS + _WCP_ARRAYS)
 # Deflate expands at most 1032:1; np.savez writes stored or deflated members only.
 _MAX_EXPANSION = 1032
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
@@ -325,4 +469,15 @@ def load_record(path: str | Path) -> MeasurementRecord:
     if missing:
         raise RecordError(f"{path} lacks the arrays {missing}")
     provenance = Provenance.from_dict(header.get("provenance", {}))
-    return MeasurementRecord(provenance=provenance, **raw)
+    if "source" not in header:
+        return MeasurementRecord(provenance=provenance, **raw)
+    from .quantum.wcp import WcpRecord, WeakCoherentSource  # a weak-coherent-pulse run
+
+    source = header["source"]
+    try:
+        if not isinstance(source, dict) or set(source) != {"intensities", "probabilities"}:
+            raise TypeError("expected intensities and probabilities")
+        source = WeakCoherentSource(**source)
+    except (TypeError, ValueError, QKDError) as exc:
+        raise RecordError(f"{path}: the record's source is malformed: {exc}") from None
+    return WcpRecord(provenance=provenance, source=source, **raw)

@@ -48,7 +48,8 @@ class IntensityStats:
 
 
 def intensity_statistics(record) -> dict[str, IntensityStats]:
-    """Per-intensity counts of a :class:`~qkd_circuits.quantum.wcp.WcpRecord`."""
+    """Per-intensity counts of a weak-coherent-pulse record (:class:`~qkd_circuits.quantum.wcp.WcpRecord`,
+    or any :class:`~qkd_circuits.MeasurementRecord` with intensity labels)."""
     sifted = record.sifted_mask()
     wrong = record.bob_results != record.alice_bits
     out = {}
@@ -56,7 +57,7 @@ def intensity_statistics(record) -> dict[str, IntensityStats]:
         m = record.label_mask(label)
         s = m & sifted
         out[label] = IntensityStats(label, float(record.source.intensities[label]), int(m.sum()),
-                                    int((m & record.clicked).sum()), int(s.sum()), int((s & wrong).sum()))
+                                    int((m & record.detected).sum()), int(s.sum()), int((s & wrong).sum()))
     return out
 
 

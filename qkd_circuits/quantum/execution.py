@@ -27,18 +27,15 @@ import json
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..exceptions import BackendError, ConfigurationError, RecordError
-from ..records import MeasurementRecord, Provenance
+from ..records import MeasurementRecord, Provenance, simulator_seed_bits as _simulator_seed_bits
 from ..secretfile import write_secret_file
-from .backends import (DENSITY_MATRIX_MAX_QUBITS, SIMULATOR_SEED_BITS, Backend, draw_simulator_seed,
-                       resolve_backend)
+from .backends import DENSITY_MATRIX_MAX_QUBITS, Backend, draw_simulator_seed, resolve_backend
 from .circuits import ExchangeTemplate, build_exchange_circuit
 from .models import Channel, Detector, Eavesdropper, EntanglingProbe, InterceptResend
 
@@ -63,7 +60,7 @@ AER_STATEVECTOR_FAST_QUBITS = 16
 
 @dataclass(frozen=True)
 class PartyChoices:
-    """The parties' random choices in prepared mode (bool arrays of length n).
+    """The parties' random choices in prepared mode (``uint8`` 0/1 arrays of length n).
 
     Drawn from :mod:`secrets` (a CSPRNG) unless a simulation seed is given.
     """
@@ -81,7 +78,7 @@ def _random_bits(n: int, rng: np.random.Generator | None) -> np.ndarray:
         raw = np.frombuffer(secrets.token_bytes((n + 7) // 8), dtype=np.uint8)
     else:
         raw = rng.integers(0, 256, size=(n + 7) // 8, dtype=np.uint8)  # sim-rng: seeded simulation
-    return np.unpackbits(raw)[:n].astype(bool)
+    return np.unpackbits(raw)[:n]  # uint8 0/1
 
 
 def draw_choices(n: int, *, seed: int | None = None) -> PartyChoices:
@@ -92,19 +89,6 @@ def draw_choices(n: int, *, seed: int | None = None) -> PartyChoices:
     """
     rng = None if seed is None else np.random.default_rng([seed, 0])
     return PartyChoices(_random_bits(n, rng), _random_bits(n, rng), _random_bits(n, rng))
-
-
-def _versions(backend: Backend) -> dict:
-    names = ["qkd_circuits", "qiskit", "qiskit-aer", "numpy"]
-    names += {"fake": ["qiskit-ibm-runtime"], "ibm": ["qiskit-ibm-runtime"],
-              "braket-local": ["qiskit-braket-provider", "amazon-braket-sdk"]}.get(backend.kind, [])
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _check_count(name: str, value: Any, minimum: int = 1) -> int:
@@ -191,24 +175,12 @@ class PendingExchange:
             bases = columns.pop("eve_basis") if fixed is None else np.full(n, fixed)
             eve = {
                 "eve_active": columns.pop("eve_active", np.ones(n, dtype=bool)),
-                "eve_bases": bases.astype(np.int8),
+                "eve_bases": bases,
                 "eve_results": columns.pop("eve_result"),
             }
-        provenance = Provenance(
-            backend=self.backend.spec,
-            backend_name=self.backend.name,
-            mode=self.template.mode,
-            schedule=self.schedule,
-            lanes=self.template.lanes,
-            shots=total_shots,
-            job_ids=self.job_ids,
-            seed=self.seed,
-            versions=_versions(self.backend),
-            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            models=self.models,
-            circuit=self.circuit_info,
-            simulator_seed_bits=self.simulator_seed_bits,
-        )
+        provenance = Provenance.build(self.backend, mode=self.template.mode, schedule=self.schedule,
+                                      lanes=self.template.lanes, shots=total_shots, job_ids=self.job_ids,
+                                      seed=self.seed, models=self.models, circuit=self.circuit_info)
         return MeasurementRecord(
             alice_bits=alice_bits, alice_bases=alice_bases, bob_bases=bob_bases,
             bob_results=columns.pop("bob_result"), detected=detected, provenance=provenance, **eve,
@@ -413,10 +385,7 @@ def submit(
     chunk = _check_count("chunk", chunk)
     seeds = (np.random.SeedSequence(seed).generate_state(math.ceil(exchanges / chunk)).tolist()
              if seed is not None else None)
-    if not backend.takes_simulator_seed:
-        simulator_seed_bits = None
-    else:
-        simulator_seed_bits = 0 if seed is not None else SIMULATOR_SEED_BITS
+    simulator_seed_bits = _simulator_seed_bits(backend, seed)  # what the record's provenance will say
     sampler = None if backend.takes_simulator_seed else backend.sampler(seed=None, num_qubits=circuit.num_qubits)
     chunks, jobs = [], []
     for i, start in enumerate(range(0, exchanges, chunk)):

@@ -40,9 +40,10 @@ import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.circuit import Parameter
 
+from ..exceptions import ConfigurationError, RecordError
 from ..params import default
-from ..exceptions import ConfigurationError
-from .backends import SIMULATOR_SEED_BITS, Backend, draw_simulator_seed, resolve_backend
+from ..records import MeasurementRecord, Provenance
+from .backends import Backend, draw_simulator_seed, resolve_backend
 from .models import Channel, Detector
 
 __all__ = ["WeakCoherentSource", "PhotonNumberSplitting", "WcpRecord", "build_pulse_circuit", "run_wcp_exchanges"]
@@ -228,48 +229,55 @@ def build_pulse_circuit(photons: int, *, channel: Channel | None = None, detecto
     return qc
 
 
-@dataclass(frozen=True)
-class WcpRecord:
-    """What a weak-coherent-pulse run produced, one entry per pulse.
+@dataclass(frozen=True, eq=False)
+class WcpRecord(MeasurementRecord):
+    """What a weak-coherent-pulse run produced: a :class:`~qkd_circuits.MeasurementRecord` whose
+    ``intensity`` (index into ``source.labels``), ``source`` and ``photons`` are set.
 
-    ``intensity`` indexes ``source.labels``.  ``clicked`` is Bob's detection, ``bob_results`` his
-    bit (meaningful where clicked).  ``photons`` (the source's photon numbers) and ``eve_*`` are
-    the simulator's ground truth, for studies only: no party sees them.  ``simulator_seed_bits``
-    is as in :class:`~qkd_circuits.Provenance` (64: fresh seeds from :mod:`secrets`, never
-    recorded; 0: derived from the public ``seed``; ``None``: the backend takes no seed).
+    A thin subclass that adds no field and no logic of its own: it requires the weak-coherent
+    fields, keeps its short repr, and names a few of the record's fields as this class always
+    did (``clicked`` is ``detected``, ``eve_known`` is ``eve_active``; ``seed``, ``models`` and
+    ``simulator_seed_bits`` are the provenance's).  ``photons`` and ``eve_*`` are the
+    simulator's ground truth, for studies only: no party sees them.  Saved with
+    :meth:`~qkd_circuits.MeasurementRecord.save`, it loads back as a ``WcpRecord``.
     """
 
-    source: WeakCoherentSource
-    intensity: np.ndarray
-    alice_bits: np.ndarray
-    alice_bases: np.ndarray
-    bob_bases: np.ndarray
-    clicked: np.ndarray
-    bob_results: np.ndarray
-    photons: np.ndarray
-    eve_known: np.ndarray
-    eve_results: np.ndarray
-    models: dict
-    seed: int | None
-    simulator_seed_bits: int | None = None
-
-    def __len__(self) -> int:
-        return int(self.intensity.size)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.intensity is None or self.photons is None:
+            raise RecordError("a WcpRecord needs intensity, source and photons")
 
     def __repr__(self) -> str:  # never print key material (Alice's bits, Bob's results)
-        return f"WcpRecord(pulses={len(self)}, clicks={int(self.clicked.sum())}, seed={self.seed})"
+        return f"WcpRecord(pulses={len(self)}, clicks={int(self.detected.sum())}, seed={self.seed})"
 
-    def label_mask(self, label: str) -> np.ndarray:
-        return self.intensity == self.source.labels.index(label)
+    @property
+    def clicked(self) -> np.ndarray:
+        """Bob's detection (``bool``): :attr:`detected`."""
+        return self.detected
 
-    def sifted_mask(self) -> np.ndarray:
-        return self.clicked & (self.alice_bases == self.bob_bases)
+    @property
+    def eve_known(self) -> np.ndarray:
+        """``bool``, the pulses of which Eve kept a photon: :attr:`eve_active`, all False without Eve."""
+        return self.eve_active if self.has_eve else np.zeros(len(self), dtype=bool)
+
+    @property
+    def seed(self) -> int | None:
+        return self.provenance.seed
+
+    @property
+    def models(self) -> dict:
+        return self.provenance.models
+
+    @property
+    def simulator_seed_bits(self) -> int | None:
+        return self.provenance.simulator_seed_bits
 
 
 def _choice_bits(n: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``n`` random 0/1 choices (``uint8``)."""
     if rng is None:
-        return np.unpackbits(np.frombuffer(secrets.token_bytes((n + 7) // 8), dtype=np.uint8))[:n].astype(bool)
-    return rng.integers(0, 2, size=n).astype(bool)  # sim-rng: seeded simulation
+        return np.unpackbits(np.frombuffer(secrets.token_bytes((n + 7) // 8), dtype=np.uint8))[:n]
+    return rng.integers(0, 2, size=n).astype(np.uint8)  # sim-rng: seeded (int64 draws: the seeded stream kept)
 
 
 def _intensity_choices(source: WeakCoherentSource, n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -328,6 +336,7 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
     results = np.zeros(pulses, dtype=bool)
     eve_known = np.zeros(pulses, dtype=bool)
     eve_results = np.zeros(pulses, dtype=bool)
+    job_ids, total_shots = [], 0
     sim_seeds = np.random.SeedSequence(seed).generate_state(int(photons.max()) + 1).tolist() if seed is not None else None
     for n in range(int(photons.max()) + 1):
         idx = np.flatnonzero(photons == n)
@@ -363,7 +372,10 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
         else:  # no photons: nothing depends on the setting; pulse i takes shot i
             pub = (prepared,)
             shots = idx.size
-        data = sampler.run([pub], shots=shots).result()[0].data
+        job = sampler.run([pub], shots=shots)
+        data = job.result()[0].data
+        job_ids.append(job.job_id())
+        total_shots += shots * (8 if values else 1)
         cols = {name: getattr(data, name).to_bool_array(order="little") for name in
                 ("result", "flag", "dark", "dark_bit", "tie", "forward", "eve_result") if hasattr(data, name)}
         # Row r of binding s is the r-th pulse (in send order) with setting s.
@@ -396,8 +408,10 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
     models = {"channel": asdict(channel), "detector": asdict(detector),
               "eve": eve.to_dict() if eve is not None else None, "source": source.to_dict(),
               "backend": backend.spec}
-    return WcpRecord(source=source, intensity=intensity, alice_bits=bits, alice_bases=a_bases, bob_bases=b_bases,
-                     clicked=clicked, bob_results=results, photons=photons, eve_known=eve_known,
-                     eve_results=eve_results, models=models, seed=seed,
-                     simulator_seed_bits=(None if not backend.takes_simulator_seed
-                                          else 0 if seed is not None else SIMULATOR_SEED_BITS))
+    provenance = Provenance.build(backend, mode="wcp", schedule="grouped", lanes=1, shots=total_shots, seed=seed,
+                                  models=models, job_ids=job_ids)
+    # Eve measures her kept photon in Alice's announced basis (the circuit's eve_theta).
+    ground_truth = ({} if eve is None else
+                    {"eve_active": eve_known, "eve_bases": a_bases.astype(np.int8), "eve_results": eve_results})
+    return WcpRecord(alice_bits=bits, alice_bases=a_bases, bob_bases=b_bases, bob_results=results, detected=clicked,
+                     provenance=provenance, intensity=intensity, source=source, photons=photons, **ground_truth)

@@ -108,7 +108,7 @@ class DecoySessionResult:
         """Study only: the share of sifted signal bits Eve's kept photon revealed exactly."""
         r = self.record
         s = r.label_mask("signal") & r.sifted_mask()
-        if not s.any():
+        if not s.any() or not r.has_eve:
             return 0.0
         return float((r.eve_known[s] & (r.eve_results[s] == r.alice_bits[s])).mean())
 
@@ -155,9 +155,7 @@ def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=Non
     The round aborts with ``decoy_check_failed`` when the bounds leave no single photons (e.g.
     a photon-number-splitting attack caught by the decoys), before any post-processing.
     """
-    from ._provenance import versions
     from .quantum.wcp import WeakCoherentSource, run_wcp_exchanges
-    from .records import MeasurementRecord, Provenance
     from .session import postprocess
 
     if method not in SESSION_METHODS:
@@ -178,12 +176,6 @@ def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=Non
     else:
         config = replace(config, single_photon=(min(1.0, est.q1 / est.q_mu), est.e1))
     m = record.label_mask("signal")
-    provenance = Provenance(backend=record.models["backend"], backend_name=record.models["backend"], mode="wcp",
-                            schedule="grouped", lanes=1, shots=len(record), job_ids=(), seed=seed,
-                            versions=versions(), created_utc=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-                            models=record.models, simulator_seed_bits=record.simulator_seed_bits)
-    signal = MeasurementRecord(alice_bits=record.alice_bits[m], alice_bases=record.alice_bases[m],
-                               bob_bases=record.bob_bases[m], bob_results=record.bob_results[m],
-                               detected=record.clicked[m], provenance=provenance)
+    signal = record.party_subset(m)  # the signal pulses, with the run's provenance
     bb84 = postprocess(signal, config, timings_s={"quantum": quantum_s}, **postprocess_options)
     return DecoySessionResult(analysis, bb84, record)

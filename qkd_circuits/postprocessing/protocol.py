@@ -164,12 +164,17 @@ class PostProcessingConfig:
 
 @dataclass(frozen=True, eq=False)
 class FinalKey:
-    """A final key: bits (uint8 0/1, read-only).  Its repr and str never show the bits."""
+    """A final key: bits (uint8 0/1, read-only).  Its repr and str never show the bits.
+
+    The bits given are copied (as uint8) and the copy made read-only; the caller's array stays writable.
+    """
 
     bits: np.ndarray
 
     def __post_init__(self) -> None:
-        self.bits.setflags(write=False)
+        bits = np.array(self.bits, dtype=np.uint8)  # a copy: never freeze the caller's array
+        bits.setflags(write=False)
+        object.__setattr__(self, "bits", bits)
 
     def __len__(self) -> int:
         return int(self.bits.size)

@@ -32,6 +32,8 @@ def view_digest(*arrays: np.ndarray) -> str:
     h = hashlib.sha256(b"qkd_circuits/view/v1")
     for a in arrays:
         a = np.ascontiguousarray(a)
+        if a.dtype == np.uint8 and a.max(initial=0) <= 1:  # 0/1 bits hash as the bool arrays they once were:
+            a = a.astype(np.bool_)                          # digests remembered by earlier versions still match
         h.update(str(a.dtype).encode() + a.size.to_bytes(8, "big"))
         h.update(a.tobytes())
     return h.hexdigest()[:32]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).parent.parent / "benchmarks"
 
 
@@ -27,13 +29,15 @@ def test_throughput_json_lines():
         assert "qiskit" in row["versions"] and "commit" in row
 
 
-def _json_lines(script: str, *args: str) -> list[dict]:
+def _json_lines(script: str, *args: str, signed: tuple[str, ...] = ()) -> list[dict]:
+    """The script's JSON lines, each checked for the contract; figures in ``signed`` (differences)
+    may be zero or negative, the others are positive."""
     proc = subprocess.run([sys.executable, str(BENCH / script), "--json", *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     for row in rows:
-        assert row["value"] > 0 and row["unit"] and row["params"]
+        assert (row["figure"] in signed or row["value"] > 0) and row["unit"] and row["params"]
         assert "qiskit" in row["versions"] and "commit" in row
     return rows
 
@@ -94,3 +98,29 @@ def test_node_rate_json_lines():
     rows = _json_lines("node_rate.py", "--distances", "0", "--rounds", "1", "--exchanges", "30000")
     assert len(rows) == 1 and rows[0]["unit"] == "secret bits/s into both stores"
     assert rows[0]["key_bits"] > 0 and rows[0]["params"]["distance_km"] == 0
+
+
+def test_import_time_json_lines():
+    rows = _json_lines("import_time.py", "--runs", "1", "--profile", "3", signed=("qkd_circuits_over_qiskit",))
+    assert [row["figure"] for row in rows] == ["import_qiskit", "import_qiskit_and_qkd_circuits",
+                                              "import_qkd_circuits_alone", "qkd_circuits_over_qiskit",
+                                              "module_self_time", "module_self_time", "module_self_time"]
+    assert {row["unit"] for row in rows} == {"s"}
+    assert rows[1]["params"]["statement"] == "import qiskit; import qkd_circuits" and rows[1]["params"]["runs"] == 1
+    over = rows[3]
+    assert over["goal"] == 0.5 and isinstance(over["meets_goal"], bool)
+    assert over["value"] == pytest.approx(rows[1]["value"] - rows[0]["value"], abs=2e-4)
+    assert [row["params"]["rank"] for row in rows[4:]] == [1, 2, 3]
+    assert all(row["params"]["module"] and row["cumulative"] >= row["value"] for row in rows[4:])
+
+
+def test_import_time_refuses_zero_runs():
+    proc = subprocess.run([sys.executable, str(BENCH / "import_time.py"), "--runs", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--runs must be at least 1" in proc.stderr
+
+
+def test_every_benchmark_script_has_a_contract_test():
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    source = Path(__file__).read_text()
+    assert sorted(name for name in scripts if f'"{name}"' not in source) == []

@@ -1,8 +1,9 @@
-"""Shared helpers for the statistical tests."""
+"""Shared helpers: statistical tolerances, synthetic keys, one Dask cluster for the session."""
 
 from __future__ import annotations
 
 import math
+import secrets
 
 import numpy as np
 import pytest
@@ -32,3 +33,19 @@ def sifted_stats(record: qkd.MeasurementRecord) -> dict:
 @pytest.fixture(params=["qrng", "prepared"])
 def mode(request) -> str:
     return request.param
+
+
+def synthetic_final_key(bits: int) -> qkd.FinalKey:
+    """A final key of ``bits`` random bits (from :mod:`secrets`), for tests that only need a filled
+    key store: the QKD rounds that make real keys are tested where that is the point."""
+    raw = np.frombuffer(secrets.token_bytes((bits + 7) // 8), dtype=np.uint8)
+    return qkd.FinalKey(np.unpackbits(raw)[:bits])
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler():
+    """One two-worker Dask LocalCluster for the whole session (each worker process of pytest-xdist
+    starts its own, once); yields its scheduler address."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

@@ -222,13 +222,32 @@ def serve_kme(tmp: Path, name: str, sae: str, *extra: str) -> tuple[subprocess.P
         time.sleep(0.05)
 
 
+def synthetic_stores(a: Path, b: Path, *, keys: int = 64, link_id: str = "A-B") -> int:
+    """Fill the key stores ``a`` and ``b`` (the two sites of one link) with the same ``keys``
+    random 256-bit keys under the same key_IDs, as a link's rounds would (no rounds run: for
+    tests whose point is what serves the keys, not what makes them).  Returns the key count."""
+    from conftest import synthetic_final_key
+    from qkd_circuits.keystore import store_final_key
+
+    epoch = os.urandom(8)
+    for round_number in range(keys // 16):
+        key = synthetic_final_key(16 * 256)
+        for path in (a, b):
+            store_final_key(KeyStore(path), key, link_id=link_id, round_number=round_number, epoch=epoch)
+    return 16 * (keys // 16)
+
+
 @contextlib.contextmanager
-def kme_sites_with_node_keys(tmp: Path):
+def kme_sites_with_node_keys(tmp: Path, *, synthetic: bool = False):
     """Two ``qkd kme serve`` processes (site A: sae-a, peer B; site B: sae-b) over key stores two
-    real link nodes filled; yields ``{"tmp", "tls", "url": {"a", "b"}}`` and kills both after."""
+    real link nodes filled (or, ``synthetic``, :func:`synthetic_stores`); yields
+    ``{"tmp", "tls", "url": {"a", "b"}}`` and kills both after."""
     assert subprocess.run([QKD, "kme", "tls-init", str(tmp / "tls")], env=ENV, capture_output=True,
                           timeout=60).returncode == 0
-    counts = node_made_stores(tmp / "nodes", tmp / "kme-a.db", tmp / "kme-b.db")
+    if synthetic:
+        counts = {"keys": synthetic_stores(tmp / "kme-a.db", tmp / "kme-b.db")}
+    else:
+        counts = node_made_stores(tmp / "nodes", tmp / "kme-a.db", tmp / "kme-b.db")
     assert counts["keys"] >= 20, counts
     procs = []
     try:

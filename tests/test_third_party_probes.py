@@ -1,5 +1,7 @@
-"""Third-party ETSI GS QKD 014 tools against two real `qkd kme serve` processes holding keys two
-real link nodes (`qkd node run`, one per site) made: the `qkdsec doctor` conformance probe (PyPI qkdsec 0.3) and the
+"""Third-party ETSI GS QKD 014 tools against two real `qkd kme serve` processes, one per site,
+holding the same keys (synthetic ones: what is probed is the KMEs, not how the keys were made;
+tests/test_two_sites_readme.py and tests/test_openssl_consumer.py serve keys real link nodes
+made): the `qkdsec doctor` conformance probe (PyPI qkdsec 0.3) and the
 two-party flow of `etsi-qkd-014-client` (PyPI).  tests/test_etsi014.py runs the latter against
 in-process KMEs; here both sites are separate processes and the peer link is real HTTPS.
 
@@ -54,7 +56,7 @@ NOT_FOUND = "one or more keys specified are not found on KME"
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
-    with kme_sites_with_node_keys(tmp_path_factory.mktemp("sites")) as s:
+    with kme_sites_with_node_keys(tmp_path_factory.mktemp("sites"), synthetic=True) as s:
         yield s
 
 

@@ -1,4 +1,8 @@
-"""Two real KMEs on loopback with mutual TLS, filled from a real QKD round (ETSI GS QKD 014)."""
+"""Two real KMEs on loopback with mutual TLS, filled from a real QKD round (ETSI GS QKD 014).
+
+The tests that start KMEs of their own fill them with synthetic keys (random bits stored as a
+round's final key is): their point is the KME, not the round.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import ssl
 import pytest
 
 import qkd_circuits as qkd
+from conftest import synthetic_final_key
 from qkd_circuits.etsi014 import Etsi014Error, KmeClient, client_context, init_tls_pki, server_context
 from qkd_circuits.keystore import KeyStore, store_final_key
 
@@ -155,7 +160,7 @@ def test_fifty_parallel_http_clients_never_get_a_duplicate(tmp_path):
 
     certs = init_tls_pki(tmp_path / "tls", kmes=("kme-a",), saes=("sae-a", "sae-z"))
     store = KeyStore(tmp_path / "a.db")
-    bits = qkd.run_bb84(300_000, channel=qkd.Channel(depolarizing=0.02), seed=23).alice_key
+    bits = synthetic_final_key(310 * 256)  # the 310 keys a 300,000-pulse round at 2 % noise makes
     total = store_final_key(store, bits, link_id="A-B", round_number=0)
     config = KmeConfig(KME_ID="kme-a", local_SAEs=frozenset({"sae-a", "sae-z"}))
     with start_kme(config, store, ssl_context=server_context(certs / "kme-a.pem", certs / "kme-a.key",
@@ -179,7 +184,7 @@ def test_fifty_parallel_http_clients_never_get_a_duplicate(tmp_path):
 
 def test_a_crash_between_reserve_and_deliver_is_settled_at_restart(tmp_path):
     certs = init_tls_pki(tmp_path / "tls", kmes=("kme-a", "kme-b"), saes=("sae-a", "sae-b"))
-    key = qkd.run_bb84(150_000, channel=qkd.Channel(depolarizing=0.02), seed=29).alice_key
+    key = synthetic_final_key(131 * 256)  # both sites hold the same keys, as after a round
     a, b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
     store_final_key(a, key, link_id="A-B", round_number=0)
     store_final_key(b, key, link_id="A-B", round_number=0)
@@ -243,8 +248,7 @@ def test_the_smallest_secure_site_a_unix_socket_with_uid_identities(tmp_path):
     import stat
 
     store = KeyStore(tmp_path / "box.db")
-    store_final_key(store, qkd.run_bb84(150_000, channel=qkd.Channel(depolarizing=0.02), seed=31).alice_key,
-                    link_id="A-B", round_number=0)
+    store_final_key(store, synthetic_final_key(64 * 256), link_id="A-B", round_number=0)
     path = str(tmp_path / "kme.sock")
     config = KmeConfig(KME_ID="kme-box", local_SAEs=frozenset({"sae-app"}), uid_SAEs={os.getuid(): "sae-app"})
     with start_kme(config, store, unix_path=path):
@@ -267,8 +271,7 @@ def test_logs_and_the_audit_trail_hold_no_key_bytes(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     certs = init_tls_pki(tmp_path / "tls", kmes=("kme-a",), saes=("sae-a",))
     store = KeyStore(tmp_path / "a.db")
-    store_final_key(store, qkd.run_bb84(120_000, channel=qkd.Channel(depolarizing=0.02), seed=37).alice_key,
-                    link_id="A-B", round_number=0)
+    store_final_key(store, synthetic_final_key(64 * 256), link_id="A-B", round_number=0)
     config = KmeConfig(KME_ID="kme-a", local_SAEs=frozenset({"sae-a"}))
     with start_kme(config, store, ssl_context=server_context(certs / "kme-a.pem", certs / "kme-a.key",
                                                              certs / "ca.pem")) as kme:

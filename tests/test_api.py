@@ -2,36 +2,316 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import qkd_circuits as qkd
 
+# The top-level names: the recipes, the records, the models, the exceptions (lazy: the Qiskit ones).
 PUBLIC = {
-    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
-    "create_psk_file", "LinkHalted",
-    "hybrid", "run_mitm", "AliceParty", "AliceView", "BB84Result", "Backend", "BackendError", "BobParty", "BobView",
-    "CASCADE_PRESETS", "Channel", "ConfigurationError", "Detector", "EntanglingProbe", "EveView",
-    "ExchangeTemplate", "FinalKey", "InterceptResend", "KeyLength", "LeakageLedger",
-    "MeasurementRecord", "MissingExtraError", "PartyChoices", "PartyOutcome", "PendingExchange",
-    "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError", "QBEREstimate",
-    "QBERTooHigh", "QKDError", "RecordError", "Report", "__version__", "binary_entropy",
-    "build_exchange_circuit", "clopper_pearson", "draw_choices", "drive", "estimate_qber",
-    "finite_key_length", "load_record", "postprocess", "resolve_backend", "run_bb84", "run_exchanges",
-    "shor_preskill_rate", "sift_mask", "submit", "variable_key_length",
-    # Weak coherent pulses and decoy states (issue 6).
-    "decoy", "keyrate", "decoy_key_length", "WeakCoherentSource", "PhotonNumberSplitting", "WcpRecord",
-    "run_wcp_exchanges", "build_pulse_circuit",
+    "AbortReason", "AliceParty", "AliceView", "AuthKeyPool", "AuthenticationError", "BB84Result", "Backend",
+    "BackendError", "BobParty", "BobView", "CASCADE_PRESETS", "Channel", "ConfigurationError", "Detector",
+    "EntanglingProbe", "EveView", "ExchangeTemplate", "FinalKey", "InterceptResend", "KeyLength",
+    "KeyPoolExhausted", "KeyStoreError", "LeakageLedger", "LinkHalted", "MeasurementRecord", "MissingExtraError",
+    "MitmResult", "PartyChoices", "PartyOutcome", "PendingExchange", "PhotonNumberSplitting",
+    "PostProcessingConfig", "ProtocolAborted", "ProtocolError", "Provenance", "QBEREstimate", "QBERTooHigh",
+    "QKDError", "RecordError", "Report", "WcpRecord", "WeakCoherentSource", "__version__", "attacks",
+    "binary_entropy", "build_exchange_circuit", "build_pulse_circuit", "clopper_pearson", "create_psk_file",
+    "decoy", "decoy_key_length", "draw_choices", "drive", "estimate_qber", "finite_key_length", "hybrid",
+    "keyrate", "load_record", "postprocess", "resolve_backend", "run_bb84", "run_exchanges", "run_mitm",
+    "run_wcp_exchanges", "shor_preskill_rate", "sift_mask", "submit", "variable_key_length",
 }
+
+# Every public namespace (each package and module without a leading underscore) and the names its
+# ``__all__`` exports.  A name added to (or dropped from) an ``__all__``, and a new public module,
+# fails test_every_namespace_is_locked until it is listed here: the public surface changes on purpose.
+NAMESPACES: dict[str, set[str]] = {
+    "qkd_circuits": PUBLIC,
+    "qkd_circuits.analysis": {
+        "decoy", "finite_key", "keyrate"
+    },
+    "qkd_circuits.analysis.decoy": {
+        "DecoyAnalysis", "IntensityStats", "analyse", "intensity_statistics"
+    },
+    "qkd_circuits.analysis.finite_key": {
+        "EPSILON_MAX", "KeyLength", "TOLERANCE_STEP", "TOLERANCE_VALUES", "binary_entropy", "check_epsilon",
+        "decoy_key_length", "finite_key_length", "shor_preskill_rate", "variable_key_length"
+    },
+    "qkd_circuits.analysis.keyrate": {
+        "DecoyEstimate", "KeyRateCurve", "KeyRatePoint", "LinkParameters", "METHODS", "PRESETS",
+        "decoy_estimate", "error_gain", "gain", "key_rate", "key_rate_curve", "max_distance_km", "poisson",
+        "rate_from_estimate", "shor_preskill_threshold"
+    },
+    "qkd_circuits.channel": {
+        "AuthKeyPool", "AuthSummary", "AuthenticatedAlice", "AuthenticatedBob", "DEFAULT_REPLENISH_BITS",
+        "ENVELOPE_HEADER_BYTES", "EpsilonLedger", "LinkState", "PAD_BYTES_PER_ROUND", "Settlement", "TAG_BYTES",
+        "admit", "create_psk_file", "view_digest"
+    },
+    "qkd_circuits.channel.admission": {
+        "MAX_DIGESTS", "admit", "admit_view", "refuse_known_keys", "view_digest"
+    },
+    "qkd_circuits.channel.attacks": {
+        "ATTACKS", "drop", "record", "reorder_replies", "replay", "tamper"
+    },
+    "qkd_circuits.channel.authenticated": {
+        "AuthSummary", "AuthenticatedAlice", "AuthenticatedBob", "DEFAULT_REPLENISH_BITS",
+        "ENVELOPE_HEADER_BYTES", "PAD_BYTES_PER_ROUND", "PkiIdentity", "Settlement", "TAG_BYTES",
+        "open_envelope"
+    },
+    "qkd_circuits.channel.pki": {
+        "ALGORITHMS", "MAX_CERT_BYTES", "MAX_CHAIN_CERTS", "PartyCredentials", "chain_from_bytes",
+        "chain_to_bytes", "init_demo_pki", "load_credentials", "sign_transcript", "verify_transcript"
+    },
+    "qkd_circuits.channel.pool": {
+        "AuthKeyPool", "DEFAULT_HALT_AFTER", "EpsilonLedger", "HASH_KEY_BYTES", "LinkState",
+        "ROUND_SLICE_BYTES", "create_psk_file"
+    },
+    "qkd_circuits.channel.rounds": {
+        "CHANNEL_ERRORS", "channel_failure", "check_pools", "drive_authenticated", "random_sources"
+    },
+    "qkd_circuits.channel.tcp": {
+        "MAX_FRAME", "TcpClient", "TcpServer", "parse_address", "serve_connection", "serve_round"
+    },
+    "qkd_circuits.cli": {
+        "EXIT_ABORTED", "EXIT_BACKEND", "EXIT_OK", "EXIT_USAGE", "main"
+    },
+    "qkd_circuits.cli.analysis": {
+        "decoy_command", "keyrate"
+    },
+    "qkd_circuits.cli.auth": {
+        "pki_group", "psk"
+    },
+    "qkd_circuits.cli.bb84": {
+        "PROGRESS_MIN_EXCHANGES", "run"
+    },
+    "qkd_circuits.cli.errors": {
+        "EXIT_ABORTED", "EXIT_BACKEND", "EXIT_CODES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "exit_code",
+        "exit_codes", "fail"
+    },
+    "qkd_circuits.cli.kme": {
+        "kme"
+    },
+    "qkd_circuits.cli.kme_client": {
+        "CLIENT_COMMANDS", "kme_audit", "kme_get_key", "kme_get_key_with_ids", "kme_status"
+    },
+    "qkd_circuits.cli.node": {
+        "node_group"
+    },
+    "qkd_circuits.cli.options": {
+        "AliasedOption", "ROUND", "SHORT", "json_option", "param_option", "round_kwargs", "round_options"
+    },
+    "qkd_circuits.cli.party": {
+        "alice", "bob"
+    },
+    "qkd_circuits.cli.report": {
+        "echo_json", "json_default", "print_report"
+    },
+    "qkd_circuits.cli.sweep": {
+        "sweep_command"
+    },
+    "qkd_circuits.decoy": {
+        "DecoyAnalysis", "DecoySessionResult", "IntensityStats", "analyse", "intensity_statistics",
+        "link_models", "run_decoy_session", "simulate_point"
+    },
+    "qkd_circuits.etsi014": {
+        "Etsi014Error", "KeyIsWrapped", "KeyNotWrapped", "KmeClient", "KmeConfig", "KmeMetrics", "RunningKme",
+        "WrapMismatch", "client_context", "init_tls_pki", "purge_expired", "server_context", "start_kme"
+    },
+    "qkd_circuits.etsi014.client": {
+        "Etsi014Error", "KeyIsWrapped", "KeyNotWrapped", "KmeClient", "WrapMismatch"
+    },
+    "qkd_circuits.etsi014.metrics": {
+        "CONTENT_TYPE_LATEST", "KmeMetrics"
+    },
+    "qkd_circuits.etsi014.runner": {
+        "RunningKme", "start_kme"
+    },
+    "qkd_circuits.etsi014.server": {
+        "JsonLogFormatter", "KmeConfig", "KmeRunner", "MIN_KEY_SIZE", "make_app", "make_metrics_app",
+        "purge_expired", "recover", "settle"
+    },
+    "qkd_circuits.etsi014.tls": {
+        "client_context", "init_tls_pki", "peer_identity", "server_context"
+    },
+    "qkd_circuits.etsi014.wrap": {
+        "EXTENSION", "MAX_KEY_BYTES", "MIN_KEY_BYTES", "SUITE", "generate_wrapping_keypair",
+        "load_wrapping_key", "load_wrapping_public", "public_key_of", "save_wrapping_key",
+        "save_wrapping_public", "unwrap_delivered", "unwrap_key", "wrap_for_sae", "wrap_key"
+    },
+    "qkd_circuits.exceptions": {
+        "AbortReason", "AuthenticationError", "BackendError", "ConfigurationError", "KeyPoolExhausted",
+        "KeyStoreError", "LinkHalted", "MissingExtraError", "ProtocolAborted", "ProtocolError", "QBERTooHigh",
+        "QKDError", "RecordError"
+    },
+    "qkd_circuits.hazmat": {
+        "CascadeAlice", "CascadeBob", "CascadePreset", "CascadeStats", "MESSAGE_TYPES", "PRESETS",
+        "PolyHash128", "block_size", "decode", "derive_permutation", "encode", "gf128_mul", "ghash",
+        "inverse_permutation", "reconcile", "toeplitz_hash", "toeplitz_hash_naive"
+    },
+    "qkd_circuits.hazmat.amplification": {
+        "MAX_KEY_BITS", "toeplitz_hash", "toeplitz_hash_naive"
+    },
+    "qkd_circuits.hazmat.cascade": {
+        "CascadeAlice", "CascadeBob", "CascadePreset", "CascadeStats", "PRESETS", "block_size",
+        "parities_asked", "reconcile"
+    },
+    "qkd_circuits.hazmat.cascade.core": {
+        "CascadeAlice", "CascadeBob", "CascadeStats", "MAX_BITS", "parities_asked", "reconcile"
+    },
+    "qkd_circuits.hazmat.cascade.presets": {
+        "CascadePreset", "PRESETS", "block_size"
+    },
+    "qkd_circuits.hazmat.messages": {
+        "AmplifyReply", "AmplifyRequest", "EstimateReply", "EstimateRequest", "MAX_FRAME_BYTES",
+        "MESSAGE_TYPES", "RangeParitiesReply", "RangeParitiesRequest", "ReconcileAck", "ReconcileStart",
+        "SiftReply", "SiftRequest", "TopParitiesReply", "TopParitiesRequest", "VerifyReply", "VerifyRequest",
+        "decode", "encode"
+    },
+    "qkd_circuits.hazmat.shuffle": {
+        "derive_permutation", "inverse_permutation"
+    },
+    "qkd_circuits.hazmat.universal_hash": {
+        "BLOCK_BYTES", "ONE", "PolyHash128", "PolyHash128Stream", "R", "gf128_mul", "ghash"
+    },
+    "qkd_circuits.hybrid": {
+        "HybridInitiator", "HybridKey", "HybridResponder", "LABEL", "MAX_MESSAGE_BYTES", "initiate",
+        "offer_key_ID", "respond"
+    },
+    "qkd_circuits.keystore": {
+        "AlreadyDelivered", "KeyStore", "KeysNotFound", "NotARecipient", "NotEnoughKeys",
+        "ReservationCancelled", "StoreFull", "StoreUnavailable", "StoredKey", "cut_key", "store_final_key"
+    },
+    "qkd_circuits.keystore.store": {
+        "AlreadyDelivered", "KeyStore", "KeysNotFound", "NotARecipient", "NotEnoughKeys",
+        "ReservationCancelled", "StoreFull", "StoreUnavailable", "StoredKey", "cut_key", "store_final_key"
+    },
+    "qkd_circuits.network": {
+        "PartyResult", "run_alice", "run_bob"
+    },
+    "qkd_circuits.node": {
+        "Node", "NodeConfig", "default_config_text", "load_config", "read_status"
+    },
+    "qkd_circuits.node.config": {
+        "CONFIG_NAME", "DEFAULTS", "NodeConfig", "default_config_text", "load_config"
+    },
+    "qkd_circuits.node.quantum": {
+        "MAX_PULSES", "PulseSource", "READY", "decode_pulses", "encode_pulses", "measure_pulses"
+    },
+    "qkd_circuits.node.service": {
+        "Node", "STATUS_NAME"
+    },
+    "qkd_circuits.params": {
+        "BB84", "DECOY", "DECOY_EXCHANGES", "PARAMETERS", "Parameter", "default", "defaults"
+    },
+    "qkd_circuits.postprocessing": {
+        "estimation", "ledger", "protocol", "sifting"
+    },
+    "qkd_circuits.postprocessing.estimation": {
+        "QBEREstimate", "clopper_pearson", "estimate_qber"
+    },
+    "qkd_circuits.postprocessing.ledger": {
+        "LeakageLedger"
+    },
+    "qkd_circuits.postprocessing.protocol": {
+        "ABORT_REASONS", "AliceParty", "BobParty", "FinalKey", "LEAK_BUDGET_SLACK_BITS", "LeakBudget",
+        "PartyOutcome", "PostProcessingConfig", "drive", "leak_budget"
+    },
+    "qkd_circuits.postprocessing.sifting": {
+        "sift_mask"
+    },
+    "qkd_circuits.quantum": set(),  # the names live in its modules, so that the package loads no qiskit
+    "qkd_circuits.quantum.backends": {
+        "Backend", "DENSITY_MATRIX_MAX_QUBITS", "SIMULATOR_SEED_BITS", "draw_simulator_seed", "resolve_backend"
+    },
+    "qkd_circuits.quantum.circuits": {
+        "ExchangeTemplate", "MODES", "build_exchange_circuit"
+    },
+    "qkd_circuits.quantum.execution": {
+        "PartyChoices", "PendingExchange", "draw_choices", "run_exchanges", "submit"
+    },
+    "qkd_circuits.quantum.models": {
+        "Channel", "Detector", "Eavesdropper", "EntanglingProbe", "InterceptResend", "parse_eve", "parse_noise"
+    },
+    "qkd_circuits.quantum.wcp": {
+        "PhotonNumberSplitting", "WcpRecord", "WeakCoherentSource", "build_pulse_circuit", "run_wcp_exchanges"
+    },
+    "qkd_circuits.records": {
+        "AliceView", "BobView", "EveView", "MeasurementRecord", "Provenance", "load_record"
+    },
+    "qkd_circuits.secretfile": {
+        "SECRET_FILE_MODE", "read_secret_file", "wipe", "write_secret_file"
+    },
+    "qkd_circuits.session": {
+        "BB84Result", "CascadeSummary", "EveSummary", "KeyLengthSummary", "MitmResult", "QberSummary", "Report",
+        "RoundAuthSummary", "VerificationSummary", "postprocess", "run_bb84", "run_mitm"
+    },
+    "qkd_circuits.sweep": {
+        "COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "expand", "load_spec", "parse_spec",
+        "read_results", "run_sweep", "run_task", "task_id"
+    },
+    "qkd_circuits.sweep.output": {
+        "COLUMNS", "open_output", "read_results"
+    },
+    "qkd_circuits.sweep.runner": {
+        "SweepSummary", "run_sweep", "run_task"
+    },
+    "qkd_circuits.sweep.spec": {
+        "PARAMETERS", "SweepSpec", "Task", "expand", "load_spec", "parse_spec", "session_options", "task_id"
+    },
+}
+
+
+def _public_modules() -> list[str]:
+    """Every module of the package on disk whose dotted name has no part with a leading underscore."""
+    root = Path(qkd.__file__).parent
+    names = []
+    for path in root.rglob("*.py"):
+        parts = ["qkd_circuits", *path.relative_to(root).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        if not any(part.startswith("_") for part in parts):
+            names.append(".".join(parts))
+    return sorted(names)
+
+
+def test_every_public_module_has_a_lock():
+    found = set(_public_modules())
+    assert (sorted(found - set(NAMESPACES)), sorted(set(NAMESPACES) - found)) == ([], []), (
+        "(new public modules, locked modules that are gone): list each public module in NAMESPACES")
+
+
+@pytest.mark.parametrize("name", sorted(NAMESPACES))
+def test_every_namespace_is_locked(name):
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{name} has no __all__"
+    assert len(exported) == len(set(exported)), f"{name}.__all__ repeats a name"
+    assert set(exported) == NAMESPACES[name], (
+        f"{name}.__all__ changed: added {sorted(set(exported) - NAMESPACES[name])}, "
+        f"dropped {sorted(NAMESPACES[name] - set(exported))}")
+    for attr in exported:
+        assert getattr(module, attr) is not None, f"{name}.{attr}"
 
 
 def test_public_api_is_locked():
     assert set(qkd.__all__) == PUBLIC
     for name in PUBLIC:
         assert getattr(qkd, name) is not None
+    assert qkd.hazmat is importlib.import_module("qkd_circuits.hazmat")  # reachable, not in __all__
+    assert "hazmat" not in qkd.__all__
+
+
+def test_the_lock_fails_on_an_unlisted_name(monkeypatch):
+    # The lock is an equality, not a subset: an exported name that is not listed is caught.
+    module = importlib.import_module("qkd_circuits.hazmat")
+    monkeypatch.setattr(module, "__all__", [*module.__all__, "toeplitz_hash_fast"])
+    with pytest.raises(AssertionError, match="added \\['toeplitz_hash_fast'\\]"):
+        test_every_namespace_is_locked("qkd_circuits.hazmat")
 
 
 def test_classical_layers_import_without_qiskit():
@@ -60,8 +340,6 @@ def test_classical_layers_import_without_qiskit():
 
 
 def test_only_the_quantum_layer_imports_qiskit():
-    from pathlib import Path
-
     root = Path(qkd.__file__).parent
     offenders = [
         str(p.relative_to(root)) for p in root.rglob("*.py")

@@ -92,19 +92,6 @@ def _freeze_fields(obj: Any, names: tuple[str, ...]) -> None:
             object.__setattr__(obj, name, _frozen_copy(name, value, _DTYPES[name]))
 
 
-def simulator_seed_bits(backend: Any, seed: int | None) -> int | None:
-    """What :attr:`Provenance.simulator_seed_bits` says for a run on ``backend`` with ``seed``.
-
-    ``None`` where the backend takes no simulator seed; 0 with a (public) user seed; otherwise
-    the width of the fresh secret seeds, :data:`~qkd_circuits.quantum.backends.SIMULATOR_SEED_BITS`.
-    """
-    if not backend.takes_simulator_seed:
-        return None
-    from .quantum.backends import SIMULATOR_SEED_BITS  # the quantum layer, only when it ran
-
-    return 0 if seed is not None else SIMULATOR_SEED_BITS
-
-
 @dataclass(frozen=True)
 class Provenance:
     """Where a record came from.
@@ -149,21 +136,21 @@ class Provenance:
 
     @classmethod
     def build(cls, backend: Any, *, mode: str, schedule: str, lanes: int, shots: int, seed: int | None,
-              models: dict, job_ids=(), circuit: dict | None = None) -> Provenance:
+              models: dict, simulator_seed_bits: int | None, job_ids=(), circuit: dict | None = None) -> Provenance:
         """The provenance of a run that has just been collected: the one place records get one.
 
         ``backend`` is the resolved :class:`~qkd_circuits.quantum.backends.Backend` (its spec,
         name and whether it takes simulator seeds); the versions come from
-        :func:`qkd_circuits._provenance.versions`, the time is now (UTC), and
-        ``simulator_seed_bits`` follows from the backend and ``seed``
-        (:func:`simulator_seed_bits`).
+        :func:`qkd_circuits._provenance.versions` and the time is now (UTC).  The quantum layer
+        works out ``simulator_seed_bits`` from the backend and ``seed`` (one rule,
+        ``qkd_circuits.quantum.execution.simulator_seed_bits``).
         """
         return cls(backend=backend.spec, backend_name=backend.name, mode=mode, schedule=schedule, lanes=int(lanes),
                    shots=int(shots), job_ids=tuple(str(j) for j in job_ids), seed=seed,
                    versions=_provenance.versions(),
                    created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    models=dict(models), circuit=dict(circuit or {}),
-                   simulator_seed_bits=simulator_seed_bits(backend, seed))
+                   simulator_seed_bits=simulator_seed_bits)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -33,9 +33,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..exceptions import BackendError, ConfigurationError, RecordError
-from ..records import MeasurementRecord, Provenance, simulator_seed_bits as _simulator_seed_bits
+from ..records import MeasurementRecord, Provenance
 from ..secretfile import write_secret_file
-from .backends import DENSITY_MATRIX_MAX_QUBITS, Backend, draw_simulator_seed, resolve_backend
+from .backends import (DENSITY_MATRIX_MAX_QUBITS, SIMULATOR_SEED_BITS, Backend, draw_simulator_seed,
+                       resolve_backend)
 from .circuits import ExchangeTemplate, build_exchange_circuit
 from .models import Channel, Detector, Eavesdropper, EntanglingProbe, InterceptResend
 
@@ -89,6 +90,17 @@ def draw_choices(n: int, *, seed: int | None = None) -> PartyChoices:
     """
     rng = None if seed is None else np.random.default_rng([seed, 0])
     return PartyChoices(_random_bits(n, rng), _random_bits(n, rng), _random_bits(n, rng))
+
+
+def simulator_seed_bits(backend: Backend, seed: int | None) -> int | None:
+    """What :attr:`~qkd_circuits.Provenance.simulator_seed_bits` says for a run on ``backend`` with ``seed``.
+
+    ``None`` where the backend takes no simulator seed; 0 with a (public) user seed; otherwise
+    the width of the fresh secret seeds, :data:`~qkd_circuits.quantum.backends.SIMULATOR_SEED_BITS`.
+    """
+    if not backend.takes_simulator_seed:
+        return None
+    return 0 if seed is not None else SIMULATOR_SEED_BITS
 
 
 def _check_count(name: str, value: Any, minimum: int = 1) -> int:
@@ -180,7 +192,8 @@ class PendingExchange:
             }
         provenance = Provenance.build(self.backend, mode=self.template.mode, schedule=self.schedule,
                                       lanes=self.template.lanes, shots=total_shots, job_ids=self.job_ids,
-                                      seed=self.seed, models=self.models, circuit=self.circuit_info)
+                                      seed=self.seed, models=self.models, circuit=self.circuit_info,
+                                      simulator_seed_bits=self.simulator_seed_bits)
         return MeasurementRecord(
             alice_bits=alice_bits, alice_bases=alice_bases, bob_bases=bob_bases,
             bob_results=columns.pop("bob_result"), detected=detected, provenance=provenance, **eve,
@@ -385,7 +398,7 @@ def submit(
     chunk = _check_count("chunk", chunk)
     seeds = (np.random.SeedSequence(seed).generate_state(math.ceil(exchanges / chunk)).tolist()
              if seed is not None else None)
-    simulator_seed_bits = _simulator_seed_bits(backend, seed)  # what the record's provenance will say
+    seed_bits = simulator_seed_bits(backend, seed)  # what the record's provenance will say
     sampler = None if backend.takes_simulator_seed else backend.sampler(seed=None, num_qubits=circuit.num_qubits)
     chunks, jobs = [], []
     for i, start in enumerate(range(0, exchanges, chunk)):
@@ -403,7 +416,7 @@ def submit(
     return PendingExchange(backend=backend, template=template, exchanges=exchanges,
                            schedule=schedule, seed=seed, models=_models_dict(channel, detector, eve),
                            choices=choices, chunks=chunks, jobs=jobs, circuit_info=circuit_info,
-                           simulator_seed_bits=simulator_seed_bits)
+                           simulator_seed_bits=seed_bits)
 
 
 def _default_lanes(backend: Backend, mode: str, channel: Channel, detector: Detector, eve) -> int:

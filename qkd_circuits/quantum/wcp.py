@@ -44,6 +44,7 @@ from ..exceptions import ConfigurationError, RecordError
 from ..params import default
 from ..records import MeasurementRecord, Provenance
 from .backends import Backend, draw_simulator_seed, resolve_backend
+from .execution import simulator_seed_bits
 from .models import Channel, Detector
 
 __all__ = ["WeakCoherentSource", "PhotonNumberSplitting", "WcpRecord", "build_pulse_circuit", "run_wcp_exchanges"]
@@ -409,7 +410,8 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
               "eve": eve.to_dict() if eve is not None else None, "source": source.to_dict(),
               "backend": backend.spec}
     provenance = Provenance.build(backend, mode="wcp", schedule="grouped", lanes=1, shots=total_shots, seed=seed,
-                                  models=models, job_ids=job_ids)
+                                  models=models, job_ids=job_ids,
+                                  simulator_seed_bits=simulator_seed_bits(backend, seed))
     # Eve measures her kept photon in Alice's announced basis (the circuit's eve_theta).
     ground_truth = ({} if eve is None else
                     {"eve_active": eve_known, "eve_bases": a_bases.astype(np.int8), "eve_results": eve_results})

@@ -123,7 +123,7 @@ def test_defaults_are_those_of_qkd_run():
     cli = {p.name: p.default for p in run_command.params}
     decoy = {p.name: p.default for p in decoy_command.params}  # the decoy-session parameters: qkd decoy's
     cli.update({k: decoy[k] for k in ("mu", "nu", "p_signal", "p_decoy", "u_alpha")},
-               decoy_method=decoy["method"], protocol="bb84")
+               decoy_method=decoy["decoy_method"], protocol="bb84")
     for name, parameter in PARAMETERS.items():
         expected = {"noise": "none", "eve": "none"}.get(name, cli[name])
         assert parameter.default == expected, name

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .. import params as _params
 from ..exceptions import ConfigurationError
 from ..postprocessing.protocol import PostProcessingConfig
 from ..quantum.models import Channel, Detector, parse_eve, parse_noise
@@ -99,31 +100,39 @@ class _Parameter:
     check: Callable[[str, Any], Any]
 
 
-#: Every parameter a spec may set, with the default ``qkd run`` uses and its check.  Row columns
-#: follow this order.  Add, never rename: task ids hash the names.
-PARAMETERS: dict[str, _Parameter] = {
-    "mode": _Parameter("qrng", _mode),
-    "backend": _Parameter("aer", _backend),
-    "exchanges": _Parameter(100_000, lambda n, v: _whole(n, v, 1)),
-    "noise": _Parameter("none", _noise),
-    "eve": _Parameter("none", _eve),
-    "distance_km": _Parameter(0.0, _number),
-    "alpha_db_per_km": _Parameter(0.2, _number),
-    "detector_efficiency": _Parameter(1.0, _number),
-    "dark_count": _Parameter(0.0, _number),
-    "abort_qber": _Parameter(0.11, _number),
-    "cascade": _Parameter("option7", _text),
-    "sample_fraction": _Parameter(0.1, _number),
-    "eps_sec": _Parameter(1e-10, _number),
-    "eps_cor": _Parameter(1e-15, _number),
+#: The check of each parameter a spec may set, in row-column order (task ids hash the names: add,
+#: never rename).  ``protocol`` is the sweep's own; every other default is :mod:`qkd_circuits.params`'.
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "mode": _mode,
+    "backend": _backend,
+    "exchanges": lambda n, v: _whole(n, v, 1),
+    "noise": _noise,
+    "eve": _eve,
+    "distance_km": _number,
+    "alpha_db_per_km": _number,
+    "detector_efficiency": _number,
+    "dark_count": _number,
+    "abort_qber": _number,
+    "cascade": _text,
+    "sample_fraction": _number,
+    "eps_sec": _number,
+    "eps_cor": _number,
     # Decoy-state sessions on weak coherent pulses (``qkd decoy``'s options and defaults).
-    "protocol": _Parameter("bb84", _choice("bb84", "decoy")),
-    "mu": _Parameter(0.5, _number),
-    "nu": _Parameter(0.1, _number),
-    "p_signal": _Parameter(0.7, _number),
-    "p_decoy": _Parameter(0.2, _number),
-    "u_alpha": _Parameter(3.0, _number),
-    "decoy_method": _Parameter("decoy-vacuum-weak", _choice("decoy-vacuum-weak", "gllp", "assume-single-photons")),
+    "protocol": _choice("bb84", "decoy"),
+    "mu": _number,
+    "nu": _number,
+    "p_signal": _number,
+    "p_decoy": _number,
+    "u_alpha": _number,
+    "decoy_method": _choice(*_params.PARAMETERS["decoy_method"].choices),
+}
+_SWEEP_DEFAULTS = {"protocol": "bb84"}
+
+#: Every parameter a spec may set, with its default (the one :mod:`qkd_circuits.params` gives
+#: ``qkd run`` and ``qkd decoy``) and its check.  Row columns follow this order.
+PARAMETERS: dict[str, _Parameter] = {
+    name: _Parameter(_SWEEP_DEFAULTS[name] if name in _SWEEP_DEFAULTS else _params.default(name), check)
+    for name, check in _CHECKS.items()
 }
 #: Parameters only decoy sessions read; a BB84 task's id leaves them out (so it does not change).
 DECOY_ONLY = ("protocol", "mu", "nu", "p_signal", "p_decoy", "u_alpha", "decoy_method")

@@ -60,3 +60,14 @@ def test_no_tracked_file_points_outside_the_repository():
                 line = text.count("\n", 0, match.start()) + 1
                 hits.append(f"{path.relative_to(REPO)}:{line}: {what}: {match.group(0)!r}")
     assert hits == []
+
+
+def test_relative_links_in_the_docs_resolve():
+    # README.md and docs/*.md link to files of the repository; each such link must exist.
+    broken = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert broken == []
+    assert (REPO / "docs" / "architecture.md").exists() and (REPO / "docs" / "references.md").exists()

@@ -1,4 +1,8 @@
-"""The `qkd` command: the JSON contract and the exit codes (run as a real subprocess)."""
+"""The `qkd` command: the JSON contract and the exit codes.
+
+The installed console script runs as a real subprocess once (the JSON contract); everything else
+runs in-process through click's CliRunner (the same command, without a second of imports each).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,35 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from click.testing import CliRunner
 
 import qkd_circuits as qkd
+from qkd_circuits.cli import main
 
 QKD = str(Path(sys.executable).with_name("qkd"))
 CONTRACT_FIELDS = {"exchanges", "detected", "sifted", "qber", "aborted", "abort_reason",
                    "final_key_bits", "timings_s", "backend", "mode", "seed"}
 
 
-def qkd_cli(*args: str) -> subprocess.CompletedProcess:
+def qkd_process(*args: str) -> subprocess.CompletedProcess:
+    """The installed ``qkd`` console script as a real process."""
     return subprocess.run([QKD, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+def qkd_cli(*args: str) -> SimpleNamespace:
+    """``qkd ARGS`` in this process: returncode, stdout and stderr as a process would give them."""
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
 def test_run_json_prints_one_report_with_the_agreed_fields():
-    proc = qkd_cli("run", "--json", "--exchanges", "200000", "--seed", "7", "--noise", "depolarizing:0.04",
+    proc = qkd_process("run", "--json", "--exchanges", "200000", "--seed", "7", "--noise", "depolarizing:0.04",
                    "--distance-km", "10", "--dark-count", "1e-4")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # exactly one JSON document on stdout
@@ -139,3 +155,15 @@ def test_run_into_stores_after_a_re_bootstrap_gets_new_key_ids(tmp_path):
 
     a, b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
     assert a.key_IDs() == b.key_IDs() and a.fingerprint() == b.fingerprint() and a.count() > 2
+
+
+def test_the_console_script_lists_every_group_without_heavy_imports():
+    proc = qkd_process("--help")
+    assert proc.returncode == 0, proc.stderr
+    for group in ("run", "alice", "bob", "keyrate", "decoy", "psk", "pki", "kme", "node", "sweep"):
+        assert f"  {group} " in proc.stdout, group
+    code = ("import sys, qkd_circuits.cli; "
+            "print(sorted(m for m in ('qiskit', 'qiskit_aer', 'dask', 'distributed', 'aiohttp', 'matplotlib') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr

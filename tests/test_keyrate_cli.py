@@ -15,7 +15,7 @@ def _run(*args):
 
 
 def test_keyrate_json_curve_and_max_distance():
-    res = _run("keyrate", "--distance", "0:200:5", "--preset", "GYS", "--method", "decoy-infinite", "--json")
+    res = _run("keyrate", "--distance-km", "0:200:5", "--preset", "GYS", "--decoy-method", "decoy-infinite", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["method"] == "decoy-infinite" and abs(out["max_distance_km"] - 142.05) < 1.0
@@ -25,7 +25,7 @@ def test_keyrate_json_curve_and_max_distance():
 
 
 def test_keyrate_options_change_the_link_and_compare_adds_methods():
-    res = _run("keyrate", "--distance", "0,50", "--eta-bob", "0.1", "--y0", "1e-7", "--compare", "--json")
+    res = _run("keyrate", "--distance-km", "0,50", "--eta-bob", "0.1", "--y0", "1e-7", "--compare", "--json")
     out = json.loads(res.output)
     assert out["link"]["eta_bob"] == 0.1 and out["link"]["y0"] == 1e-7
     assert set(out["others"]) == {"gllp", "decoy-infinite"}
@@ -34,7 +34,7 @@ def test_keyrate_options_change_the_link_and_compare_adds_methods():
 
 def test_keyrate_plot_with_a_simulated_point(tmp_path):
     png = tmp_path / "rate.png"
-    res = _run("keyrate", "--distance", "0:60:10", "--compare", "--simulate", "10", "--pulses", "300000",
+    res = _run("keyrate", "--distance-km", "0:60:10", "--compare", "--simulate", "10", "--exchanges", "300000",
                "--seed", "3", "--plot", str(png), "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
@@ -44,12 +44,14 @@ def test_keyrate_plot_with_a_simulated_point(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--distance", "10:0:5"], "START:STOP:STEP"),
-    (["--distance", "0:10:0"], "START:STOP:STEP"),
-    (["--distance", "a,b"], "START:STOP:STEP"),
+    (["--distance-km", "10:0:5"], "START:STOP:STEP"),
+    (["--distance-km", "0:10:0"], "START:STOP:STEP"),
+    (["--distance-km", "a,b"], "START:STOP:STEP"),
+    (["--distance", "a,b"], "--distance-km takes START:STOP:STEP"),  # the old spelling, a hidden alias
     (["--eta-bob", "2"], "eta_bob is a probability"),
-    (["--method", "decoy-vacuum-weak", "--mu", "0.05", "--nu", "0.1"], "brighter than the decoy"),
-    (["--method", "decoy-infinite", "--simulate", "10"], "finite set of intensities"),
+    (["--decoy-method", "decoy-vacuum-weak", "--mu", "0.05", "--nu", "0.1"], "brighter than the decoy"),
+    (["--decoy-method", "decoy-infinite", "--simulate", "10"], "finite set of intensities"),
+    (["--decoy-method", "assume-single-photons"], "Invalid value for '--decoy-method'"),
 ])
 def test_keyrate_bad_usage_exits_2(args, match):
     res = CliRunner().invoke(main, ["keyrate", *args])
@@ -58,7 +60,7 @@ def test_keyrate_bad_usage_exits_2(args, match):
 
 
 def test_decoy_command_catches_pns_with_exit_3():
-    res = _run("decoy", "-n", "400000", "--distance-km", "40", "--eve", "pns", "--seed", "2",
+    res = _run("decoy", "--exchanges", "400000", "--distance-km", "40", "--eve", "pns", "--seed", "2",
                "--p-signal", "0.6", "--p-decoy", "0.3", "--json")
     assert res.exit_code == 3, res.output
     out = json.loads(res.output)

@@ -129,10 +129,28 @@ def test_kill_9_under_load_then_restart_loses_nothing_and_duplicates_nothing(sit
     assert set(delivered) | remaining == initial and not set(delivered) & remaining
 
 
+def _in_process(*args):
+    """``qkd ARGS`` through CliRunner; the KME logger's handlers are put back afterwards (no handler
+    on the runner's closed stream outlives the call)."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from qkd_circuits.cli import main
+
+    kme_log = logging.getLogger("qkd_circuits.kme")
+    handlers, level, propagate = list(kme_log.handlers), kme_log.level, kme_log.propagate
+    try:
+        return CliRunner().invoke(main, list(args))
+    finally:
+        kme_log.handlers[:] = handlers
+        kme_log.setLevel(level)
+        kme_log.propagate = propagate
+
+
 def test_pki_init_can_also_write_the_site_tls_material(tmp_path):
-    proc = subprocess.run([QKD, "pki", "init", str(tmp_path / "pki"), "--site-tls"], capture_output=True,
-                          text=True, env=ENV)
-    assert proc.returncode == 0, proc.stderr
+    result = _in_process("pki", "init", str(tmp_path / "pki"), "--site-tls")
+    assert result.exit_code == 0, result.output
     for name in ("ca.pem", "kme-a.pem", "kme-b.pem", "sae-a.pem", "sae-b.pem", "kme-a.key"):
         assert (tmp_path / "pki" / "tls" / name).exists()
     assert oct((tmp_path / "pki" / "tls" / "kme-a.key").stat().st_mode & 0o777) == "0o600"
@@ -165,11 +183,16 @@ def _sae(tmp, url, sae="sae-a"):
 
 @pytest.mark.parametrize("option, value", [("--key-size", "12"), ("--key-size", "0"), ("--max-key-size", "100"),
                                            ("--max-key-count", "-1"), ("--max-keys-per-request", "0")])
-def test_bad_limits_exit_2(site, option, value):
-    proc = subprocess.run([QKD, "kme", "serve", "--id", "kme-a", "--store", str(site / "kme-a.db"), "--tls",
-                           str(site / "tls"), "--listen", "127.0.0.1:0", "--sae", "sae-a", option, value],
-                          capture_output=True, text=True, env=ENV, timeout=60)
-    assert proc.returncode == 2 and "must be" in proc.stderr, proc.stderr
+def test_bad_limits_exit_2(site, option, value, monkeypatch):
+    import qkd_circuits.etsi014
+
+    def start_kme(*args, **kwargs):  # in-process, a KME that started would serve until a signal
+        raise AssertionError(f"the KME started with {option} {value}")
+
+    monkeypatch.setattr(qkd_circuits.etsi014, "start_kme", start_kme)
+    result = _in_process("kme", "serve", "--id", "kme-a", "--store", str(site / "kme-a.db"), "--tls",
+                         str(site / "tls"), "--listen", "127.0.0.1:0", "--sae", "sae-a", option, value)
+    assert result.exit_code == 2 and "must be" in result.stderr, result.output
 
 
 def test_sigterm_and_sigint_stop_gracefully_and_close_the_store(site):

@@ -327,7 +327,8 @@ def test_classical_layers_import_without_qiskit():
         import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
         import qkd_circuits.postprocessing.protocol, qkd_circuits.channel, qkd_circuits.hybrid
         import qkd_circuits.channel.pki, qkd_circuits.keystore, qkd_circuits.analysis.keyrate, qkd_circuits.decoy
-        import qkd_circuits.quantum.models
+        import qkd_circuits.quantum.models, qkd_circuits.params, qkd_circuits.analysis, qkd_circuits.network
+        import qkd_circuits.cli, qkd_circuits.etsi014, qkd_circuits.node  # the command line starts without qiskit
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:
             qkd_circuits.build_exchange_circuit

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from ..exceptions import ConfigurationError
-from ..params import default
 from .keyrate import PRESETS, DecoyEstimate, LinkParameters, decoy_estimate, rate_from_estimate
 
 __all__ = ["IntensityStats", "DecoyAnalysis", "intensity_statistics", "analyse"]
@@ -97,7 +96,7 @@ class DecoyAnalysis:
 
 
 def analyse(record, method: str = "decoy-vacuum-weak", *, link: LinkParameters = PRESETS["GYS"],
-            u_alpha: float = default("u_alpha"), bootstrap: int = 0, seed: int | None = None) -> DecoyAnalysis:
+            u_alpha: float = 0.0, bootstrap: int = 0, seed: int | None = None) -> DecoyAnalysis:
     """Single-photon bounds and the GLLP rate from a weak-coherent-pulse record.
 
     Args:
@@ -105,7 +104,9 @@ def analyse(record, method: str = "decoy-vacuum-weak", *, link: LinkParameters =
         method: ``"decoy-vacuum-weak"`` or ``"gllp"`` (ignore the decoys).
         link: supplies the error-correction inefficiency ``f_ec`` and the sifting factor ``q``
             of the rate formula (the physical parameters come from the data).
-        u_alpha: standard deviations of statistical fluctuation in the bounds (0: asymptotic).
+        u_alpha: standard deviations of statistical fluctuation in the bounds; the default 0 is
+            the asymptotic analysis (a round's margin, the ``u_alpha`` round parameter, is what
+            :func:`~qkd_circuits.decoy.run_decoy_session` passes).
         bootstrap: resamples for the error bar (0: none).
         seed: the bootstrap's generator seed (statistics, not the protocol).
     """

@@ -13,7 +13,7 @@ import pytest
 
 from qkd_circuits import AuthKeyPool, ConfigurationError, PostProcessingConfig
 from qkd_circuits.decoy import NO_SINGLE_PHOTONS, analyse, link_models, run_decoy_session, simulate_point
-from qkd_circuits.analysis.keyrate import PRESETS, error_gain, gain
+from qkd_circuits.analysis.keyrate import PRESETS, error_gain, gain, key_rate
 from qkd_circuits.quantum.models import Channel
 from qkd_circuits.quantum.wcp import (PhotonNumberSplitting, WeakCoherentSource, build_pulse_circuit,
                                       run_wcp_exchanges)
@@ -31,6 +31,14 @@ def _within(observed: float, expected: float, n: int, sds: float = 4.0) -> bool:
 def honest_20km():
     channel, detector = link_models(20)
     return run_wcp_exchanges(1_000_000, source=SOURCE, channel=channel, detector=detector, seed=21)
+
+
+@pytest.fixture(scope="module")
+def honest_40km():
+    """1.5M pulses over 40 km from the default source (what simulate_point(40, seed=102) sends)."""
+    channel, detector = link_models(40)
+    return run_wcp_exchanges(1_500_000, source=WeakCoherentSource.vacuum_weak(0.5, 0.1), channel=channel,
+                             detector=detector, seed=102)
 
 
 @pytest.fixture(scope="module")
@@ -87,30 +95,38 @@ def test_pns_is_invisible_to_the_signal_statistics(pns_40km):
     assert known.mean() > 0.95  # ... while Eve holds almost every sifted bit (dark counts are the rest)
 
 
-def test_decoys_catch_pns(pns_40km):
+def test_decoys_catch_pns(pns_40km, honest_40km):
     _, r = pns_40km
     eta = float(GYS.transmittance(40))
     a = analyse(r, u_alpha=0.0)
     d = a.stats["decoy"]
     assert d.gain < 0.4 * float(gain(0.1, eta, GYS))  # the decoy's click rate collapses
     assert not a.estimate.valid and a.rate == 0.0  # no single photons can be certified
-    channel, detector = link_models(40)
-    honest = analyse(run_wcp_exchanges(1_000_000, source=SOURCE, channel=channel, detector=detector, seed=42))
+    # The honest link of the same length, analysed the same way (asymptotic bounds), passes.
+    honest = analyse(honest_40km, u_alpha=0.0)
     assert honest.estimate.valid and honest.rate > 0
 
 
-def _check_points_on_the_curve(distances, pulses: int, seeds) -> None:
+def _check_point(p: dict) -> None:
     # The bootstrap sd of each point (from its own counts, so it scales with the pulses) is the
     # error bar: 3 sd allowed.
+    assert p["rate"] > 0 and p["rate_sd"] > 0
+    assert abs(p["rate"] - p["analytic"]) <= 3 * p["rate_sd"], p
+
+
+def _check_points_on_the_curve(distances, pulses: int, seeds) -> None:
     for distance, seed in zip(distances, seeds):
-        p = simulate_point(distance, mu=0.5, nu=0.1, pulses=pulses, seed=seed, bootstrap=150)
-        assert p["rate"] > 0 and p["rate_sd"] > 0
-        assert abs(p["rate"] - p["analytic"]) <= 3 * p["rate_sd"], p
+        _check_point(simulate_point(distance, mu=0.5, nu=0.1, pulses=pulses, seed=seed, bootstrap=150))
 
 
-def test_simulated_points_land_on_the_analytic_curve():
+def test_simulated_points_land_on_the_analytic_curve(honest_40km):
     # Two distances, 1.5M pulses each (the rate's bootstrap sd is ~15% of it at 0 km, ~30% at 40 km).
-    _check_points_on_the_curve((0.0, 40.0), 1_500_000, seeds=(100, 102))
+    _check_points_on_the_curve((0.0,), 1_500_000, seeds=(100,))
+    # At 40 km the pulses simulate_point(40, ..., seed=102) would send: the same source, link and
+    # seed, so the same record; analysed as simulate_point does.
+    a = analyse(honest_40km, u_alpha=0.0, bootstrap=150, seed=103)
+    _check_point({"rate": a.rate, "rate_sd": a.rate_sd,
+                  "analytic": key_rate(40.0, "decoy-vacuum-weak", GYS, mu=0.5, nu=0.1).rate})
 
 
 @pytest.mark.slow
@@ -136,7 +152,8 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     alice_pool = AuthKeyPool.fresh(simulation=True)
     bob_pool = alice_pool.copy()
     before = (alice_pool.available_bits, bob_pool.available_bits)
-    caught = run_decoy_session(1_000_000, channel=channel, detector=detector, eve=eve, seed=4,
+    # 400,000 pulses: the Y_1 lower bound is already far below 0 (about -3e-3, as at 10^6 pulses).
+    caught = run_decoy_session(400_000, channel=channel, detector=detector, eve=eve, seed=4,
                                alice_pool=alice_pool, bob_pool=bob_pool)
     assert caught.aborted and caught.abort_reason == NO_SINGLE_PHOTONS
     assert caught.alice_key is None and caught.bb84 is None

@@ -191,7 +191,7 @@ NAMESPACES: dict[str, set[str]] = {
         "ReservationCancelled", "StoreFull", "StoreUnavailable", "StoredKey", "cut_key", "store_final_key"
     },
     "qkd_circuits.network": {
-        "PartyResult", "run_alice", "run_bob"
+        "PartyResult", "party_result", "run_alice", "run_bob"
     },
     "qkd_circuits.node": {
         "Node", "NodeConfig", "default_config_text", "load_config", "read_status"

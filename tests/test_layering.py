@@ -54,10 +54,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     # MeasurementRecord.sifted() calls sift_mask lazily, while postprocessing.protocol imports the
     # record's views: a cycle between records and postprocessing.
     ("qkd_circuits.records", "qkd_circuits.postprocessing.sifting"),
-    # The node drives its two parties with the link's private helpers: the tuple of exceptions
-    # a lost connection raises, and the PartyResult constructor.
-    ("qkd_circuits.node.service", "qkd_circuits.network._CHANNEL_ERRORS"),
-    ("qkd_circuits.node.service", "qkd_circuits.network._result"),
 }
 
 

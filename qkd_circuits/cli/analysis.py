@@ -151,7 +151,7 @@ def _plot_keyrate(path, curve, others, simulated) -> None:
 @param_option("u_alpha")
 @param_option("eve", type=click.Choice(["none", "pns"]), metavar=None,
               help="pns: photon-number splitting tuned to keep the signal's click rate honest.")
-@param_option("seed", help="Simulation seed; omit for CSPRNG choices.")
+@param_option("seed")
 @json_option("Print one JSON object and nothing else.")
 def decoy_command(exchanges, distance_km, preset, mu, nu, p_signal, p_decoy, decoy_method, u_alpha, eve, seed,
                   as_json) -> None:

@@ -42,12 +42,10 @@ DETERMINISTIC = ("sifted", "detected", "qber_true_sifted", "qber_estimate", "fin
                  "abort_reason")
 
 
-@pytest.fixture(scope="module")
-def scheduler():
-    """One two-worker cluster shared by the tests that connect to a scheduler address."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
+@pytest.fixture
+def scheduler(dask_scheduler):
+    """The session's two-worker cluster (conftest), for the tests that connect to a scheduler address."""
+    return dask_scheduler
 
 
 @pytest.fixture
@@ -288,7 +286,7 @@ def test_without_dask_the_error_names_the_extra_and_the_cli_still_imports(spec_f
 
 def test_ctrl_c_keeps_every_written_row_and_the_rerun_completes(tmp_path, scheduler):
     spec = tmp_path / "long.toml"
-    spec.write_text('seeds = {count = 60}\n[fixed]\nmode = "prepared"\nexchanges = 4000\n')
+    spec.write_text('seeds = {count = 30}\n[fixed]\nmode = "prepared"\nexchanges = 4000\n')
     output = tmp_path / "long.csv"
     qkd = str(Path(sys.executable).with_name("qkd"))
     # A terminal's Ctrl-C: SIGINT to the whole process group (the driver and its workers).
@@ -302,10 +300,10 @@ def test_ctrl_c_keeps_every_written_row_and_the_rerun_completes(tmp_path, schedu
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "rerun the same command to resume" in err, err
     kept = read_results(output)
-    assert 5 <= len(kept) < 60 and output.read_text().endswith("\n")
+    assert 5 <= len(kept) < 30 and output.read_text().endswith("\n")
 
     summary = run_sweep(spec, output, scheduler=scheduler)
-    assert (summary.skipped, summary.run) == (len(kept), 60 - len(kept))
+    assert (summary.skipped, summary.run) == (len(kept), 30 - len(kept))
     rows = read_results(output)
     assert sorted(r["task_id"] for r in rows) == sorted(t.task_id for t in expand(load_spec(spec)))
 

@@ -20,6 +20,7 @@ from .analysis import keyrate
 from .channel import attacks
 from .channel.pool import AuthKeyPool, create_psk_file
 from .exceptions import (
+    AbortReason,
     AuthenticationError,
     BackendError,
     ConfigurationError,
@@ -63,7 +64,7 @@ _LAZY = {
 }
 
 __all__ = sorted([
-    "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
+    "AbortReason", "AuthKeyPool", "AuthenticationError", "KeyPoolExhausted", "KeyStoreError", "MitmResult", "attacks",
     "LinkHalted",
     "create_psk_file",
     "hybrid", "decoy", "keyrate", "decoy_key_length", "run_mitm", "AliceParty", "AliceView", "BB84Result", "BackendError", "BobParty", "BobView", "CASCADE_PRESETS",

@@ -23,7 +23,7 @@ import numpy as np
 
 from .analysis.decoy import DecoyAnalysis, IntensityStats, analyse, intensity_statistics
 from .analysis.keyrate import PRESETS, LinkParameters, key_rate
-from .exceptions import ConfigurationError
+from .exceptions import AbortReason, ConfigurationError
 from .params import DECOY_EXCHANGES, default
 from .postprocessing.protocol import PostProcessingConfig
 
@@ -83,14 +83,14 @@ class DecoySessionResult:
     analysis: DecoyAnalysis
     bb84: object | None
     record: object = field(repr=False)
-    decoy_abort_reason: str | None = None
+    decoy_abort_reason: AbortReason | None = None
 
     @property
     def aborted(self) -> bool:
         return self.decoy_abort_reason is not None or (self.bb84 is not None and self.bb84.report.aborted)
 
     @property
-    def abort_reason(self) -> str | None:
+    def abort_reason(self) -> AbortReason | None:
         if self.decoy_abort_reason is not None:
             return self.decoy_abort_reason
         return self.bb84.report.abort_reason if self.bb84 is not None else None
@@ -115,7 +115,8 @@ class DecoySessionResult:
     def to_dict(self) -> dict:
         report = self.bb84.report.to_dict() if self.bb84 is not None else None
         detail = NO_SINGLE_PHOTONS_DETAIL if self.decoy_abort_reason == NO_SINGLE_PHOTONS else None
-        return {"aborted": self.aborted, "abort_reason": self.abort_reason, "abort_detail": detail,
+        reason = None if self.abort_reason is None else str(self.abort_reason)
+        return {"aborted": self.aborted, "abort_reason": reason, "abort_detail": detail,
                 "decoy": self.analysis.to_dict(), "report": report,
                 "pulses": len(self.record), "models": self.record.models,
                 "eve_known_sifted_fraction": self.eve_known_fraction}
@@ -124,7 +125,7 @@ class DecoySessionResult:
 SESSION_METHODS = ("decoy-vacuum-weak", "gllp", "assume-single-photons")
 
 #: The abort reason when the decoy bounds certify no single photons.
-NO_SINGLE_PHOTONS = "decoy_check_failed"
+NO_SINGLE_PHOTONS = AbortReason.DECOY_CHECK_FAILED
 NO_SINGLE_PHOTONS_DETAIL = ("the decoy bounds certify no single-photon detections: the data fit an attack that "
                             "knows every bit (e.g. photon-number splitting), or there are too few decoy and "
                             "vacuum counts for the fluctuation margin u_alpha (send more pulses)")

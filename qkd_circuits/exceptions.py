@@ -91,7 +91,13 @@ class AbortReason(str, Enum):
     ``verification_failed``.  A round's: ``authentication_failed`` (a tag or signature did not
     verify), ``no_key_left_after_replenishment`` (the pool refill took the whole key),
     ``no_key_released`` (the link stopped before the decision).  A decoy-state round's:
-    ``decoy_check_failed`` (the bounds certify no single-photon detections).
+    ``decoy_check_failed`` (the bounds certify no single-photon detections).  A party over the
+    network (:mod:`qkd_circuits.network`, the link node) whose round the channel ended reports
+    ``authentication_failed`` for an :class:`AuthenticationError` and otherwise the channel
+    error's class name: ``ProtocolError`` (a malformed or out-of-order message, or a peer that
+    asked past the leak budget), ``TimeoutError`` (the peer went silent), ``ConnectionError``
+    (the connection broke, or the peer went away before the tags); see
+    :meth:`for_channel_failure`.
 
     >>> AbortReason("qber_too_high") is AbortReason.QBER_TOO_HIGH, str(AbortReason.KEY_TOO_SHORT)
     (True, 'key_too_short')
@@ -106,9 +112,28 @@ class AbortReason(str, Enum):
     NO_KEY_LEFT_AFTER_REPLENISHMENT = "no_key_left_after_replenishment"
     NO_KEY_RELEASED = "no_key_released"
     DECOY_CHECK_FAILED = "decoy_check_failed"
+    PROTOCOL_ERROR = "ProtocolError"
+    TIMEOUT_ERROR = "TimeoutError"
+    CONNECTION_ERROR = "ConnectionError"
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def for_channel_failure(cls, failure: str) -> AbortReason:
+        """The reason of a network party's round that a channel error ended.
+
+        ``failure`` is the error's kind as a round reports it (``auth["failure"]``:
+        ``"AuthenticationError"``, ``"ProtocolError"``, ``"TimeoutError"`` or ``"ConnectionError"``).
+
+        >>> AbortReason.for_channel_failure("AuthenticationError"), AbortReason.for_channel_failure("TimeoutError")
+        (<AbortReason.AUTHENTICATION_FAILED: 'authentication_failed'>, <AbortReason.TIMEOUT_ERROR: 'TimeoutError'>)
+        """
+        if failure == "AuthenticationError":
+            return cls.AUTHENTICATION_FAILED
+        if failure not in (cls.PROTOCOL_ERROR, cls.TIMEOUT_ERROR, cls.CONNECTION_ERROR):
+            raise ValueError(f"not a channel failure: {failure!r}")
+        return cls(failure)
 
 
 class ProtocolAborted(QKDError):

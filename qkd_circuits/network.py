@@ -22,16 +22,15 @@ from typing import Callable, Union
 from .channel.admission import admit_view
 from .channel.authenticated import DEFAULT_REPLENISH_BITS, AuthenticatedAlice, AuthenticatedBob
 from .channel.pool import AuthKeyPool
+from .channel.rounds import CHANNEL_ERRORS, channel_failure, check_pools, drive_authenticated, random_sources
 from .channel.tcp import TcpClient, TcpServer
-from .exceptions import AuthenticationError, ProtocolError, QKDError
-from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig
+from .exceptions import AbortReason, ProtocolError, QKDError
+from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig
 from .records import MeasurementRecord
-from .session import check_pools, drive_authenticated, random_sources
 
-__all__ = ["PartyResult", "run_alice", "run_bob"]
+__all__ = ["PartyResult", "party_result", "run_alice", "run_bob"]
 
 Records = Union[MeasurementRecord, Callable[[bytes], MeasurementRecord]]
-_CHANNEL_ERRORS = (AuthenticationError, ProtocolError, TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class PartyResult:
 
     role: str
     key: FinalKey | None
-    abort_reason: str | None
+    abort_reason: AbortReason | None
     auth: dict
     sifted: int
     qber: dict | None
@@ -58,29 +57,38 @@ class PartyResult:
 
     def to_dict(self) -> dict:
         return {"role": self.role, "aborted": self.aborted, "pending": self.pending,
-                "abort_reason": self.abort_reason, "round": self.auth.get("round"),
+                "abort_reason": None if self.abort_reason is None else str(self.abort_reason),
+                "round": self.auth.get("round"),
                 "final_key_bits": 0 if self.key is None else len(self.key),
                 "key_sha256": None if self.key is None else self.key.sha256(),
                 "sifted": self.sifted, "qber": self.qber, "auth": self.auth,
                 "settled": [s.to_dict() for s in self.settled]}
 
 
-def _result(role: str, outcome, end, failure: str | None, pool: AuthKeyPool) -> PartyResult:
+def party_result(role: str, outcome: PartyOutcome | None, end, failure: str | None,
+                 pool: AuthKeyPool) -> PartyResult:
+    """One party's :class:`PartyResult` after its round: ``end`` is its authenticated end, ``failure``
+    the channel error that ended the round (:func:`~qkd_circuits.channel.rounds.channel_failure`)."""
     auth = end.summary.to_dict()
     auth.update(failure=failure, pool_position=pool.position, pool_bits_available=pool.available_bits,
                 pool_state_sha256=pool.state_digest(), simulation_pool=pool.simulation)
     pending = bool(end.summary.pending)
     key = end.released_key
-    if key is not None or pending:
-        reason = None
-    elif failure:
-        reason = "authentication_failed" if failure == "AuthenticationError" else failure
-    else:
-        reason = (outcome.abort_reason if outcome is not None and outcome.abort_reason
-                  else "no_key_left_after_replenishment" if end.summary.released else "no_key_released")
+    reason = None if key is not None or pending else _abort_reason(outcome, end, failure)
     q = outcome.qber.to_dict() if outcome is not None and outcome.qber else None
     return PartyResult(role, key, reason, auth, outcome.sifted_bits if outcome is not None else 0, q, pending,
                        tuple(end.settled))
+
+
+def _abort_reason(outcome: PartyOutcome | None, end, failure: str | None) -> AbortReason:
+    """Why a party's round released no key: the channel error, its own abort, or its end's decision."""
+    if failure:
+        return AbortReason.for_channel_failure(failure)
+    if outcome is not None and outcome.abort_reason:
+        return AbortReason(outcome.abort_reason)
+    if end.summary.released:
+        return AbortReason.NO_KEY_LEFT_AFTER_REPLENISHMENT
+    return AbortReason.NO_KEY_RELEASED
 
 
 def _admit_view(pool: AuthKeyPool, record: MeasurementRecord, role: str) -> None:
@@ -152,12 +160,12 @@ def _alice_round(server, records, pool, config, replenish_bits, timeout, accept_
     failure = None
     try:
         server.serve_one(end.handle, timeout=timeout, accept_timeout=accept_timeout)
-    except _CHANNEL_ERRORS as exc:
-        failure = type(exc).__name__
+    except CHANNEL_ERRORS as exc:
+        failure = channel_failure(exc)
     if failure is None and not end.summary.verified and not end.summary.pending and outcome() is not None \
             and not outcome().aborted:
-        failure = "ConnectionError"  # Bob went away before the tags
-    return _result("alice", outcome(), end, failure, pool)
+        failure = channel_failure(ConnectionError())  # Bob went away before the tags
+    return party_result("alice", outcome(), end, failure, pool)
 
 
 def run_bob(records: Records, pool: AuthKeyPool, *, host: str, port: int,
@@ -181,11 +189,11 @@ def _bob_round(records, pool, host, port, config, replenish_bits, timeout, persi
     eps = (config.eps_sec, config.eps_cor)
     try:
         client = TcpClient(host, port, timeout=timeout)
-    except ConnectionError:
+    except ConnectionError as exc:
         end = AuthenticatedBob(pool, lambda env: b"", outcome=lambda: bob.outcome, key_epsilon=eps)
-        return _result("bob", None, end, "ConnectionError", pool)
+        return party_result("bob", None, end, channel_failure(exc), pool)
     with client:
         end = AuthenticatedBob(pool, client.request, outcome=lambda: bob.outcome, key_epsilon=eps,
                                replenish_bits=replenish_bits, persist=persist, block=block)
         _, failure = drive_authenticated(bob, end)
-    return _result("bob", bob.outcome, end, failure, pool)
+    return party_result("bob", bob.outcome, end, failure, pool)

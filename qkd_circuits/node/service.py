@@ -42,13 +42,13 @@ import numpy as np
 from ..channel.admission import admit_view
 from ..channel.authenticated import AuthenticatedAlice, AuthenticatedBob
 from ..channel.pool import AuthKeyPool
+from ..channel.rounds import CHANNEL_ERRORS, channel_failure, drive_authenticated, random_sources
 from ..channel.tcp import TcpClient, TcpServer, parse_address, serve_connection
 from ..exceptions import ConfigurationError, LinkHalted, ProtocolError, QKDError
 from ..keystore import KeyStore, StoreFull, cut_key
-from ..network import _CHANNEL_ERRORS, PartyResult, _result
+from ..network import PartyResult, party_result
 from ..postprocessing.protocol import AliceParty, BobParty, PostProcessingConfig
 from ..secretfile import write_secret_file
-from ..session import drive_authenticated, random_sources
 from .config import NodeConfig
 from .quantum import READY, PulseSource, measure_pulses
 
@@ -465,13 +465,13 @@ class Node:
         failure = None
         try:
             serve_connection(conn, end.handle, timeout=self.timeout)
-        except _CHANNEL_ERRORS as exc:
-            failure = type(exc).__name__
+        except CHANNEL_ERRORS as exc:
+            failure = channel_failure(exc)
         if failure is None and not end.summary.verified and not end.summary.pending and outcome() is not None \
                 and not outcome().aborted:
-            failure = "ConnectionError"  # Bob went away before the tags
+            failure = channel_failure(ConnectionError())  # Bob went away before the tags
         self.drain_outbox()
-        result = _result("alice", outcome(), end, failure, pool)
+        result = party_result("alice", outcome(), end, failure, pool)
         if failure is None and "party" not in state and not end.summary.verified:
             # Bob's SETTLE-only connection (before he stops): decisions, no round.
             _event("settled", rounds=[{"round": x.round, "decision": x.decision} for x in result.settled])
@@ -530,15 +530,15 @@ class Node:
         eps = (self.pp_config.eps_sec, self.pp_config.eps_cor)
         try:
             client = TcpClient(*self.classical, timeout=self.timeout, connect_timeout=self.timeout)
-        except ConnectionError:
+        except ConnectionError as exc:
             end = AuthenticatedBob(pool, lambda env: b"", outcome=lambda: bob.outcome, key_epsilon=eps)
-            return _result("bob", None, end, "ConnectionError", pool)
+            return party_result("bob", None, end, channel_failure(exc), pool)
         with client:
             end = AuthenticatedBob(pool, client.request, outcome=lambda: bob.outcome, key_epsilon=eps,
                                    replenish_bits=self.replenish_bits, persist=self.persist, block=block)
             _, failure = drive_authenticated(bob, end)
         self.drain_outbox()
-        return _result("bob", bob.outcome, end, failure, pool)
+        return party_result("bob", bob.outcome, end, failure, pool)
 
     def _settle_before_stop(self) -> None:
         """Hand Alice Bob's decisions before stopping (a SETTLE-only connection spends nothing), so a
@@ -552,7 +552,7 @@ class Node:
                                        persist=self.persist)
                 pending = end.settle_only()
             _event("settled_before_stop", alice_pending=pending)
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             _event("settle_before_stop_failed", logging.WARNING, error=type(exc).__name__)
 
 

@@ -57,7 +57,7 @@ from typing import Callable, Generator
 
 import numpy as np
 
-from ..exceptions import ConfigurationError, ProtocolError
+from ..exceptions import AbortReason, ConfigurationError, ProtocolError
 from ..params import default
 from ..records import AliceView, BobView
 from ..hazmat import messages as m
@@ -83,9 +83,10 @@ TAG_BITS = 128
 #: bits; 64 covers that and is nothing next to a budget that can leave a key.
 LEAK_BUDGET_SLACK_BITS = 64
 
-#: Every ``abort_reason`` a party's outcome can carry (see the module docstring).
-ABORT_REASONS = ("too_few_sifted_bits", "qber_too_high", "key_too_short", "leak_budget_exceeded",
-                 "verification_failed")
+#: Every ``abort_reason`` a party's outcome can carry (see the module docstring): the party's
+#: members of :class:`~qkd_circuits.AbortReason` (the round and the link add their own).
+ABORT_REASONS = (AbortReason.TOO_FEW_SIFTED_BITS, AbortReason.QBER_TOO_HIGH, AbortReason.KEY_TOO_SHORT,
+                 AbortReason.LEAK_BUDGET_EXCEEDED, AbortReason.VERIFICATION_FAILED)
 
 
 @dataclass(frozen=True)
@@ -219,9 +220,9 @@ class LeakBudget:
     slack_bits: int
     top_level_bits: int
 
-    def reason(self, total: int) -> str:
+    def reason(self, total: int) -> AbortReason:
         """The abort reason when Cascade would disclose ``total`` bits, more than :attr:`bits`."""
-        return "leak_budget_exceeded" if total > self.efficiency_bits else "key_too_short"
+        return AbortReason.LEAK_BUDGET_EXCEEDED if total > self.efficiency_bits else AbortReason.KEY_TOO_SHORT
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -247,7 +248,8 @@ def leak_budget(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate
 class PartyOutcome:
     """What one party ends with.  ``key`` is ``None`` unless the round completed.
 
-    ``abort_reason`` is one of :data:`ABORT_REASONS`: ``too_few_sifted_bits``,
+    ``abort_reason`` is one of :data:`ABORT_REASONS` (:class:`~qkd_circuits.AbortReason`
+    members, each equal to its string): ``too_few_sifted_bits``,
     ``qber_too_high``, ``key_too_short``, ``leak_budget_exceeded`` (Cascade would disclose more
     than the round's :class:`LeakBudget`; on Alice's side: the peer asked for more), or
     ``verification_failed``.  ``leak_budget`` is the round's budget once the QBER is known;
@@ -260,7 +262,7 @@ class PartyOutcome:
     role: str
     key: FinalKey | None = None
     aborted: bool = False
-    abort_reason: str | None = None
+    abort_reason: AbortReason | None = None
     sifted_bits: int = 0
     qber: QBEREstimate | None = None
     key_length: KeyLength | None = None
@@ -272,7 +274,7 @@ class PartyOutcome:
     reconciled_key: np.ndarray | None = field(default=None, repr=False)
     key_before_reconciliation: np.ndarray | None = field(default=None, repr=False)
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: AbortReason) -> None:
         self.aborted, self.abort_reason, self.key = True, reason, None
 
 
@@ -347,7 +349,7 @@ class AliceParty:
         self.outcome.sifted_bits = int(keep.sum())
         self._phase = "estimate"
         if self._key.size < 2:  # Bob sees the same count and stops here too
-            self.outcome._abort("too_few_sifted_bits")
+            self.outcome._abort(AbortReason.TOO_FEW_SIFTED_BITS)
             self._phase = "aborted"
         return m.SiftReply(keep)
 
@@ -362,7 +364,7 @@ class AliceParty:
         self.outcome.ledger.record("sample", k)
         self._key = np.delete(self._key, positions)
         if self.outcome.qber.upper > self.config.abort_qber:
-            self.outcome._abort("qber_too_high")
+            self.outcome._abort(AbortReason.QBER_TOO_HIGH)
             self._phase = "aborted"
         else:
             budget = self.outcome.leak_budget = leak_budget(self.config, self._key.size, k, self.outcome.qber)
@@ -389,7 +391,7 @@ class AliceParty:
         if disclosed + asked > budget:
             o.cascade["blocked_request_bits"] = asked
             o.ledger.record("cascade_parity", disclosed)
-            o._abort("leak_budget_exceeded")
+            o._abort(AbortReason.LEAK_BUDGET_EXCEEDED)
             self._phase = "aborted"
             raise ProtocolError(f"leak budget exceeded: {type(msg).__name__} asks for {asked} parity bits after "
                                 f"{disclosed} disclosed; the round's budget is {budget} bits")
@@ -410,12 +412,12 @@ class AliceParty:
         o.verification = {"ok": match, "tag_bits": TAG_BITS}
         o.reconciled_key = self._key
         if not match:
-            o._abort("verification_failed")
+            o._abort(AbortReason.VERIFICATION_FAILED)
             self._phase = "aborted"
         else:
             o.key_length = _decide_length(self.config, self._key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
             if o.key_length.length == 0:
-                o._abort("key_too_short")
+                o._abort(AbortReason.KEY_TOO_SHORT)
                 self._phase = "aborted"
             else:
                 self._phase = "amplify"
@@ -458,7 +460,7 @@ class BobParty:
         o.sifted_bits = n = key.size
         o.timings_s["sifting"], t0 = clock() - t0, clock()
         if n < 2:
-            o._abort("too_few_sifted_bits")
+            o._abort(AbortReason.TOO_FEW_SIFTED_BITS)
             return o
 
         k = _sample_size(cfg, n)
@@ -473,7 +475,7 @@ class BobParty:
         key = np.delete(key, positions)
         o.timings_s["estimation"], t0 = clock() - t0, clock()
         if o.qber.upper > cfg.abort_qber:
-            o._abort("qber_too_high")
+            o._abort(AbortReason.QBER_TOO_HIGH)
             return o
         budget = o.leak_budget = leak_budget(cfg, key.size, k, o.qber)
         if budget.top_level_bits > budget.bits:  # Alice computes the same and stops too
@@ -520,13 +522,13 @@ class BobParty:
         o.reconciled_key = key
         o.timings_s["verification"], t0 = clock() - t0, clock()
         if not match:
-            o._abort("verification_failed")
+            o._abort(AbortReason.VERIFICATION_FAILED)
             return o
 
         o.key_length = _decide_length(cfg, key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
         ell = o.key_length.length
         if ell == 0:
-            o._abort("key_too_short")
+            o._abort(AbortReason.KEY_TOO_SHORT)
             return o
         reply = m.decode((yield m.encode(m.AmplifyRequest(ell))), expect=m.AmplifyReply)
         if reply.seed.size != key.size + ell - 1:

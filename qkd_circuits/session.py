@@ -12,43 +12,187 @@ operator.
 
 from __future__ import annotations
 
-import secrets
+import copy
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .analysis.finite_key import KeyLength, binary_entropy
 from .channel.admission import admit_view
-from .channel.authenticated import (DEFAULT_REPLENISH_BITS, PAD_BYTES_PER_ROUND, AuthenticatedAlice, AuthenticatedBob,
-                                    PkiIdentity)
+from .channel.authenticated import DEFAULT_REPLENISH_BITS, AuthenticatedAlice, AuthenticatedBob, PkiIdentity
 from .channel.pool import AuthKeyPool
-from .exceptions import (AuthenticationError, ConfigurationError, KeyPoolExhausted, LinkHalted, ProtocolAborted,
-                         ProtocolError, QBERTooHigh)
-from .postprocessing.estimation import estimate_qber
-from .analysis.finite_key import binary_entropy
-from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PostProcessingConfig, drive
+from .channel.rounds import check_pools, drive_authenticated, random_sources
+from .exceptions import AbortReason, ConfigurationError, ProtocolAborted, QBERTooHigh
+from .postprocessing.estimation import QBEREstimate, estimate_qber
+from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
 from .postprocessing.sifting import sift_mask
 from .records import MeasurementRecord
 
-__all__ = ["Report", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess", "check_pools",
-           "drive_authenticated", "random_sources"]
+__all__ = ["Report", "QberSummary", "CascadeSummary", "VerificationSummary", "KeyLengthSummary",
+           "RoundAuthSummary", "EveSummary", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess"]
+
+# check_pools, drive_authenticated and random_sources live in qkd_circuits.channel.rounds; the
+# names above stay importable from here for older scripts.
+
+
+class _ReportPart(Mapping):
+    """A typed part of a :class:`Report` that also reads like the dict ``to_dict()`` gives.
+
+    ``report.qber.upper`` and ``report.qber["upper"]`` are the same value; ``get``, ``in``,
+    ``dict(part)``, iteration (the keys, in ``to_dict()`` order) and ``==`` with a dict work as
+    they did when the parts were dicts.  Fields named in ``_omitted_when_none`` are left out of
+    ``to_dict()`` (and of the mapping) while ``None``: the dicts never had those keys then.
+    """
+
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.name in self._omitted_when_none and getattr(self, f.name) is None)}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+@dataclass(frozen=True, eq=False)
+class QberSummary(_ReportPart):
+    """``report.qber``: what the parties measured on their disclosed sample, and the simulator's count.
+
+    ``estimate``/``upper``/``lower`` are the sample's QBER and its Clopper–Pearson bounds
+    (``errors`` of ``n`` sample bits, failure probability ``epsilon``); before any sample was
+    disclosed ``estimate`` and ``upper`` are ``None`` and the other sample keys are absent.
+    ``true_sifted`` is the simulator's error rate over every sifted bit (studies only).
+    """
+
+    threshold: float
+    method: str
+    true_sifted: float | None
+    estimate: float | None = None
+    upper: float | None = None
+    lower: float | None = None
+    errors: int | None = None
+    n: int | None = None
+    epsilon: float | None = None
+
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("lower", "errors", "n", "epsilon")
+
+    @classmethod
+    def of(cls, threshold: float, true_sifted: float | None, sample: QBEREstimate | None) -> QberSummary:
+        measured = sample.to_dict() if sample is not None else {}
+        return cls(threshold, "sampled (Clopper-Pearson)", true_sifted, **measured)
+
+
+@dataclass(frozen=True, eq=False)
+class CascadeSummary(_ReportPart):
+    """``report.cascade``: Bob's Cascade run (``PartyOutcome.cascade``) and its measured efficiency.
+
+    ``blocked_request_bits`` only after a leak-budget abort; ``errors_before`` (the true errors
+    of the bits Cascade worked on) and ``efficiency`` (f = leaked / (n·h(Q))) only where known.
+    """
+
+    variant: str
+    passes: int
+    channel_uses: int
+    leaked_bits: int
+    corrected_bits: int
+    block_sizes: list
+    qber_estimate: float
+    leak_budget_bits: int
+    blocked_request_bits: int | None = None
+    errors_before: int | None = None
+    efficiency: float | None = None
+
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("blocked_request_bits", "errors_before", "efficiency")
+
+
+@dataclass(frozen=True, eq=False)
+class VerificationSummary(_ReportPart):
+    """``report.verification``: the universal-hash check of the reconciled keys."""
+
+    ok: bool
+    tag_bits: int
+    collision_bound: float
+
+
+@dataclass(frozen=True, eq=False)
+class KeyLengthSummary(_ReportPart, KeyLength):
+    """``report.key_length``: the round's :class:`~qkd_circuits.KeyLength`, readable as a mapping too."""
+
+    @classmethod
+    def of(cls, key_length: KeyLength) -> KeyLengthSummary:
+        return cls(**{f.name: getattr(key_length, f.name) for f in fields(KeyLength)})
+
+
+@dataclass(frozen=True, eq=False)
+class RoundAuthSummary(_ReportPart):
+    """``report.auth``: Bob's :class:`~qkd_circuits.channel.AuthSummary` of the round, then Alice's side.
+
+    The first fields are Bob's end's summary (``settled`` as dicts); ``alice_pending``,
+    ``alice_settled`` and ``alice_released`` are Alice's end; ``pool_bits_available`` and
+    ``pool_position`` Bob's pool after the round; ``failure`` the channel error that ended the
+    round (:func:`~qkd_circuits.channel.rounds.channel_failure`) or ``None``.
+    """
+
+    bootstrap: str
+    round: int
+    verified: bool
+    released: bool
+    pending: bool
+    pool_bits_used: int
+    pool_bits_added: int
+    tag_bits: int
+    forgery_bound: float | None
+    pad_position: int | None
+    epsilon: dict
+    epsilon_lifetime: dict
+    settled: list
+    failures: int
+    halted: bool
+    alice_pending: bool
+    alice_settled: list
+    alice_released: bool
+    pool_bits_available: int
+    pool_position: int
+    failure: str | None
+    simulation_pool: bool
+
+
+@dataclass(frozen=True, eq=False)
+class EveSummary(_ReportPart):
+    """``report.eve`` (simulations with an eavesdropper): how much of the sifted key Eve's results got right."""
+
+    attack: dict | None
+    attacked_fraction: float | None
+    right_basis_fraction: float | None
+    guess_error_right_basis: float | None
+
 
 @dataclass(frozen=True)
 class Report:
     """The report of one round; ``to_dict()`` is what ``qkd run --json`` prints.
 
-    Field names are a contract (scripts and notebooks read them): add, never rename.
-    ``qber`` is what the parties measured on their disclosed sample (``estimate``, ``upper``...)
-    plus ``true_sifted``, the simulator's count over every sifted bit (for studies only).
+    Field names are a contract (scripts and notebooks read them): add, never rename.  The parts
+    (``qber``, ``cascade``, ``verification``, ``key_length``, ``auth``, ``eve``) are typed
+    (:class:`QberSummary`...) and read like the dicts ``to_dict()`` gives them as
+    (``report.qber.upper == report.qber["upper"]``); ``abort_reason`` is an
+    :class:`~qkd_circuits.AbortReason` (a ``str``), printed as its value.
     """
 
     exchanges: int
     detected: int
     sifted: int
-    qber: dict
+    qber: QberSummary
     aborted: bool
-    abort_reason: str | None
+    abort_reason: AbortReason | None
     final_key_bits: int
     timings_s: dict
     backend: str
@@ -57,26 +201,35 @@ class Report:
     stage: str = "final"
     sample_bits: int = 0
     leaked_ec_bits: int = 0
-    cascade: dict | None = None
-    verification: dict | None = None
-    key_length: dict | None = None
+    cascade: CascadeSummary | None = None
+    verification: VerificationSummary | None = None
+    key_length: KeyLengthSummary | None = None
     alice_key_sha256: str | None = None
     bob_key_sha256: str | None = None
-    auth: dict | None = None
-    eve: dict | None = None
+    auth: RoundAuthSummary | None = None
+    eve: EveSummary | None = None
     provenance: dict = field(default_factory=dict)
     pending: bool = False  # Alice holds the key pending Bob's decision (see report.auth)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain dicts, lists and scalars (a copy: changing it leaves the report as it was)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _ReportPart):
+                value = value.to_dict()
+            elif isinstance(value, AbortReason):
+                value = value.value
+            out[f.name] = copy.deepcopy(value)
+        return out
 
     def raise_for_abort(self) -> None:
         """Raise the :class:`~qkd_circuits.ProtocolAborted` this round ended with, if any."""
         if not self.aborted:
             return
-        q = self.qber
-        if self.abort_reason == QBERTooHigh.reason:
-            raise QBERTooHigh(q["upper"], q["threshold"], q["estimate"])
+        if self.abort_reason is AbortReason.QBER_TOO_HIGH:
+            q = self.qber
+            raise QBERTooHigh(q.upper, q.threshold, q.estimate)
         error = ProtocolAborted(f"the round aborted: {self.abort_reason}")
         error.reason = self.abort_reason
         raise error
@@ -96,7 +249,7 @@ class BB84Result:
     pools: tuple | None = field(default=None, repr=False)  # (Alice's, Bob's) after the round
 
 
-def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> dict | None:
+def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> EveSummary | None:
     """How much of the sifted key Eve's own results got right (where she attacked)."""
     if not record.has_eve:
         return None
@@ -106,20 +259,12 @@ def _eve_summary(record: MeasurementRecord, sifted: np.ndarray) -> dict | None:
     right_basis = attacked & ((record.eve_bases == record.alice_bases) | (record.eve_bases == 2))
     correct = int((record.eve_results[right_basis] == record.alice_bits[right_basis]).sum())
     n_sifted = int(sifted.sum())
-    return {
-        "attack": record.provenance.models.get("eve"),
-        "attacked_fraction": float(attacked.sum() / n_sifted) if n_sifted else None,
-        "right_basis_fraction": float(right_basis.sum() / n_sifted) if n_sifted else None,
-        "guess_error_right_basis": float(1 - correct / right_basis.sum()) if right_basis.any() else None,
-    }
-
-
-def random_sources(seed: int | None):
-    """The parties' public random choices: CSPRNG, or seeded for a reproducible simulation."""
-    if seed is None:
-        return secrets.token_bytes, secrets.token_bytes
-    return (np.random.default_rng([seed, 1]).bytes,  # sim-rng: seeded simulation only
-            np.random.default_rng([seed, 2]).bytes)  # sim-rng
+    return EveSummary(
+        attack=record.provenance.models.get("eve"),
+        attacked_fraction=float(attacked.sum() / n_sifted) if n_sifted else None,
+        right_basis_fraction=float(right_basis.sum() / n_sifted) if n_sifted else None,
+        guess_error_right_basis=float(1 - correct / right_basis.sum()) if right_basis.any() else None,
+    )
 
 
 def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None = None, *,
@@ -151,6 +296,24 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
         LinkHalted: a pool halted after repeated authentication failures.
     """
     config = config or PostProcessingConfig()
+    alice_pool, bob_pool, replenish_bits = _round_pools(alice_pool, bob_pool, alice_pki, bob_pki, round_number,
+                                                        replenish_bits, pki_pool_bits)
+    ends = _authenticated_ends(record, config, alice_pool, bob_pool, alice_pki, bob_pki, replenish_bits, attack)
+    t0 = time.perf_counter()
+    ob, failure = drive_authenticated(ends.bob, ends.bob_end)
+    auth_seconds = max(time.perf_counter() - t0 - sum(ob.timings_s.values()), 0.0)
+    if alice_pki is not None:
+        alice_pool, bob_pool = _pools_seeded_by_pki(ends, record, alice_pool, bob_pool)
+    timings = {**(timings_s or {}), **ob.timings_s, "authentication": auth_seconds}
+    report = _report(record, config, ends, ob, failure, bob_pool, timings)
+    pools = (alice_pool, bob_pool) if alice_pool is not None else None
+    return BB84Result(report, record, ends.alice_end.released_key, ends.bob_end.released_key, pools)
+
+
+def _round_pools(alice_pool: AuthKeyPool | None, bob_pool: AuthKeyPool | None, alice_pki: PkiIdentity | None,
+                 bob_pki: PkiIdentity | None, round_number: int | None, replenish_bits: int,
+                 pki_pool_bits: int) -> tuple[AuthKeyPool | None, AuthKeyPool | None, int]:
+    """Check :func:`postprocess`'s arguments; the round's pools (a demo PSK if none) and refill size."""
     if (alice_pool is None) != (bob_pool is None) or (alice_pki is None) != (bob_pki is None):
         raise ConfigurationError("give both parties a pool (or both a PKI identity), or neither")
     if alice_pki is not None and alice_pool is not None:
@@ -166,6 +329,22 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
                                  f"{bob_pool.link.next_round}; rounds are numbered by the pools now (omit it)")
     if replenish_bits < 0 or replenish_bits % 8:
         raise ConfigurationError(f"replenish_bits must be a non-negative multiple of 8, got {replenish_bits}")
+    return alice_pool, bob_pool, replenish_bits
+
+
+@dataclass(frozen=True)
+class _Ends:
+    """The two parties of one in-process round and their authenticated ends."""
+
+    alice: AliceParty
+    bob: BobParty
+    alice_end: AuthenticatedAlice
+    bob_end: AuthenticatedBob
+
+
+def _authenticated_ends(record: MeasurementRecord, config: PostProcessingConfig, alice_pool, bob_pool, alice_pki,
+                        bob_pki, replenish_bits: int, attack) -> _Ends:
+    """Admit each party's view to its pool, then build the parties and their ends (``attack`` between them)."""
     seeded = record.provenance.seed is not None
     alice_view, bob_view = record.alice_view(), record.bob_view()
     admit_view(alice_pool, alice_view, seeded=seeded)
@@ -179,86 +358,80 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     carry = alice_end.handle if attack is None else attack(alice_end.handle)
     bob_end = AuthenticatedBob(bob_pool, carry, outcome=lambda: bob.outcome, key_epsilon=eps,
                                replenish_bits=replenish_bits, pki=bob_pki)
-    t0 = time.perf_counter()
-    ob, auth_failure = drive_authenticated(bob, bob_end)
-    auth_seconds = time.perf_counter() - t0 - sum(ob.timings_s.values())
-    oa = alice.outcome
+    return _Ends(alice, bob, alice_end, bob_end)
 
-    alice_key, bob_key = alice_end.released_key, bob_end.released_key
-    if alice_pki is not None and bob_key is not None and alice_end.released:
-        alice_pool = AuthKeyPool(alice_end.pki_seed, epoch=alice_end.pki_epoch, bootstrap="pki", simulation=seeded)
-        bob_pool = AuthKeyPool(bob_end.pki_seed, epoch=bob_end.pki_epoch, bootstrap="pki", simulation=seeded)
-    auth = bob_end.summary.to_dict()
-    auth.update(alice_pending=alice_end.summary.pending, alice_settled=alice_end.summary.to_dict()["settled"],
-                alice_released=alice_end.released)
-    auth["pool_bits_available"] = bob_pool.available_bits if bob_pool is not None else 0
-    auth["pool_position"] = bob_pool.position if bob_pool is not None else 0
-    auth["failure"] = auth_failure
-    auth["simulation_pool"] = bool(bob_pool is not None and bob_pool.simulation)
 
+def _pools_seeded_by_pki(ends: _Ends, record: MeasurementRecord, alice_pool, bob_pool) -> tuple:
+    """After a PKI bootstrap that released both keys: the pools seeded from the round's key."""
+    if ends.bob_end.released_key is None or not ends.alice_end.released:
+        return alice_pool, bob_pool
+    seeded = record.provenance.seed is not None
+    return (AuthKeyPool(ends.alice_end.pki_seed, epoch=ends.alice_end.pki_epoch, bootstrap="pki", simulation=seeded),
+            AuthKeyPool(ends.bob_end.pki_seed, epoch=ends.bob_end.pki_epoch, bootstrap="pki", simulation=seeded))
+
+
+def _report(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends, ob: PartyOutcome,
+            failure: str | None, bob_pool: AuthKeyPool | None, timings_s: dict) -> Report:
+    """Assemble the round's :class:`Report` (Bob's outcome decides; Alice's fills in the study values)."""
+    oa, alice_key, bob_key = ends.alice.outcome, ends.alice_end.released_key, ends.bob_end.released_key
     sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
     true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
     true_q = estimate_qber(true_errors, int(sifted.sum()), epsilon=config.qber_epsilon)
-    qber = {"threshold": config.abort_qber, "method": "sampled (Clopper-Pearson)",
-            "true_sifted": true_q.estimate if true_q.n else None}
-    qber.update(ob.qber.to_dict() if ob.qber else {"estimate": None, "upper": None})
-    cascade = dict(ob.cascade) if ob.cascade else None
-    if cascade and oa.reconciled_key is not None and ob.key_before_reconciliation is not None \
+    aborted = bob_key is None  # Bob decides; also when the refill took the whole key
+    p = record.provenance
+    return Report(
+        exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits,
+        qber=QberSummary.of(config.abort_qber, true_q.estimate if true_q.n else None, ob.qber),
+        aborted=aborted, abort_reason=_abort_reason(ends, ob, failure) if aborted else None,
+        final_key_bits=0 if aborted else len(bob_key), timings_s=timings_s,
+        backend=p.backend, mode=p.mode, seed=p.seed,
+        sample_bits=ob.ledger.sample_bits, leaked_ec_bits=ob.ledger.leak_ec, cascade=_cascade_summary(oa, ob),
+        verification=VerificationSummary(**ob.verification) if ob.verification else None,
+        key_length=KeyLengthSummary.of(ob.key_length) if ob.key_length else None,
+        alice_key_sha256=alice_key.sha256() if alice_key else None,
+        bob_key_sha256=bob_key.sha256() if bob_key else None,
+        auth=_auth_summary(ends, failure, bob_pool), eve=_eve_summary(record, sifted), provenance=p.to_dict(),
+        pending=bool(ends.alice_end.summary.pending),
+    )
+
+
+def _abort_reason(ends: _Ends, ob: PartyOutcome, failure: str | None) -> AbortReason | None:
+    """Why the round gave Bob no key: the channel, a party's own abort, or a refill that took it all."""
+    if failure:
+        return AbortReason.AUTHENTICATION_FAILED
+    reason = ob.abort_reason or ends.alice.outcome.abort_reason
+    if reason:
+        return AbortReason(reason)
+    if ends.bob_end.summary.released and ends.bob_end.released_key is None:
+        return AbortReason.NO_KEY_LEFT_AFTER_REPLENISHMENT
+    return None
+
+
+def _cascade_summary(oa: PartyOutcome, ob: PartyOutcome) -> CascadeSummary | None:
+    """Bob's Cascade run, with its true error count and efficiency where the simulation knows them."""
+    if not ob.cascade:
+        return None
+    extra = {}
+    if oa.reconciled_key is not None and ob.key_before_reconciliation is not None \
             and oa.reconciled_key.size == ob.key_before_reconciliation.size:
         # f = leaked / (n·h(Q)) with Q the true error rate of the bits Cascade worked on.
         errors = int((oa.reconciled_key != ob.key_before_reconciliation).sum())
         q_key = errors / oa.reconciled_key.size
-        cascade["errors_before"] = errors
+        extra["errors_before"] = errors
         if 0 < q_key < 0.5:
-            cascade["efficiency"] = cascade["leaked_bits"] / (oa.reconciled_key.size * binary_entropy(q_key))
-    aborted = bob_key is None  # Bob decides; also when the refill took the whole key
-    reason = ("authentication_failed" if auth_failure else ob.abort_reason or oa.abort_reason
-              or ("no_key_left_after_replenishment" if bob_end.summary.released and bob_key is None else None))
-    p = record.provenance
-    report = Report(
-        exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits, qber=qber,
-        aborted=aborted, abort_reason=reason if aborted else None,
-        final_key_bits=0 if aborted else len(bob_key),
-        timings_s={**(timings_s or {}), **ob.timings_s, "authentication": max(auth_seconds, 0.0)},
-        backend=p.backend, mode=p.mode, seed=p.seed,
-        sample_bits=ob.ledger.sample_bits, leaked_ec_bits=ob.ledger.leak_ec, cascade=cascade,
-        verification=ob.verification, key_length=ob.key_length.to_dict() if ob.key_length else None,
-        alice_key_sha256=alice_key.sha256() if alice_key else None,
-        bob_key_sha256=bob_key.sha256() if bob_key else None,
-        auth=auth, eve=_eve_summary(record, sifted), provenance=p.to_dict(),
-        pending=bool(alice_end.summary.pending),
-    )
-    pools = (alice_pool, bob_pool) if alice_pool is not None else None
-    return BB84Result(report, record, alice_key, bob_key, pools)
+            extra["efficiency"] = ob.cascade["leaked_bits"] / (oa.reconciled_key.size * binary_entropy(q_key))
+    return CascadeSummary(**ob.cascade, **extra)
 
 
-def check_pools(*pools: AuthKeyPool | None) -> None:
-    """Refuse to start a round a pool could not pay for, or on a halted link (before any work)."""
-    for pool in pools:
-        if pool is None:
-            continue
-        if pool.link.halted:
-            raise LinkHalted(f"the link halted after {pool.link.failures} consecutive authentication failures; "
-                             "inspect both sites, then resume it with 'qkd psk resume FILE'")
-        if pool.available_bits < 8 * PAD_BYTES_PER_ROUND:
-            raise KeyPoolExhausted(
-                f"the authentication key pool holds {pool.available_bits} bits, a round needs "
-                f"{8 * PAD_BYTES_PER_ROUND}: bootstrap again (qkd psk init, or PKI)")
-
-
-def drive_authenticated(bob: BobParty, end: AuthenticatedBob) -> tuple:
-    """Run Bob's protocol through his authenticated end and close the round with the tags.
-
-    Returns ``(outcome, failure)``: ``failure`` names what went wrong on the channel (an
-    authentication, protocol, timeout or connection error), or is ``None``.
-    """
-    try:
-        outcome = drive(bob, end.request)
-        if not outcome.aborted:
-            end.close()
-    except (AuthenticationError, ProtocolError, TimeoutError, ConnectionError) as exc:
-        return bob.outcome, type(exc).__name__
-    return outcome, None
+def _auth_summary(ends: _Ends, failure: str | None, bob_pool: AuthKeyPool | None) -> RoundAuthSummary:
+    """Bob's end's authentication summary, Alice's side of it, and Bob's pool after the round."""
+    alice = ends.alice_end
+    return RoundAuthSummary(
+        **ends.bob_end.summary.to_dict(), alice_pending=alice.summary.pending,
+        alice_settled=alice.summary.to_dict()["settled"], alice_released=alice.released,
+        pool_bits_available=bob_pool.available_bits if bob_pool is not None else 0,
+        pool_position=bob_pool.position if bob_pool is not None else 0, failure=failure,
+        simulation_pool=bool(bob_pool is not None and bob_pool.simulation))
 
 
 def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = None,
@@ -309,8 +482,8 @@ class MitmResult:
     bob_key: FinalKey | None
     eve_key_with_alice: FinalKey | None
     eve_key_with_bob: FinalKey | None
-    alice_failure: str | None
-    bob_failure: str | None
+    alice_failure: AbortReason | None  # the reason each party's round ended without a key
+    bob_failure: AbortReason | None
 
     @property
     def detected(self) -> bool:
@@ -352,8 +525,9 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
                                      key_epsilon=(config.eps_sec, config.eps_cor))
         _, failure = drive_authenticated(driver, drv_end)
         # Who noticed: the side whose check failed.
-        responder_failure = "authentication_failed" if failure and not resp_end.summary.verified else None
-        driver_failure = "authentication_failed" if failure and not drv_end.summary.verified else None
+        noticed = AbortReason.AUTHENTICATION_FAILED if failure else None
+        responder_failure = noticed if not resp_end.summary.verified else None
+        driver_failure = noticed if not drv_end.summary.verified else None
         resp_key, drv_key = resp_end.released_key, drv_end.released_key
         return resp_key, drv_key, responder_failure, driver_failure
 

@@ -153,6 +153,33 @@ def test_the_typed_report_reads_like_the_dict(reports):
     assert abort.abort_reason is qkd.AbortReason.QBER_TOO_HIGH and abort.abort_reason == "qber_too_high"
 
 
+def test_abort_reasons_are_one_enum_everywhere():
+    from qkd_circuits.channel.rounds import channel_failure
+    from qkd_circuits.decoy import NO_SINGLE_PHOTONS
+    from qkd_circuits.postprocessing.protocol import ABORT_REASONS
+
+    assert all(isinstance(r, qkd.AbortReason) for r in ABORT_REASONS) and NO_SINGLE_PHOTONS == "decoy_check_failed"
+    assert ABORT_REASONS == ("too_few_sifted_bits", "qber_too_high", "key_too_short", "leak_budget_exceeded",
+                             "verification_failed")
+    # A network party reports the channel error's kind; an authentication failure by its reason.
+    assert [qkd.AbortReason.for_channel_failure(channel_failure(e)) for e in (
+        qkd.AuthenticationError(), qkd.LinkHalted(), qkd.ProtocolError("x"), TimeoutError(), ConnectionResetError(),
+    )] == ["authentication_failed", "authentication_failed", "ProtocolError", "TimeoutError", "ConnectionError"]
+    with pytest.raises(ValueError, match="not a channel failure: 'qber_too_high'"):
+        qkd.AbortReason.for_channel_failure("qber_too_high")
+    with pytest.raises(TypeError, match="not a channel error: ValueError"):
+        channel_failure(ValueError("a bug, not the channel"))
+
+
+def test_a_party_result_prints_its_abort_reason_as_a_plain_string():
+    from qkd_circuits.network import PartyResult
+
+    result = PartyResult("bob", None, qkd.AbortReason.CONNECTION_ERROR, {"round": 3}, 0, None)
+    d = result.to_dict()
+    assert d["abort_reason"] == "ConnectionError" and type(d["abort_reason"]) is str and d["aborted"]
+    assert json.loads(json.dumps(d))["abort_reason"] == "ConnectionError"
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     import tempfile
 

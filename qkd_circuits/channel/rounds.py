@@ -36,7 +36,10 @@ def channel_failure(exc: BaseException) -> str:
     name = type(exc).__name__
     if name in {kind.__name__ for kind in CHANNEL_ERRORS}:
         return name
-    return next(kind.__name__ for kind in CHANNEL_ERRORS if isinstance(exc, kind))
+    for kind in CHANNEL_ERRORS:
+        if isinstance(exc, kind):
+            return kind.__name__
+    raise TypeError(f"not a channel error: {type(exc).__name__}")
 
 
 def check_pools(*pools: AuthKeyPool | None) -> None:

@@ -33,6 +33,11 @@ __all__ = ["SweepSummary", "run_sweep", "run_task"]
 #: interrupted sweep has little in flight and a huge sweep holds few futures.
 TASKS_PER_WORKER_IN_FLIGHT = 4
 WORKER_WAIT_S = 60.0
+#: On an interrupt, how long a local worker gets to stop before it is killed: its task is lost
+#: anyway (rerunning the sweep resumes it), so there is nothing to wait for.
+INTERRUPTED_WORKER_STOP_S = 0.5
+#: ... and how long the rest of the cluster (its scheduler, in this process) gets to close.
+INTERRUPTED_CLOSE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,32 @@ def _connect(distributed, workers: int | None, scheduler: str | None):
     return client, None
 
 
+def _close_cluster(cluster, *, interrupted: bool) -> None:
+    """Close a local cluster; after an interrupt, stop its workers first without waiting.
+
+    A worker busy with a session would otherwise get the nanny's default grace period (about
+    4 s) before being killed.  Closing each nanny with a short timeout marks it closing (so it
+    does not restart its worker) and kills the worker process once the timeout has passed.
+    """
+    if interrupted:
+        import asyncio
+
+        async def stop_workers():
+            await asyncio.gather(*(nanny.close(timeout=INTERRUPTED_WORKER_STOP_S, reason="sweep-interrupted")
+                                   for nanny in list(cluster.workers.values())), return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            cluster.sync(stop_workers)
+            # Their workers are gone: nothing is left for the cluster to retire (retiring a
+            # closed worker can wait forever), only its scheduler to close, which is bounded.
+            cluster.workers.clear()
+            cluster.worker_spec.clear()
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=INTERRUPTED_CLOSE_S)
+        return
+    cluster.close()
+
+
 @contextlib.contextmanager
 def _workers_ignore_ctrl_c():
     """Start worker processes with SIGINT ignored (an ignored signal survives exec).
@@ -258,7 +289,7 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int 
     if pending:
         _check_backends(pending)
         client, cluster = _connect(distributed, workers, scheduler)
-        bar = None
+        bar, interrupted = None, False
         try:
             client.run(_warm_up)
             n_workers = len(client.scheduler_info()["workers"])
@@ -267,13 +298,16 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int 
             t_compute = time.perf_counter()
             _run(distributed, client, pending, sink, bar, counts, window=TASKS_PER_WORKER_IN_FLIGHT * max(n_workers, 4))
             compute_s = time.perf_counter() - t_compute
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             if bar is not None:
                 bar.close()
             sink.close()
             client.close()
             if cluster is not None:
-                cluster.close()
+                _close_cluster(cluster, interrupted=interrupted)
     return SweepSummary(
         spec=spec.name, output=str(output), tasks=len(tasks), skipped=len(tasks) - len(pending), **counts,
         workers=n_workers, scheduler=scheduler, startup_s=t_compute - t0, compute_s=compute_s,

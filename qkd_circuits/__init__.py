@@ -39,9 +39,9 @@ from .analysis.finite_key import KeyLength, binary_entropy, decoy_key_length, fi
 from .postprocessing.ledger import LeakageLedger
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
 from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_qber
-from .postprocessing.sifting import sift_mask
 from .quantum.models import Channel, Detector, EntanglingProbe, InterceptResend
-from .records import AliceView, BobView, EveView, MeasurementRecord, Provenance, load_record
+from .records import (AliceView, BobView, EveView, MeasurementRecord, Provenance, WcpRecord, WeakCoherentSource,
+                      load_record, sift_mask)
 from .session import BB84Result, MitmResult, Report, postprocess, run_bb84, run_mitm
 
 __version__ = "0.1.0"
@@ -56,9 +56,7 @@ _LAZY = {
     "draw_choices": "qkd_circuits.quantum.execution",
     "PartyChoices": "qkd_circuits.quantum.execution",
     "PendingExchange": "qkd_circuits.quantum.execution",
-    "WeakCoherentSource": "qkd_circuits.quantum.wcp",
     "PhotonNumberSplitting": "qkd_circuits.quantum.wcp",
-    "WcpRecord": "qkd_circuits.quantum.wcp",
     "run_wcp_exchanges": "qkd_circuits.quantum.wcp",
     "build_pulse_circuit": "qkd_circuits.quantum.wcp",
 }
@@ -73,7 +71,7 @@ __all__ = sorted([
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",
     "QBEREstimate", "QBERTooHigh", "QKDError", "RecordError", "Report", "binary_entropy",
     "clopper_pearson", "drive", "estimate_qber", "finite_key_length", "load_record", "postprocess",
-    "run_bb84", "shor_preskill_rate", "sift_mask", "variable_key_length", "__version__", *_LAZY,
+    "run_bb84", "shor_preskill_rate", "sift_mask", "WcpRecord", "WeakCoherentSource", "variable_key_length", "__version__", *_LAZY,
 ])
 
 

@@ -139,7 +139,7 @@ def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=Non
 
     Args:
         pulses: pulses Alice sends (all intensities).
-        source: a :class:`~qkd_circuits.quantum.wcp.WeakCoherentSource` (default vacuum + weak,
+        source: a :class:`~qkd_circuits.records.WeakCoherentSource` (default vacuum + weak,
             μ = 0.5, ν = 0.1).
         channel, detector: the link (see :func:`link_models` for the GYS one).
         eve: a :class:`~qkd_circuits.quantum.wcp.PhotonNumberSplitting` attack, or ``None``.

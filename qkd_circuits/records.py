@@ -6,7 +6,7 @@ pulse, in the order the pulses were sent), plus a :class:`Provenance`.  Bases ar
 parties must only ever see their own part, which :meth:`MeasurementRecord.alice_view` and
 :meth:`MeasurementRecord.bob_view` cut out.  Eve's results, when an eavesdropper ran, are kept
 for scoring what she learned.  A weak-coherent-pulse run adds each pulse's intensity label and
-the source those labels index (:class:`~qkd_circuits.quantum.wcp.WcpRecord` is that record).
+the source those labels index (:class:`WcpRecord` is that record; :class:`WeakCoherentSource` describes the source).
 
 The bit convention, here and wherever these arrays cross a layer boundary (views, sifting,
 :class:`~qkd_circuits.postprocessing.protocol.FinalKey`): **bits and bases are** ``uint8``
@@ -41,10 +41,12 @@ from typing import Any
 import numpy as np
 
 from . import _provenance
-from .exceptions import QKDError, RecordError
+from .exceptions import ConfigurationError, QKDError, RecordError
+from .params import default
 from .secretfile import write_secret_file
 
-__all__ = ["MeasurementRecord", "Provenance", "AliceView", "BobView", "EveView", "load_record"]
+__all__ = ["MeasurementRecord", "Provenance", "AliceView", "BobView", "EveView", "WcpRecord", "WeakCoherentSource",
+           "load_record", "sift_mask"]
 
 FORMAT = "qkd_circuits.MeasurementRecord"
 FORMAT_VERSION = 1
@@ -268,7 +270,7 @@ class MeasurementRecord:
         intensity: weak coherent pulses only: ``int8`` index into ``source.labels`` per pulse
             (Alice announces it after the quantum phase), or ``None``.
         source: with ``intensity``: the source the labels index (a
-            :class:`~qkd_circuits.quantum.wcp.WeakCoherentSource`), else ``None``.
+            :class:`~qkd_circuits.records.WeakCoherentSource`), else ``None``.
         photons: weak coherent pulses only: the photon numbers the simulator's source model drew
             (``int16``; ground truth for studies, no party sees it), or ``None``.
     """
@@ -332,9 +334,7 @@ class MeasurementRecord:
 
     def sifted_mask(self) -> np.ndarray:
         """``bool`` mask, shape (n,): Bob clicked and measured in Alice's basis
-        (:func:`~qkd_circuits.postprocessing.sifting.sift_mask`; the simulator's view)."""
-        from .postprocessing.sifting import sift_mask  # here: postprocessing imports this module
-
+        (:func:`sift_mask`; the simulator's view)."""
         return sift_mask(self.alice_bases, self.bob_bases, self.detected)
 
     def label_mask(self, label: str) -> np.ndarray:
@@ -458,8 +458,6 @@ def load_record(path: str | Path) -> MeasurementRecord:
     provenance = Provenance.from_dict(header.get("provenance", {}))
     if "source" not in header:
         return MeasurementRecord(provenance=provenance, **raw)
-    from .quantum.wcp import WcpRecord, WeakCoherentSource  # a weak-coherent-pulse run
-
     source = header["source"]
     try:
         if not isinstance(source, dict) or set(source) != {"intensities", "probabilities"}:
@@ -468,3 +466,129 @@ def load_record(path: str | Path) -> MeasurementRecord:
     except (TypeError, ValueError, QKDError) as exc:
         raise RecordError(f"{path}: the record's source is malformed: {exc}") from None
     return WcpRecord(provenance=provenance, source=source, **raw)
+
+
+def sift_mask(alice_bases: np.ndarray, bob_bases: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """``bool`` mask, shape (n,): Bob clicked and the bases agree.
+
+    Args:
+        alice_bases, bob_bases: ``uint8`` (or ``bool``) 0/1 arrays, shape (n,), 0 = Z, 1 = X.
+        detected: ``bool`` mask, shape (n,).
+
+    Examples:
+        >>> sift_mask(np.array([0, 1, 1, 0], np.uint8), np.array([0, 0, 1, 0], np.uint8),
+        ...           np.array([True, True, True, False]))
+        array([ True, False,  True, False])
+    """
+    alice_bases, bob_bases, detected = (np.asarray(a, dtype=bool) for a in (alice_bases, bob_bases, detected))
+    if not alice_bases.shape == bob_bases.shape == detected.shape or alice_bases.ndim != 1:
+        raise ValueError(
+            f"bases and detection flags must be 1-D arrays of one length, got shapes "
+            f"{alice_bases.shape}, {bob_bases.shape}, {detected.shape}"
+        )
+    return detected & (alice_bases == bob_bases)
+
+
+@dataclass(frozen=True)
+class WeakCoherentSource:
+    """Alice's attenuated laser with intensity modulation.
+
+    Args:
+        intensities: mean photon number per label, e.g. ``{"signal": 0.5, "decoy": 0.1,
+            "vacuum": 0.0}``.  The label ``"signal"`` is required (its pulses make the key).
+        probabilities: how often Alice picks each label (same keys; sums to 1).
+
+    Examples:
+        >>> s = WeakCoherentSource.vacuum_weak(mu=0.5, nu=0.1)
+        >>> s.labels, s.mu, s.nu
+        (('signal', 'decoy', 'vacuum'), 0.5, 0.1)
+    """
+
+    intensities: dict = field(default_factory=lambda: {"signal": 0.5})
+    probabilities: dict = field(default_factory=lambda: {"signal": 1.0})
+
+    def __post_init__(self) -> None:
+        if set(self.intensities) != set(self.probabilities):
+            raise ConfigurationError("intensities and probabilities must name the same labels")
+        if "signal" not in self.intensities:
+            raise ConfigurationError("the source needs a 'signal' intensity (its pulses make the key)")
+        for label, mu in self.intensities.items():
+            if not isinstance(mu, (int, float)) or isinstance(mu, bool) or not (0.0 <= mu <= 10.0):
+                raise ConfigurationError(f"intensity {label!r} must be a mean photon number in [0, 10], got {mu!r}")
+        total = 0.0
+        for label, p in self.probabilities.items():
+            if not isinstance(p, (int, float)) or isinstance(p, bool) or not (0.0 < p <= 1.0):
+                raise ConfigurationError(f"probability of {label!r} must be in (0, 1], got {p!r}")
+            total += p
+        if abs(total - 1.0) > 1e-9:
+            raise ConfigurationError(f"the intensity probabilities must sum to 1, got {total}")
+        if self.intensities["signal"] <= 0:
+            raise ConfigurationError("the signal intensity must be > 0")
+
+    @classmethod
+    def vacuum_weak(cls, mu: float = default("mu"), nu: float = default("nu"), *,
+                    p_signal: float = default("p_signal"), p_decoy: float = default("p_decoy")) -> WeakCoherentSource:
+        """Signal μ, weak decoy ν and vacuum (Ma et al. 2005), picked with the given odds."""
+        if not nu < mu:
+            raise ConfigurationError(f"the decoy nu={nu} must be weaker than the signal mu={mu}")
+        return cls({"signal": mu, "decoy": nu, "vacuum": 0.0},
+                   {"signal": p_signal, "decoy": p_decoy, "vacuum": 1.0 - p_signal - p_decoy})
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.intensities)
+
+    @property
+    def mu(self) -> float:
+        return float(self.intensities["signal"])
+
+    @property
+    def nu(self) -> float | None:
+        return float(self.intensities["decoy"]) if "decoy" in self.intensities else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class WcpRecord(MeasurementRecord):
+    """What a weak-coherent-pulse run produced: a :class:`~qkd_circuits.MeasurementRecord` whose
+    ``intensity`` (index into ``source.labels``), ``source`` and ``photons`` are set.
+
+    A thin subclass that adds no field and no logic of its own: it requires the weak-coherent
+    fields, keeps its short repr, and names a few of the record's fields as this class always
+    did (``clicked`` is ``detected``, ``eve_known`` is ``eve_active``; ``seed``, ``models`` and
+    ``simulator_seed_bits`` are the provenance's).  ``photons`` and ``eve_*`` are the
+    simulator's ground truth, for studies only: no party sees them.  Saved with
+    :meth:`~qkd_circuits.MeasurementRecord.save`, it loads back as a ``WcpRecord``.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.intensity is None or self.photons is None:
+            raise RecordError("a WcpRecord needs intensity, source and photons")
+
+    def __repr__(self) -> str:  # never print key material (Alice's bits, Bob's results)
+        return f"WcpRecord(pulses={len(self)}, clicks={int(self.detected.sum())}, seed={self.seed})"
+
+    @property
+    def clicked(self) -> np.ndarray:
+        """Bob's detection (``bool``): :attr:`detected`."""
+        return self.detected
+
+    @property
+    def eve_known(self) -> np.ndarray:
+        """``bool``, the pulses of which Eve kept a photon: :attr:`eve_active`, all False without Eve."""
+        return self.eve_active if self.has_eve else np.zeros(len(self), dtype=bool)
+
+    @property
+    def seed(self) -> int | None:
+        return self.provenance.seed
+
+    @property
+    def models(self) -> dict:
+        return self.provenance.models
+
+    @property
+    def simulator_seed_bits(self) -> int | None:
+        return self.provenance.simulator_seed_bits

@@ -28,7 +28,7 @@ from .channel.rounds import check_pools, drive_authenticated, random_sources
 from .exceptions import AbortReason, ConfigurationError, ProtocolAborted, QBERTooHigh
 from .postprocessing.estimation import QBEREstimate, estimate_qber
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
-from .postprocessing.sifting import sift_mask
+from .records import sift_mask
 from .records import MeasurementRecord
 
 __all__ = ["Report", "QberSummary", "CascadeSummary", "VerificationSummary", "KeyLengthSummary",

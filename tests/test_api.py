@@ -209,7 +209,7 @@ NAMESPACES: dict[str, set[str]] = {
         "BB84", "DECOY", "DECOY_EXCHANGES", "PARAMETERS", "Parameter", "default", "defaults"
     },
     "qkd_circuits.postprocessing": {
-        "estimation", "ledger", "protocol", "sifting"
+        "estimation", "ledger", "protocol"
     },
     "qkd_circuits.postprocessing.estimation": {
         "QBEREstimate", "clopper_pearson", "estimate_qber"
@@ -220,9 +220,6 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.postprocessing.protocol": {
         "ABORT_REASONS", "AliceParty", "BobParty", "FinalKey", "LEAK_BUDGET_SLACK_BITS", "LeakBudget",
         "PartyOutcome", "PostProcessingConfig", "drive", "leak_budget"
-    },
-    "qkd_circuits.postprocessing.sifting": {
-        "sift_mask"
     },
     "qkd_circuits.quantum": set(),  # the names live in its modules, so that the package loads no qiskit
     "qkd_circuits.quantum.backends": {
@@ -241,7 +238,8 @@ NAMESPACES: dict[str, set[str]] = {
         "PhotonNumberSplitting", "WcpRecord", "WeakCoherentSource", "build_pulse_circuit", "run_wcp_exchanges"
     },
     "qkd_circuits.records": {
-        "AliceView", "BobView", "EveView", "MeasurementRecord", "Provenance", "load_record"
+        "AliceView", "BobView", "EveView", "MeasurementRecord", "Provenance", "WcpRecord", "WeakCoherentSource",
+        "load_record", "sift_mask"
     },
     "qkd_circuits.secretfile": {
         "SECRET_FILE_MODE", "read_secret_file", "wipe", "write_secret_file"
@@ -324,7 +322,7 @@ def test_classical_layers_import_without_qiskit():
                     raise ImportError("qiskit is blocked in this test")
         sys.meta_path.insert(0, Block())
         import qkd_circuits, qkd_circuits.records, qkd_circuits.session, qkd_circuits.hazmat
-        import qkd_circuits.postprocessing.estimation, qkd_circuits.postprocessing.sifting
+        import qkd_circuits.postprocessing.estimation
         import qkd_circuits.postprocessing.protocol, qkd_circuits.channel, qkd_circuits.hybrid
         import qkd_circuits.channel.pki, qkd_circuits.keystore, qkd_circuits.analysis.keyrate, qkd_circuits.decoy
         import qkd_circuits.quantum.models, qkd_circuits.params, qkd_circuits.analysis, qkd_circuits.network

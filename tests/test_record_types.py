@@ -16,7 +16,7 @@ import pytest
 import qkd_circuits as qkd
 from qkd_circuits import _provenance
 from qkd_circuits.channel.admission import view_digest
-from qkd_circuits.postprocessing.sifting import sift_mask
+from qkd_circuits.records import sift_mask
 from qkd_circuits.quantum import execution
 from qkd_circuits.quantum.wcp import PhotonNumberSplitting, WcpRecord, WeakCoherentSource, run_wcp_exchanges
 from qkd_circuits.records import AliceView, BobView, Provenance

@@ -47,7 +47,7 @@ class IntensityStats:
 
 
 def intensity_statistics(record) -> dict[str, IntensityStats]:
-    """Per-intensity counts of a weak-coherent-pulse record (:class:`~qkd_circuits.quantum.wcp.WcpRecord`,
+    """Per-intensity counts of a weak-coherent-pulse record (:class:`~qkd_circuits.records.WcpRecord`,
     or any :class:`~qkd_circuits.MeasurementRecord` with intensity labels)."""
     sifted = record.sifted_mask()
     wrong = record.bob_results != record.alice_bits
@@ -100,7 +100,7 @@ def analyse(record, method: str = "decoy-vacuum-weak", *, link: LinkParameters =
     """Single-photon bounds and the GLLP rate from a weak-coherent-pulse record.
 
     Args:
-        record: a :class:`~qkd_circuits.quantum.wcp.WcpRecord`.
+        record: a :class:`~qkd_circuits.records.WcpRecord`.
         method: ``"decoy-vacuum-weak"`` or ``"gllp"`` (ignore the decoys).
         link: supplies the error-correction inefficiency ``f_ec`` and the sifting factor ``q``
             of the rate formula (the physical parameters come from the data).

@@ -34,85 +34,24 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.circuit import Parameter
 
-from ..exceptions import ConfigurationError, RecordError
-from ..params import default
-from ..records import MeasurementRecord, Provenance
+from ..exceptions import ConfigurationError
+from ..records import MeasurementRecord, Provenance, WcpRecord, WeakCoherentSource  # noqa: F401  (re-exported)
 from .backends import Backend, draw_simulator_seed, resolve_backend
 from .execution import simulator_seed_bits
 from .models import Channel, Detector
 
+# WeakCoherentSource and WcpRecord live in qkd_circuits.records (no qiskit); re-exported here.
 __all__ = ["WeakCoherentSource", "PhotonNumberSplitting", "WcpRecord", "build_pulse_circuit", "run_wcp_exchanges"]
 
 
 def _ry_for_probability(p: float) -> float:
     return 2.0 * math.asin(math.sqrt(min(max(p, 0.0), 1.0)))
-
-
-@dataclass(frozen=True)
-class WeakCoherentSource:
-    """Alice's attenuated laser with intensity modulation.
-
-    Args:
-        intensities: mean photon number per label, e.g. ``{"signal": 0.5, "decoy": 0.1,
-            "vacuum": 0.0}``.  The label ``"signal"`` is required (its pulses make the key).
-        probabilities: how often Alice picks each label (same keys; sums to 1).
-
-    Examples:
-        >>> s = WeakCoherentSource.vacuum_weak(mu=0.5, nu=0.1)
-        >>> s.labels, s.mu, s.nu
-        (('signal', 'decoy', 'vacuum'), 0.5, 0.1)
-    """
-
-    intensities: dict = field(default_factory=lambda: {"signal": 0.5})
-    probabilities: dict = field(default_factory=lambda: {"signal": 1.0})
-
-    def __post_init__(self) -> None:
-        if set(self.intensities) != set(self.probabilities):
-            raise ConfigurationError("intensities and probabilities must name the same labels")
-        if "signal" not in self.intensities:
-            raise ConfigurationError("the source needs a 'signal' intensity (its pulses make the key)")
-        for label, mu in self.intensities.items():
-            if not isinstance(mu, (int, float)) or isinstance(mu, bool) or not (0.0 <= mu <= 10.0):
-                raise ConfigurationError(f"intensity {label!r} must be a mean photon number in [0, 10], got {mu!r}")
-        total = 0.0
-        for label, p in self.probabilities.items():
-            if not isinstance(p, (int, float)) or isinstance(p, bool) or not (0.0 < p <= 1.0):
-                raise ConfigurationError(f"probability of {label!r} must be in (0, 1], got {p!r}")
-            total += p
-        if abs(total - 1.0) > 1e-9:
-            raise ConfigurationError(f"the intensity probabilities must sum to 1, got {total}")
-        if self.intensities["signal"] <= 0:
-            raise ConfigurationError("the signal intensity must be > 0")
-
-    @classmethod
-    def vacuum_weak(cls, mu: float = default("mu"), nu: float = default("nu"), *,
-                    p_signal: float = default("p_signal"), p_decoy: float = default("p_decoy")) -> WeakCoherentSource:
-        """Signal μ, weak decoy ν and vacuum (Ma et al. 2005), picked with the given odds."""
-        if not nu < mu:
-            raise ConfigurationError(f"the decoy nu={nu} must be weaker than the signal mu={mu}")
-        return cls({"signal": mu, "decoy": nu, "vacuum": 0.0},
-                   {"signal": p_signal, "decoy": p_decoy, "vacuum": 1.0 - p_signal - p_decoy})
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.intensities)
-
-    @property
-    def mu(self) -> float:
-        return float(self.intensities["signal"])
-
-    @property
-    def nu(self) -> float | None:
-        return float(self.intensities["decoy"]) if "decoy" in self.intensities else None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -228,50 +167,6 @@ def build_pulse_circuit(photons: int, *, channel: Channel | None = None, detecto
     if eve_result is not None:
         qc.measure(photon[0], qc.cregs[6])
     return qc
-
-
-@dataclass(frozen=True, eq=False)
-class WcpRecord(MeasurementRecord):
-    """What a weak-coherent-pulse run produced: a :class:`~qkd_circuits.MeasurementRecord` whose
-    ``intensity`` (index into ``source.labels``), ``source`` and ``photons`` are set.
-
-    A thin subclass that adds no field and no logic of its own: it requires the weak-coherent
-    fields, keeps its short repr, and names a few of the record's fields as this class always
-    did (``clicked`` is ``detected``, ``eve_known`` is ``eve_active``; ``seed``, ``models`` and
-    ``simulator_seed_bits`` are the provenance's).  ``photons`` and ``eve_*`` are the
-    simulator's ground truth, for studies only: no party sees them.  Saved with
-    :meth:`~qkd_circuits.MeasurementRecord.save`, it loads back as a ``WcpRecord``.
-    """
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.intensity is None or self.photons is None:
-            raise RecordError("a WcpRecord needs intensity, source and photons")
-
-    def __repr__(self) -> str:  # never print key material (Alice's bits, Bob's results)
-        return f"WcpRecord(pulses={len(self)}, clicks={int(self.detected.sum())}, seed={self.seed})"
-
-    @property
-    def clicked(self) -> np.ndarray:
-        """Bob's detection (``bool``): :attr:`detected`."""
-        return self.detected
-
-    @property
-    def eve_known(self) -> np.ndarray:
-        """``bool``, the pulses of which Eve kept a photon: :attr:`eve_active`, all False without Eve."""
-        return self.eve_active if self.has_eve else np.zeros(len(self), dtype=bool)
-
-    @property
-    def seed(self) -> int | None:
-        return self.provenance.seed
-
-    @property
-    def models(self) -> dict:
-        return self.provenance.models
-
-    @property
-    def simulator_seed_bits(self) -> int | None:
-        return self.provenance.simulator_seed_bits
 
 
 def _choice_bits(n: int, rng: np.random.Generator | None) -> np.ndarray:

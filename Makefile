@@ -29,7 +29,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	for b in throughput cascade amplification session authentication kme_load decoy sweep; do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in import_time throughput cascade amplification session authentication kme_load decoy sweep node_rate; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

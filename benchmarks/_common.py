@@ -5,32 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-from importlib import metadata
-from pathlib import Path
 
-PACKAGES = ("qkd_circuits", "qiskit", "qiskit-aer", "numpy", "qiskit-ibm-runtime", "qiskit-braket-provider")
+from qkd_circuits import _provenance
 
-
-def commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+# One implementation of "where a figure came from": the package's own (sweep rows use it too).
+commit, versions = _provenance.commit, _provenance.versions
 
 
 def context() -> dict:

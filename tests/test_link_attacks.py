@@ -93,13 +93,13 @@ def test_unauthenticated_frames_move_nothing_and_the_next_round_succeeds(tmp_pat
 
 def test_a_record_is_post_processed_once_per_pool_over_the_network(tmp_path):
     record = tmp_path / "round.npz"
-    proc = subprocess.run([QKD, "run", "--json", "-n", "60000", "--noise", "depolarizing:0.02",
+    proc = subprocess.run([QKD, "run", "--json", "-n", "30000", "--noise", "depolarizing:0.02",
                            "--save-record", str(record)], capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr
     psk_a, psk_b = tmp_path / "alice.psk", tmp_path / "bob.psk"
     qkd.create_psk_file(psk_a, pad_bits=8192)  # a real pool: the record is unseeded
     shutil.copy(psk_a, psk_b)
-    args = ["-n", "60000", "--record", str(record), "--timeout", "20", "--json"]
+    args = ["-n", "30000", "--record", str(record), "--timeout", "20", "--json"]
     for attempt in range(2):
         alice = subprocess.Popen([QKD, "alice", "--listen", "127.0.0.1:0", "--psk", str(psk_a), *args],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)

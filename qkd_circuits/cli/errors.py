@@ -66,8 +66,13 @@ def exit_code(exc: BaseException, overrides: Mapping[type, Override] | None = No
 class exit_codes(contextlib.ContextDecorator):  # noqa: N801 (used as a context manager and a decorator)
     """Run a command's work; a mapped exception ends the process with its exit code.
 
-    >>> with exit_codes():                                      # doctest: +SKIP
-    ...     raise ConfigurationError("bad")                     # Error: bad, exit 2
+    Used as ``with exit_codes(): ...`` or as a decorator; what it decides is :func:`exit_code`'s:
+
+    >>> from qkd_circuits.exceptions import ConfigurationError, MissingExtraError
+    >>> exit_code(ConfigurationError("bad")), exit_code(MissingExtraError("ibm", "qiskit_ibm_runtime", "IBM"))[0]
+    ((2, 'bad'), 2)
+    >>> exit_code(KeyError("not ours")) is None
+    True
 
     ``overrides`` changes or adds entries for this block only, e.g.
     ``{OSError: (EXIT_BACKEND, "cannot serve: {exc}")}``.

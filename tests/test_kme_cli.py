@@ -50,14 +50,27 @@ def _kill_started() -> None:
         proc.wait(30)
 
 
-@pytest.fixture
-def sites(tmp_path):
-    assert subprocess.run([QKD, "kme", "tls-init", str(tmp_path / "tls")], env=ENV).returncode == 0
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """The TLS files and the two sites' key stores one `qkd run` filled, made once for the module
+    (each test serves its own copy: what a test delivers or kills is not seen by the next)."""
+    tmp = tmp_path_factory.mktemp("filled")
+    assert subprocess.run([QKD, "kme", "tls-init", str(tmp / "tls")], env=ENV).returncode == 0
     # Unseeded: a seeded round's key is public and never goes into a key store.
     proc = subprocess.run([QKD, "run", "--json", "-n", "300000", "--noise", "depolarizing:0.04",
-                           "--store-a", str(tmp_path / "kme-a.db"), "--store-b", str(tmp_path / "kme-b.db")],
+                           "--store-a", str(tmp / "kme-a.db"), "--store-b", str(tmp / "kme-b.db")],
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    return tmp
+
+
+@pytest.fixture
+def sites(tmp_path, filled):
+    import shutil
+
+    shutil.copytree(filled / "tls", tmp_path / "tls")
+    for path in filled.glob("kme-*.db*"):  # the store and any SQLite side files: a consistent copy
+        shutil.copy2(path, tmp_path / path.name)
     try:
         b, b_url = _serve(tmp_path, "kme-b", "sae-b", "--peer-id", "kme-a", "--peer-sae", "sae-a")
         a, a_url = _serve(tmp_path, "kme-a", "sae-a", "--peer-id", "kme-b", "--peer-url", b_url, "--peer-sae", "sae-b")

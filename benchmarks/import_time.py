@@ -9,8 +9,8 @@ Goal: ``import qiskit; import qkd_circuits`` takes less than 0.5 s more than ``i
 
 Each statement runs in a fresh interpreter (``sys.executable -c``), timed inside it with
 ``time.perf_counter`` around the import (interpreter start-up, the same for both, is left out);
-one warm-up run of each first (byte-code caches), then ``--runs`` runs, the two statements
-alternating.  The figures: the median seconds of ``import qiskit``, of ``import qiskit; import
+``--warmups`` untimed runs of each first (default one: byte-code caches), then ``--runs`` runs,
+the statements alternating.  The figures: the median seconds of ``import qiskit``, of ``import qiskit; import
 qkd_circuits``, of ``import qkd_circuits`` alone, and the difference of the first two medians
 (with the goal).  ``--profile N`` runs ``python -X importtime`` once and lists the N modules with
 the largest self time among those that ``import qkd_circuits`` loads after qiskit is already in.
@@ -68,15 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object per result line")
     parser.add_argument("--runs", type=int, default=11, help="fresh interpreters per statement (median)")
+    parser.add_argument("--warmups", type=int, default=1,
+                        help="untimed fresh interpreters per statement first (byte-code and file caches)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also list the N slowest modules that import qkd_circuits adds")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.warmups < 0:
+        parser.error("--warmups must be at least 0")
     ctx = context()
 
-    for statement in STATEMENTS.values():  # warm-up: byte-code caches, the file system cache
-        time_import(statement)
+    for _ in range(args.warmups):  # warm-up: byte-code caches, the file system cache
+        for statement in STATEMENTS.values():
+            time_import(statement)
     seconds: dict[str, list[float]] = {figure: [] for figure in STATEMENTS}
     for _ in range(args.runs):
         for figure, statement in STATEMENTS.items():
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         values = seconds[figure]
         result = {"benchmark": "import_time", "figure": figure, "value": round(medians[figure], 4), "unit": "s",
                   "best": round(min(values), 4), "worst": round(max(values), 4), "goal": None, "meets_goal": None,
-                  "params": {"statement": statement, "runs": args.runs, "python": sys.executable}, **ctx}
+                  "params": {"statement": statement, "runs": args.runs, "warmups": args.warmups,
+                             "python": sys.executable}, **ctx}
         emit(result, as_json=args.json,
              text=f"{statement:<38} {medians[figure] * 1e3:8.1f} ms  (best {min(values) * 1e3:.1f}, "
                   f"worst {max(values) * 1e3:.1f}; {args.runs} runs)")

@@ -13,6 +13,9 @@ from qkd_circuits.hazmat import messages as m
 
 
 BATCH = [(0.02, 100_000), (0.06, 100_000), (0.10, 150_000), (0.16, 600_000)]  # sifted QBER 1, 3, 5, 8%
+# The six-seed batch runs 8% on 400,000 pulses: seeds 0-5 then make 5,676-8,298-bit keys (well
+# clear of none); the 50-seed batch keeps 600,000, where no seed comes near the edge.
+SMALL_BATCH = [*BATCH[:3], (0.16, 400_000)]
 
 
 def _check_batch(depolarizing, exchanges, seeds):
@@ -26,7 +29,7 @@ def _check_batch(depolarizing, exchanges, seeds):
         assert r.verification["ok"]
 
 
-@pytest.mark.parametrize("depolarizing, exchanges", BATCH)
+@pytest.mark.parametrize("depolarizing, exchanges", SMALL_BATCH)
 def test_final_keys_are_identical_in_every_run_of_a_seeded_batch(depolarizing, exchanges):
     _check_batch(depolarizing, exchanges, range(6))
 

@@ -1,6 +1,6 @@
 """Every ε (eps_sec, eps_cor, qber_epsilon) is checked where it enters: (0, 0.5] or a typed error.
 
-Why 0.5 (see qkd_circuits/postprocessing/keylength.py): the Clopper–Pearson "upper" bound on the
+Why 0.5 (see qkd_circuits/analysis/finite_key.py): the Clopper–Pearson "upper" bound on the
 QBER stays above the measured rate only for ε <= 1/2, and ε_sec, ε_cor >= 1 are vacuous claims
 that the TLGR terms would still turn into a (longer) key.
 """

@@ -164,7 +164,7 @@ def _alice_round(server, records, pool, config, replenish_bits, timeout, accept_
         failure = channel_failure(exc)
     if failure is None and not end.summary.verified and not end.summary.pending and outcome() is not None \
             and not outcome().aborted:
-        failure = channel_failure(ConnectionError())  # Bob went away before the tags
+        failure = ConnectionError.__name__  # Bob went away before the tags
     return party_result("alice", outcome(), end, failure, pool)
 
 

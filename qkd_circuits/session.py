@@ -28,11 +28,11 @@ from .channel.rounds import check_pools, drive_authenticated, random_sources
 from .exceptions import AbortReason, ConfigurationError, ProtocolAborted, QBERTooHigh
 from .postprocessing.estimation import QBEREstimate, estimate_qber
 from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
-from .records import sift_mask
-from .records import MeasurementRecord
+from .records import MeasurementRecord, sift_mask
 
 __all__ = ["Report", "QberSummary", "CascadeSummary", "VerificationSummary", "KeyLengthSummary",
-           "RoundAuthSummary", "EveSummary", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess"]
+           "RoundAuthSummary", "EveSummary", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess",
+           "round_arguments"]
 
 # check_pools, drive_authenticated and random_sources live in qkd_circuits.channel.rounds; the
 # names above stay importable from here for older scripts.
@@ -432,6 +432,31 @@ def _auth_summary(ends: _Ends, failure: str | None, bob_pool: AuthKeyPool | None
         pool_bits_available=bob_pool.available_bits if bob_pool is not None else 0,
         pool_position=bob_pool.position if bob_pool is not None else 0, failure=failure,
         simulation_pool=bool(bob_pool is not None and bob_pool.simulation))
+
+
+def round_arguments(values: Mapping[str, Any]) -> dict:
+    """:func:`run_bb84`'s keyword arguments ``mode``, ``backend``, ``channel``, ``detector``, ``eve``
+    and ``config`` from round parameter values named as in :data:`qkd_circuits.params.PARAMETERS`.
+
+    The one translation the command line (``qkd run``, ``alice``/``bob``) and a sweep's points
+    share.  ``noise`` is a spec or a sequence of specs, each ``MODEL:P`` or several joined by
+    ``+`` (``"none"``: none).  Raises :class:`~qkd_circuits.ConfigurationError` on a bad value.
+    """
+    from .quantum.models import Channel, Detector, parse_eve, parse_noise  # no qiskit in these
+
+    noise = values["noise"]
+    models = [part.strip() for item in ([noise] if isinstance(noise, str) else noise)
+              for part in item.split("+") if part.strip() not in ("", "none")]
+    channel_kw, detector_kw = parse_noise(models)
+    return dict(
+        mode=values["mode"], backend=values["backend"],
+        channel=Channel(distance_km=values["distance_km"], alpha_db_per_km=values["alpha_db_per_km"], **channel_kw),
+        detector=Detector(efficiency=values["detector_efficiency"], dark_count_probability=values["dark_count"],
+                          **detector_kw),
+        eve=parse_eve(values["eve"]),
+        config=PostProcessingConfig(sample_fraction=values["sample_fraction"], abort_qber=values["abort_qber"],
+                                    cascade=values["cascade"], eps_sec=values["eps_sec"], eps_cor=values["eps_cor"]),
+    )
 
 
 def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = None,

@@ -246,7 +246,7 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.session": {
         "BB84Result", "CascadeSummary", "EveSummary", "KeyLengthSummary", "MitmResult", "QberSummary", "Report",
-        "RoundAuthSummary", "VerificationSummary", "postprocess", "run_bb84", "run_mitm"
+        "RoundAuthSummary", "VerificationSummary", "postprocess", "round_arguments", "run_bb84", "run_mitm"
     },
     "qkd_circuits.sweep": {
         "COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "expand", "load_spec", "parse_spec",

@@ -117,3 +117,20 @@ def test_noise_joined_by_plus_is_the_option_repeated(monkeypatch):
         assert result.exit_code == 2 and "stop here" in result.output
     assert seen[0]["channel"] == seen[1]["channel"] and seen[0]["detector"] == seen[1]["detector"]
     assert seen[0]["channel"].dephasing == 0.02 and seen[0]["detector"].readout_error == 0.01
+
+
+def test_the_command_line_and_a_sweep_translate_round_parameters_the_same_way():
+    # One translation (qkd_circuits.session.round_arguments) behind `qkd run` and a sweep's points.
+    from qkd_circuits import params
+    from qkd_circuits.cli.options import ROUND, round_kwargs
+    from qkd_circuits.sweep.spec import PARAMETERS, session_options
+
+    values = {name: params.default(name) for name in ROUND}
+    values.update(noise=("depolarizing:0.02", "readout:0.01"), distance_km=10.0, abort_qber=0.09)
+    point = {name: p.default for name, p in PARAMETERS.items()}
+    point.update(noise="depolarizing:0.02+readout:0.01", distance_km=10.0, abort_qber=0.09)
+    from_cli, from_sweep = round_kwargs(values), session_options(point)
+    for key in ("mode", "backend", "channel", "detector", "eve", "config"):
+        assert from_cli[key] == from_sweep[key], key
+    assert from_cli["channel"].depolarizing == 0.02 and from_cli["detector"].readout_error == 0.01
+    assert from_cli["config"].abort_qber == 0.09

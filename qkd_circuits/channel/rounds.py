@@ -33,9 +33,6 @@ def channel_failure(exc: BaseException) -> str:
     >>> channel_failure(TimeoutError()), channel_failure(ConnectionResetError())
     ('TimeoutError', 'ConnectionError')
     """
-    name = type(exc).__name__
-    if name in {kind.__name__ for kind in CHANNEL_ERRORS}:
-        return name
     for kind in CHANNEL_ERRORS:
         if isinstance(exc, kind):
             return kind.__name__

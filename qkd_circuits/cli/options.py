@@ -80,27 +80,15 @@ def round_options(*names: str) -> Callable:
 
 
 def round_kwargs(values: dict) -> dict:
-    """Pop the :data:`ROUND` values (but ``exchanges``) out of a command's ``values`` and validate
-    them into keyword arguments for ``run_bb84`` / ``submit`` (raises ``QKDError``)."""
-    from ..exceptions import ConfigurationError
-    from ..postprocessing.protocol import PostProcessingConfig
-    from ..quantum.models import Channel, Detector, parse_eve, parse_noise
+    """Pop the :data:`ROUND` values (but ``exchanges``) out of a command's ``values`` into keyword
+    arguments for ``run_bb84`` / ``submit`` (:func:`qkd_circuits.session.round_arguments`, plus
+    ``seed``, ``lanes`` and ``schedule``; raises ``QKDError``)."""
+    from ..session import round_arguments
 
     v = {name: values.pop(name) for name in ROUND if name != "exchanges"}
-    noise = [part.strip() for item in v["noise"] for part in item.split("+") if part.strip() not in ("", "none")]
-    channel_kw, detector_kw = parse_noise(noise)
-    channel = Channel(distance_km=v["distance_km"], alpha_db_per_km=v["alpha_db_per_km"], **channel_kw)
-    detector = Detector(efficiency=v["detector_efficiency"], dark_count_probability=v["dark_count"], **detector_kw)
-    attacker = parse_eve(v["eve"])
     lanes = v["lanes"]
     if lanes is not None and lanes != "device":
         if not lanes.isdigit():
             raise click.BadParameter(f"must be a whole number or 'device', got {lanes!r}", param_hint="--lanes")
         lanes = int(lanes)
-    try:
-        config = PostProcessingConfig(sample_fraction=v["sample_fraction"], abort_qber=v["abort_qber"],
-                                      cascade=v["cascade"], eps_sec=v["eps_sec"], eps_cor=v["eps_cor"])
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    return dict(mode=v["mode"], backend=v["backend"], channel=channel, detector=detector, eve=attacker,
-                seed=v["seed"], lanes=lanes, schedule=v["schedule"], config=config)
+    return dict(round_arguments(v), seed=v["seed"], lanes=lanes, schedule=v["schedule"])

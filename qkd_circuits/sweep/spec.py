@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping
 
 from .. import params as _params
 from ..exceptions import ConfigurationError
-from ..postprocessing.protocol import PostProcessingConfig
-from ..quantum.models import Channel, Detector, parse_eve, parse_noise
+from ..quantum.models import parse_eve, parse_noise
+from ..session import round_arguments
 
 __all__ = ["PARAMETERS", "SweepSpec", "Task", "expand", "load_spec", "parse_spec", "session_options", "task_id"]
 
@@ -187,14 +187,6 @@ def task_id(parameters: Mapping[str, Any], seed: int) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _config(p: Mapping[str, Any]) -> PostProcessingConfig:
-    try:
-        return PostProcessingConfig(sample_fraction=p["sample_fraction"], abort_qber=p["abort_qber"],
-                                    cascade=p["cascade"], eps_sec=p["eps_sec"], eps_cor=p["eps_cor"])
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
 def session_options(parameters: Mapping[str, Any]) -> dict:
     """The keyword arguments of ``run_bb84`` (all but ``exchanges`` and ``seed``) for a point.
 
@@ -206,16 +198,13 @@ def session_options(parameters: Mapping[str, Any]) -> dict:
         return _decoy_options(p)
     if p["eve"] == "pns":
         raise ConfigurationError("eve 'pns' (photon-number splitting) needs protocol = 'decoy' (weak coherent pulses)")
-    channel_kw, detector_kw = parse_noise([] if p["noise"] == "none" else p["noise"].split("+"))
-    config = _config(p)
-    channel = Channel(distance_km=p["distance_km"], alpha_db_per_km=p["alpha_db_per_km"], **channel_kw)
-    detector = Detector(efficiency=p["detector_efficiency"], dark_count_probability=p["dark_count"], **detector_kw)
-    if p["backend"] != "aer" and (channel.has_noise_instructions or detector.has_noise_instructions):
+    options = round_arguments(p)
+    if p["backend"] != "aer" and (options["channel"].has_noise_instructions
+                                  or options["detector"].has_noise_instructions):
         raise ConfigurationError(
             f"noise {p['noise']!r} is made of Aer noise instructions, which backend {p['backend']!r} cannot run: "
             "use backend 'aer', or misalignment (a rotation) on a fake device")
-    return dict(mode=p["mode"], backend=p["backend"], channel=channel, detector=detector,
-                eve=parse_eve(p["eve"]), config=config)
+    return options
 
 
 def _decoy_options(p: Mapping[str, Any]) -> dict:
@@ -224,15 +213,13 @@ def _decoy_options(p: Mapping[str, Any]) -> dict:
 
     if p["backend"] != "aer":
         raise ConfigurationError("decoy sessions run on backend 'aer' (millions of pulses per session)")
-    channel_kw, detector_kw = parse_noise([] if p["noise"] == "none" else p["noise"].split("+"))
-    if set(channel_kw) - {"misalignment"} or detector_kw:
-        raise ConfigurationError(f"decoy sessions model misalignment, loss and dark counts; noise {p['noise']!r} "
-                                 "has Aer noise instructions: use 'misalignment:E' or 'none'")
     if p["eve"] not in ("none", "pns"):
         raise ConfigurationError(f"decoy sessions take eve 'none' or 'pns', got {p['eve']!r}")
-    config = _config(p)
-    channel = Channel(distance_km=p["distance_km"], alpha_db_per_km=p["alpha_db_per_km"], **channel_kw)
-    detector = Detector(efficiency=p["detector_efficiency"], dark_count_probability=p["dark_count"])
+    options = round_arguments({**p, "eve": "none"})
+    channel, detector, config = options["channel"], options["detector"], options["config"]
+    if channel.has_noise_instructions or detector.has_noise_instructions:
+        raise ConfigurationError(f"decoy sessions model misalignment, loss and dark counts; noise {p['noise']!r} "
+                                 "has Aer noise instructions: use 'misalignment:E' or 'none'")
     source = WeakCoherentSource.vacuum_weak(p["mu"], p["nu"], p_signal=p["p_signal"], p_decoy=p["p_decoy"])
     eve = PhotonNumberSplitting.matching(p["mu"], channel, detector) if p["eve"] == "pns" else None
     if p["u_alpha"] < 0:

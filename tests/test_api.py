@@ -33,7 +33,12 @@ PUBLIC = {
 NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits": PUBLIC,
     "qkd_circuits.analysis": {
-        "decoy", "finite_key", "keyrate"
+        "decoy", "finite_decoy", "finite_key", "keyrate"
+    },
+    "qkd_circuits.analysis.finite_decoy": {
+        "BasisCounts", "DecoyCounts", "DecoyKeyLength", "EpsilonLedger", "EpsilonTerm", "METHODS", "SAMPLINGS",
+        "decoy_key_length", "gamma_fung", "gamma_serfling", "hoeffding_delta", "lim2014", "rusca2018", "tau",
+        "terms_total"
     },
     "qkd_circuits.analysis.decoy": {
         "DecoyAnalysis", "IntensityStats", "analyse", "intensity_statistics"

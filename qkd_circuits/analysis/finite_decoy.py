@@ -70,7 +70,7 @@ from .finite_key import binary_entropy, check_epsilon
 
 __all__ = ["BasisCounts", "DecoyCounts", "EpsilonLedger", "EpsilonTerm", "DecoyKeyLength", "METHODS", "SAMPLINGS",
            "hoeffding_delta", "gamma_fung", "gamma_serfling", "lim2014", "rusca2018", "decoy_key_length",
-           "tau"]
+           "tau", "terms_total"]
 
 METHODS = ("lim2014", "rusca2018")
 SAMPLINGS = ("serfling", "fung")

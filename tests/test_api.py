@@ -45,7 +45,8 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.analysis.finite_key": {
         "EPSILON_MAX", "KeyLength", "TOLERANCE_STEP", "TOLERANCE_VALUES", "binary_entropy", "check_epsilon",
-        "decoy_key_length", "finite_key_length", "shor_preskill_rate", "variable_key_length"
+        "decoy_key_length", "finite_key_length", "minimum_sifted_bits", "optimal_length_at", "optimal_sample_size",
+        "shor_preskill_rate", "variable_key_length"
     },
     "qkd_circuits.analysis.keyrate": {
         "DecoyEstimate", "KeyRateCurve", "KeyRatePoint", "LinkParameters", "METHODS", "PRESETS",

@@ -24,9 +24,11 @@ def test_shor_preskill_threshold_is_eleven_percent():
 
 
 def test_finite_key_terms_follow_tlgr_2012():
+    # arXiv:1103.4130, Eq. (2) and Supplementary Note 1 (ε = ε_sec/4 inside μ, ε̃ = ε_sec/2):
+    # ln(4/ε_sec) in μ and log2(2/(ε_sec² ε_cor)) as the security term.
     n, k, q, leak = 10**6, 10**5, 0.02, 150_000
     kl = qkd.finite_key_length(n, k, q, leak, eps_sec=1e-10, eps_cor=1e-15)
-    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(2 / 1e-10))
+    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(4 / 1e-10))
     assert kl.mu == pytest.approx(mu)
     assert kl.security_term == pytest.approx(math.log2(2 / (1e-20 * 1e-15)))
     assert kl.length == math.floor(n - n * qkd.binary_entropy(q + mu) - leak - kl.security_term)
@@ -63,3 +65,41 @@ def test_variable_length_rounds_up_to_the_grid_and_pays_for_the_union_bound():
     fixed = qkd.finite_key_length(10**6, 10**5, 0.022, 150_000)
     assert 0 < fixed.length - v.length < 0.02 * fixed.length  # the union bound costs little
     assert variable_key_length(10**6, 10**5, 0.0, 0).qber_tolerance == pytest.approx(0.001)
+
+
+def test_the_optimal_sample_beats_a_fixed_tenth_and_is_a_maximum():
+    from qkd_circuits.analysis.finite_key import optimal_length_at, optimal_sample_size
+
+    # At N = 10^4 sifted bits and Q = 2.5% a 10% sample leaves little key; the optimum is several
+    # times longer, and no sample size on a coarse grid does better than the one returned.
+    k, kl = optimal_sample_size(10_000, 0.025)
+    fixed = optimal_length_at(10_000, 1_000, 0.025)
+    assert kl.length > 3 * fixed > 0
+    assert all(optimal_length_at(10_000, j, 0.025) <= kl.length for j in range(100, 9_900, 97))
+    # Larger blocks want a smaller share for estimation.
+    assert optimal_sample_size(10**6, 0.025)[0] / 10**6 < k / 10_000
+
+
+def test_minimum_sifted_bits_is_the_threshold_of_a_key():
+    from qkd_circuits.analysis.finite_key import minimum_sifted_bits, optimal_length_at
+
+    n = minimum_sifted_bits(0.02, sample_fraction=0.1)
+    k = lambda size: max(1, math.ceil(0.1 * size))
+    assert optimal_length_at(n, k(n), 0.02) > 0
+    assert optimal_length_at(int(n * 0.99), k(int(n * 0.99)), 0.02) == 0  # to the 0.1% the search resolves
+    assert minimum_sifted_bits(0.02) < n  # the optimal sample needs fewer bits
+    assert minimum_sifted_bits(0.12) is None  # past what f = 1.2 error correction allows
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda f: f.optimal_sample_size(1, 0.01), "sifted must be a whole number >= 2"),
+    (lambda f: f.optimal_sample_size(100, 0.6), "qber must be in"),
+    (lambda f: f.optimal_sample_size(100, 0.01, f_ec=0.9), "f_ec must be finite and >= 1"),
+    (lambda f: f.minimum_sifted_bits(0.01, sample_fraction=1.0), "sample_fraction must be in"),
+    (lambda f: f.optimal_length_at(100, 100, 0.01), "need 1 <= k < sifted"),
+])
+def test_design_helpers_refuse_bad_input(call, match):
+    from qkd_circuits.analysis import finite_key
+
+    with pytest.raises(ValueError, match=match):
+        call(finite_key)

@@ -43,6 +43,10 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.analysis.decoy": {
         "DecoyAnalysis", "IntensityStats", "analyse", "intensity_statistics"
     },
+    "qkd_circuits.analysis.finite_rate": {
+        "FiniteRateCurve", "FiniteRatePoint", "METHODS", "MISALIGNMENT", "asymptotic_rate", "expected_counts",
+        "finite_key_rate", "finite_key_rate_curve", "link_probabilities", "max_finite_distance_km"
+    },
     "qkd_circuits.analysis.finite_key": {
         "EPSILON_MAX", "KeyLength", "TOLERANCE_STEP", "TOLERANCE_VALUES", "binary_entropy", "check_epsilon",
         "decoy_key_length", "finite_key_length", "minimum_sifted_bits", "optimal_length_at", "optimal_sample_size",
@@ -225,7 +229,7 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.postprocessing.protocol": {
         "ABORT_REASONS", "AliceParty", "BobParty", "FinalKey", "LEAK_BUDGET_SLACK_BITS", "LeakBudget",
-        "PartyOutcome", "PostProcessingConfig", "drive", "leak_budget"
+        "PartyOutcome", "PostProcessingConfig", "drive", "explain_abort", "leak_budget"
     },
     "qkd_circuits.quantum": set(),  # the names live in its modules, so that the package loads no qiskit
     "qkd_circuits.quantum.backends": {

@@ -27,7 +27,8 @@ from .channel.pool import AuthKeyPool
 from .channel.rounds import check_pools, drive_authenticated, random_sources
 from .exceptions import AbortReason, ConfigurationError, ProtocolAborted, QBERTooHigh
 from .postprocessing.estimation import QBEREstimate, estimate_qber
-from .postprocessing.protocol import AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive
+from .postprocessing.protocol import (AliceParty, BobParty, FinalKey, PartyOutcome, PostProcessingConfig, drive,
+                                      explain_abort)
 from .records import MeasurementRecord, sift_mask
 
 __all__ = ["Report", "QberSummary", "CascadeSummary", "VerificationSummary", "KeyLengthSummary",
@@ -210,6 +211,7 @@ class Report:
     eve: EveSummary | None = None
     provenance: dict = field(default_factory=dict)
     pending: bool = False  # Alice holds the key pending Bob's decision (see report.auth)
+    abort_detail: str | None = None  # why a small round gave no key, and how large one would
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars (a copy: changing it leaves the report as it was)."""
@@ -392,7 +394,15 @@ def _report(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends
         bob_key_sha256=bob_key.sha256() if bob_key else None,
         auth=_auth_summary(ends, failure, bob_pool), eve=_eve_summary(record, sifted), provenance=p.to_dict(),
         pending=bool(ends.alice_end.summary.pending),
+        abort_detail=_abort_detail(record, config, ends, ob, failure) if aborted else None,
     )
+
+
+def _abort_detail(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends, ob: PartyOutcome,
+                  failure: str | None) -> str | None:
+    reason = _abort_reason(ends, ob, failure)
+    per_pulse = ob.sifted_bits / len(record) if len(record) and ob.sifted_bits else None
+    return explain_abort(config, reason, sifted=ob.sifted_bits, qber=ob.qber, sifted_per_pulse=per_pulse)
 
 
 def _abort_reason(ends: _Ends, ob: PartyOutcome, failure: str | None) -> AbortReason | None:

@@ -55,6 +55,8 @@ def print_report(report) -> None:
     lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
     if report.aborted:
         lines.append(f"  ABORTED: {report.abort_reason}; no key was output")
+        if getattr(report, "abort_detail", None):
+            lines.append(f"  why            {report.abort_detail}")
     else:
         lines.append(f"  final key      {report.final_key_bits:>12,} bits  (sha256 {report.alice_key_sha256[:16]}…, "
                      f"{'same at both ends' if report.alice_key_sha256 == report.bob_key_sha256 else 'KEYS DIFFER'})")

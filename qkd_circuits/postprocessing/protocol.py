@@ -65,13 +65,13 @@ from ..hazmat.amplification import toeplitz_hash
 from ..hazmat.cascade import CascadeAlice, CascadeBob, PRESETS, parities_asked
 from .estimation import QBEREstimate, estimate_qber
 from ..analysis.finite_key import (KeyLength, binary_entropy, check_epsilon, decoy_key_length, finite_key_length,
-                        variable_key_length)
+                                   minimum_sifted_bits, variable_key_length)
 from .ledger import LeakageLedger
 from ..hazmat.shuffle import derive_permutation
 from ..hazmat.universal_hash import PolyHash128
 
 __all__ = ["PostProcessingConfig", "FinalKey", "PartyOutcome", "AliceParty", "BobParty", "drive",
-           "LeakBudget", "leak_budget", "LEAK_BUDGET_SLACK_BITS", "ABORT_REASONS"]
+           "LeakBudget", "leak_budget", "LEAK_BUDGET_SLACK_BITS", "ABORT_REASONS", "explain_abort"]
 
 SAMPLE_LABEL = 0  # shuffle label of the parameter-estimation sample (Cascade uses 1..passes)
 TAG_BITS = 128
@@ -296,6 +296,61 @@ def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstim
         return KeyLength(0, n, k, config.qber_tolerance, math.nan, leak_ec, config.eps_sec, config.eps_cor,
                          math.nan, math.nan, "fixed in advance; the sample exceeded it")
     return finite_key_length(n, k, config.qber_tolerance, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+
+
+#: The error-correction efficiency :func:`explain_abort` assumes for its size estimates.
+DESIGN_F_EC = 1.2
+
+
+def explain_abort(config: PostProcessingConfig, reason, *, sifted: int, qber: QBEREstimate | None = None,
+                  sifted_per_pulse: float | None = None) -> str | None:
+    """A sentence on why a round of ``sifted`` bits gave no key, and how large a round would.
+
+    For the aborts that a small round causes (``too_few_sifted_bits``; ``qber_too_high`` when the
+    sample's *bound*, not its rate, is past ``abort_qber``; ``key_too_short``) it names the
+    smallest round that could succeed: the sample size a QBER bound below ``abort_qber`` needs
+    even with no errors, ``ln ε / ln(1 − abort_qber)`` bits, and the sifted bits a key needs at the
+    measured QBER (:func:`~qkd_circuits.analysis.finite_key.minimum_sifted_bits`, error correction
+    at f = :data:`DESIGN_F_EC`).  With ``sifted_per_pulse`` (the round's sifted bits per pulse sent)
+    it converts to pulses.  ``None`` for other reasons.
+
+    Examples:
+        >>> cfg = PostProcessingConfig()
+        >>> from qkd_circuits.postprocessing.estimation import estimate_qber
+        >>> print(explain_abort(cfg, "qber_too_high", sifted=1_000, qber=estimate_qber(0, 100)))  # doctest: +NORMALIZE_WHITESPACE
+        the sample of 100 bits had 0 errors (0.00%), but at qber_epsilon=1e-10 its upper bound is 20.6%,
+        above abort_qber=11.0%: with no errors a sample needs at least 198 bits, i.e. about 1,980 sifted
+        bits at sample_fraction=0.1
+    """
+    reason = None if reason is None else AbortReason(reason)
+
+    def pulses(bits: int) -> str:
+        return f" (about {math.ceil(bits / sifted_per_pulse):,} pulses at this round's sifting rate)" \
+            if sifted_per_pulse else ""
+
+    def needed(q: float) -> str:
+        n = minimum_sifted_bits(min(q, 0.499), sample_fraction=config.sample_fraction, f_ec=DESIGN_F_EC,
+                                extra_leak=TAG_BITS, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+        if n is None:
+            return f"no round size gives a key at {q:.2%} QBER"
+        return f"at {q:.2%} QBER a key needs at least {n:,} sifted bits{pulses(n)}"
+
+    k_min = math.ceil(math.log(config.qber_epsilon) / math.log1p(-config.abort_qber))
+    sifted_min = math.ceil(k_min / config.sample_fraction)
+    if reason is AbortReason.TOO_FEW_SIFTED_BITS:
+        return (f"only {sifted} sifted bits; even at 0% QBER a round needs at least {sifted_min:,} sifted bits for "
+                f"its QBER sample and {needed(0.0).split('needs at least ')[1]} for a key")
+    if reason is AbortReason.QBER_TOO_HIGH and qber is not None and qber.n:
+        if qber.estimate > config.abort_qber:
+            return (f"the sample's QBER {qber.estimate:.2%} ({qber.errors}/{qber.n}) is above abort_qber="
+                    f"{config.abort_qber:.1%}: the channel is too noisy or someone is listening")
+        return (f"the sample of {qber.n} bits had {qber.errors} errors ({qber.estimate:.2%}), but at qber_epsilon="
+                f"{config.qber_epsilon:g} its upper bound is {qber.upper:.1%}, above abort_qber="
+                f"{config.abort_qber:.1%}: with no errors a sample needs at least {k_min} bits, i.e. about "
+                f"{sifted_min:,} sifted bits at sample_fraction={config.sample_fraction:g}{pulses(sifted_min)}")
+    if reason is AbortReason.KEY_TOO_SHORT and qber is not None and qber.n:
+        return f"this round had {sifted:,} sifted bits; {needed(qber.estimate)}"
+    return None
 
 
 def _tag(key_bits: np.ndarray, hash_key: bytes) -> bytes:

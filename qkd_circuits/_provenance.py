@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["PACKAGES", "commit", "versions"]
 
-PACKAGES = ("qkd_circuits", "qiskit", "qiskit-aer", "numpy", "qiskit-ibm-runtime", "qiskit-braket-provider")
+PACKAGES = ("qkd_circuits", "qiskit", "qiskit-aer", "numpy", "scipy", "qiskit-ibm-runtime", "qiskit-braket-provider")
 
 _HERE = Path(__file__).parent
 

@@ -25,6 +25,7 @@ DERIVED = {
     ("keyrate", "alpha_db_per_km"): None,           # the preset's
     ("keyrate", "distance_spec"): "0:200:5",        # a range of distances
     ("keyrate", "decoy_method"): "decoy-vacuum-weak",
+    ("keyrate", "eps_sec"): None,                   # 1e-10, or kappa x length with --kappa
     ("decoy", "eve"): "none",
 }
 

@@ -59,6 +59,51 @@ def test_keyrate_bad_usage_exits_2(args, match):
     assert match in res.output
 
 
+def test_keyrate_finite_curves_carry_provenance(tmp_path):
+    png = tmp_path / "finite.png"
+    res = _run("keyrate", "--distance-km", "0,100", "--preset", "lim2014", "--finite", "1e6", "--finite", "1e8",
+               "--finite-method", "bb84-single-photon", "--kappa", "1e-15", "--plot", str(png), "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["link"]["name"] == "Lim2014" and out["link"]["afterpulse"] == 0.04
+    small, big = out["finite"]
+    assert small["n_key"] == 1e6 and big["n_key"] == 1e8 and small["method"] == "bb84-single-photon"
+    assert 0 < small["points"][1]["rate"] < big["points"][1]["rate"]
+    assert small["max_distance_km"] < big["max_distance_km"]
+    point = big["points"][0]
+    assert point["eps_sec"] == point["key_length"]["eps_sec"] == 1e-15 * point["length"]
+    prov = out["provenance"]
+    assert set(prov) >= {"commit", "versions", "parameters", "link"}
+    assert {"qkd_circuits", "numpy", "scipy"} <= set(prov["versions"])
+    assert prov["parameters"]["finite_sizes"] == ["1e6", "1e8"] and prov["parameters"]["kappa"] == 1e-15
+    assert prov["parameters"]["preset"].lower() == "lim2014"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The existing fields are all still there.
+    assert {"method", "link", "mu", "nu", "max_distance_km", "points", "simulated", "others"} <= set(out)
+
+
+def test_keyrate_without_finite_has_an_empty_list_and_provenance():
+    out = json.loads(_run("keyrate", "--distance-km", "0,50", "--json").output)
+    assert out["finite"] == [] and out["provenance"]["parameters"]["distance_spec"] == "0,50"
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--finite", "abc"], "--finite takes a block size"),
+    (["--finite", "0"], "--finite takes a block size"),
+    (["--kappa", "1e-15"], "add --finite N"),
+    (["--finite", "1e6", "--kappa", "1e-15", "--eps-sec", "1e-10"], "not both"),
+    (["--finite", "1e6", "--eps-sec", "2"], "eps_sec must be in (0, 0.5]"),
+    (["--finite", "1e6", "--kappa", "3"], "kappa (secrecy per key bit) must be in (0, 1)"),
+    (["--finite", "1e6", "--finite-method", "gllp"], "Invalid value for '--finite-method'"),
+    (["--afterpulse", "1.5"], "afterpulse is a probability"),
+    (["--preset", "nope"], "Invalid value for '--preset'"),
+])
+def test_keyrate_finite_bad_usage_exits_2(args, match):
+    res = CliRunner().invoke(main, ["keyrate", "--distance-km", "0", *args])
+    assert res.exit_code == 2, res.output
+    assert match in res.output
+
+
 def test_decoy_command_catches_pns_with_exit_3():
     res = _run("decoy", "--exchanges", "400000", "--distance-km", "40", "--eve", "pns", "--seed", "2",
                "--p-signal", "0.6", "--p-decoy", "0.3", "--json")

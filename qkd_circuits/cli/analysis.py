@@ -16,6 +16,35 @@ __all__ = ["decoy_command", "keyrate"]
 
 _KEYRATE_METHODS = ("gllp", "decoy-vacuum-weak", "decoy-infinite")
 _PRESET = dict(type=click.Choice(["GYS"], case_sensitive=False))
+# The finite-key methods of analysis.finite_rate (kept here so --help does not import scipy).
+_FINITE_METHODS = ("lim2014", "rusca2018", "bb84-single-photon")
+_KEYRATE_PRESETS = ("GYS", "Lim2014")
+
+
+def _preset(name: str):
+    """The link preset called ``name``, whatever its case."""
+    from ..analysis.keyrate import PRESETS
+
+    for key, link in PRESETS.items():
+        if key.lower() == name.lower():
+            return link
+    raise ConfigurationError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+
+
+def _block_sizes(values) -> list[float]:
+    """``--finite`` values: block sizes such as 1e7 (>= 1, finite, at most 8 of them)."""
+    sizes = []
+    for v in values:
+        try:
+            n = float(v)
+        except ValueError:
+            n = float("nan")
+        if not (n >= 1 and n < 1e18):
+            raise ConfigurationError(f"--finite takes a block size >= 1 such as 1e7, got {v!r}")
+        sizes.append(n)
+    if len(sizes) > 8:
+        raise ConfigurationError(f"--finite is repeatable up to 8 block sizes, got {len(sizes)}")
+    return sizes
 
 
 def _distances(spec: str) -> list[float]:
@@ -44,14 +73,17 @@ def _distances(spec: str) -> list[float]:
               metavar="START:STOP:STEP", help="Fibre lengths in km (STOP included), or a comma-separated list.")
 @param_option("decoy_method", type=click.Choice(_KEYRATE_METHODS), default="decoy-vacuum-weak",
               help="gllp: no decoys; decoy-vacuum-weak: vacuum + one weak decoy; decoy-infinite: the limit.")
-@param_option("preset", **_PRESET, help="Published link parameters (GYS: Gobby, Yuan & Shields 2004) the "
-              "options below change.")
+@param_option("preset", type=click.Choice(_KEYRATE_PRESETS, case_sensitive=False),
+              help="Published link parameters the options below change (GYS: Gobby, Yuan & Shields 2004; "
+              "Lim2014: Lim et al., PRA 89, 022307 (2014), Sec. IV).")
 @param_option("alpha_db_per_km", default=None, show_default=False, help="Fibre attenuation α (dB/km) "
               "[default: the preset's].")
 @click.option("--eta-bob", type=float, default=None, help="Bob's optics x detector efficiency.")
 @click.option("--y0", type=float, default=None, help="Dark-count yield per pulse.")
 @click.option("--e-detector", type=float, default=None, help="Misalignment error e_det.")
 @click.option("--f-ec", type=float, default=None, help="Error-correction inefficiency f.")
+@click.option("--afterpulse", type=float, default=None, help="Detector afterpulse probability (finite-key "
+              "curves only).")
 @param_option("mu", default=None, show_default=False, help="Signal intensity (default: optimised per distance; "
               "0.5 for --simulate).")
 @param_option("nu")
@@ -60,18 +92,41 @@ def _distances(spec: str) -> list[float]:
               help="Also run circuit sessions at these distances (vacuum + weak decoy, at --mu or 0.5).")
 @param_option("exchanges", default=1_000_000, help="Pulses per simulated point.")
 @param_option("seed", help="Simulation seed for the simulated points; omit for CSPRNG choices.")
+@click.option("--finite", "finite_sizes", multiple=True, metavar="N",
+              help="Also draw the composable finite-key curve for block size N (repeatable, e.g. --finite 1e5 "
+              "--finite 1e9), protocol parameters optimised at each distance.")
+@click.option("--finite-method", type=click.Choice(_FINITE_METHODS), default="lim2014", show_default=True,
+              help="lim2014: two decoys; rusca2018: one decoy; bb84-single-photon: TLGR on an ideal source.")
+@click.option("--finite-block", type=click.Choice(["n-key", "pulses"]), default="n-key", show_default=True,
+              help="What --finite counts: n-key, the key-basis block n_X (Lim et al.'s Fig. 1), or pulses sent.")
+@click.option("--finite-sampling", type=click.Choice(["serfling", "fung"]), default="serfling", show_default=True,
+              help="Phase-error sampling bound of the decoy analyses: serfling (rigorous) or fung (the papers').")
+@param_option("eps_sec", default=None, show_default=False,
+              help="Secrecy of the finite-key curves [default: 1e-10, or kappa x length with --kappa].")
+@click.option("--kappa", type=float, default=None, help="Secrecy per key bit: eps_sec = kappa x length (Lim et "
+              "al. use 1e-15); instead of --eps-sec.")
+@param_option("eps_cor")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the curve(s) to a PNG.")
 @json_option("Print the curve and max_distance_km as one JSON object.")
-def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e_detector, f_ec, mu, nu, compare,
-            simulate_spec, exchanges, seed, plot_file, as_json) -> None:
-    """Secret key rate against fibre distance, from the formulas (and circuits with --simulate)."""
+def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e_detector, f_ec, afterpulse, mu, nu,
+            compare, simulate_spec, exchanges, seed, finite_sizes, finite_method, finite_block, finite_sampling,
+            eps_sec, kappa, eps_cor, plot_file, as_json) -> None:
+    """Secret key rate against fibre distance, from the formulas (and circuits with --simulate).
+
+    With --finite, also the composable finite-key rate for each block size (expected counts of
+    the link: a curve says what a link could give, not that any key is secret).
+    """
     from ..analysis import keyrate as kr
 
     method = decoy_method
+    parameters = {k: v for k, v in locals().items() if k not in ("kr", "method")}
     with exit_codes():
-        link = kr.PRESETS[preset.upper()].with_(alpha_db_per_km=alpha_db_per_km, eta_bob=eta_bob, y0=y0,
-                                                 e_detector=e_detector, f_ec=f_ec)
+        link = _preset(preset).with_(alpha_db_per_km=alpha_db_per_km, eta_bob=eta_bob, y0=y0,
+                                     e_detector=e_detector, f_ec=f_ec, afterpulse=afterpulse)
         distances = _distances(distance_spec)
+        sizes = _block_sizes(finite_sizes)
+        if (eps_sec is not None or kappa is not None) and not sizes:
+            raise ConfigurationError("--eps-sec and --kappa set the finite-key curves: add --finite N")
         curve = kr.key_rate_curve(distances, method, link, mu=mu, nu=nu)
         others = {m: kr.key_rate_curve(distances, m, link, mu=mu, nu=nu) for m in kr.METHODS if m != method} \
             if compare else {}
@@ -88,11 +143,21 @@ def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e
             for i, d in enumerate(_distances(simulate_spec)):
                 simulated.append(simulate_point(d, link=link, mu=sim_mu, nu=sim_nu, pulses=exchanges, method=method,
                                                 seed=None if seed is None else seed + i))
+        finite = []
+        if sizes:
+            from ..analysis import finite_rate as fr
+
+            for n in sizes:
+                block = {"n_key": n} if finite_block == "n-key" else {"pulses": n}
+                finite.append(fr.finite_key_rate_curve(distances, finite_method, link, **block, eps_sec=eps_sec,
+                                                       kappa=kappa, eps_cor=eps_cor, sampling=finite_sampling))
     out = curve.to_dict()
     out["simulated"] = simulated
     out["others"] = {m: {"max_distance_km": c.max_distance_km} for m, c in others.items()}
+    out["finite"] = [c.to_dict() for c in finite]
+    out["provenance"] = _keyrate_provenance(parameters, link)
     if plot_file:
-        _plot_keyrate(plot_file, curve, others, simulated)
+        _plot_keyrate(plot_file, curve, others, simulated, finite, out["provenance"])
     if as_json:
         echo_json(out)
         return
@@ -106,11 +171,43 @@ def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e
     for s in simulated:
         click.echo(f"simulated {s['distance_km']:.1f} km: {s['rate']:.3e} ± {s['rate_sd']:.1e} "
                    f"(analytic {s['analytic']:.3e}, {s['pulses']:,} pulses)")
+    for c in finite:
+        click.echo(f"finite key, {_finite_label(c)}: maximum distance {c.max_distance_km:.1f} km")
+        click.echo(f"{'km':>8} {'rate (bit/pulse)':>18} {'length (bits)':>14} {'pulses':>10} {'q_key':>6}")
+        for p in c.points:
+            click.echo(f"{p.distance_km:>8.1f} {p.rate:>18.4e} {p.length:>14,} {p.pulses:>10.3g} {p.q_key:>6.3f}")
+    click.echo(f"({_footer(out['provenance'])})")
     if plot_file:
         click.echo(f"wrote {plot_file}")
 
 
-def _plot_keyrate(path, curve, others, simulated) -> None:
+def _keyrate_provenance(parameters: dict, link) -> dict:
+    """Where the curves came from: the checkout's commit, the package versions, every parameter."""
+    from .. import _provenance
+
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in parameters.items()}
+    return {"commit": _provenance.commit(), "versions": _provenance.versions(), "parameters": params,
+            "link": link.to_dict()}
+
+
+def _footer(provenance: dict) -> str:
+    """One line for a plot or a table: commit, versions, the parameters that were set."""
+    v = provenance["versions"]
+    versions = ", ".join(f"{k} {v[k]}" for k in ("qkd_circuits", "numpy", "scipy") if k in v)
+    link = provenance["link"]
+    set_params = {k: val for k, val in provenance["parameters"].items()
+                  if val not in (None, False, (), []) and k not in ("plot_file", "as_json")}
+    return (f"commit {provenance['commit'] or 'unknown'}; {versions}; link {link['name']} α={link['alpha_db_per_km']} "
+            f"η_Bob={link['eta_bob']} Y0={link['y0']} e_det={link['e_detector']} f={link['f_ec']} "
+            f"p_ap={link['afterpulse']}; " + " ".join(f"{k}={val}" for k, val in sorted(set_params.items())))
+
+
+def _finite_label(c) -> str:
+    block = f"n_X = {c.n_key:.0e}" if c.n_key is not None else f"N = {c.pulses:.0e} pulses"
+    return f"{c.method}, {block}"
+
+
+def _plot_keyrate(path, curve, others, simulated, finite=(), provenance=None) -> None:
     try:
         import matplotlib
 
@@ -129,12 +226,23 @@ def _plot_keyrate(path, curve, others, simulated) -> None:
         ax.errorbar([s["distance_km"] for s in pts], [s["rate"] for s in pts],
                     yerr=[s["rate_sd"] or 0 for s in pts], fmt="o", color="black", capsize=4,
                     label="simulated circuits (±1 sd)")
+    for c in finite:
+        xs = [p.distance_km for p in c.points if p.rate > 0]
+        ys = [p.rate for p in c.points if p.rate > 0]
+        ax.semilogy(xs, ys, "--", lw=1.5, label=f"finite key, {_finite_label(c)} (max {c.max_distance_km:.0f} km)")
     ax.set_xlabel("fibre length (km)", fontsize=13)
     ax.set_ylabel("secret key rate (bits per pulse)", fontsize=13)
     ax.set_title(f"BB84 key rate vs distance, {curve.link.name} parameters", fontsize=14)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=11)
-    fig.tight_layout()
+    ax.legend(fontsize=9 if finite else 11)
+    if provenance is not None:
+        import textwrap
+
+        fig.text(0.01, 0.005, "\n".join(textwrap.wrap(_footer(provenance), 150)), fontsize=6, va="bottom",
+                 family="monospace")
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 

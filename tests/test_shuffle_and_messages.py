@@ -68,7 +68,9 @@ def test_every_message_type_round_trips():
                m.TopParitiesRequest(14), m.TopParitiesReply(bits(3)),
                m.RangeParitiesRequest(np.array([1, 2]), np.array([0, 5]), np.array([4, 9])),
                m.RangeParitiesReply(bits(2)), m.VerifyRequest(b"h" * 16, b"t" * 16), m.VerifyReply(0, b"t" * 16),
-               m.AmplifyRequest(99), m.AmplifyReply(bits(130))]
+               m.AmplifyRequest(99), m.AmplifyReply(bits(130)),
+               m.IntensityRequest(), m.IntensityReply(np.array([0, 2, 1, 65535])), m.TestBitsRequest(bits(40)),
+               m.TestBitsReply(bits(40)), m.KeyErrorsRequest(np.array([0, 1 << 31, 7])), m.KeyErrorsAck()]
     assert {type(s) for s in samples} == set(m.MESSAGE_TYPES.values())
     for msg in samples:
         back = decode(encode(msg))

@@ -33,6 +33,7 @@ __all__ = ["encode", "decode", "MESSAGE_TYPES", "MAX_FRAME_BYTES"] + [
     "SiftRequest", "SiftReply", "EstimateRequest", "EstimateReply", "ReconcileStart", "ReconcileAck",
     "TopParitiesRequest", "TopParitiesReply", "RangeParitiesRequest", "RangeParitiesReply",
     "VerifyRequest", "VerifyReply", "AmplifyRequest", "AmplifyReply",
+    "IntensityRequest", "IntensityReply", "TestBitsRequest", "TestBitsReply", "KeyErrorsRequest", "KeyErrorsAck",
 ]
 
 MAGIC = b"QKDP"
@@ -166,10 +167,69 @@ class AmplifyReply:
     seed: np.ndarray
 
 
+# Decoy-state rounds (weak coherent pulses): after sifting, Alice announces each sifted pulse's
+# intensity label; every test-basis bit is then disclosed (both parties count detections and
+# errors per intensity); with one decoy, Bob announces the key-basis errors per intensity after
+# verification (they are known only once the key is corrected).
+
+
+@dataclass(frozen=True)
+class IntensityRequest:
+    """Bob → Alice: ask for the intensity labels of the sifted pulses."""
+
+    TYPE: ClassVar[int] = 15
+    SCHEMA: ClassVar[tuple] = ()
+
+
+@dataclass(frozen=True)
+class IntensityReply:
+    """Alice → Bob: one intensity code (index into the agreed labels) per sifted pulse, in order."""
+
+    TYPE: ClassVar[int] = 16
+    SCHEMA: ClassVar[tuple] = ("u16s",)
+    codes: np.ndarray
+
+
+@dataclass(frozen=True)
+class TestBitsRequest:
+    """Bob → Alice: his bits of every sifted test-basis pulse, in sifted order."""
+
+    __test__ = False  # not a pytest test class
+    TYPE: ClassVar[int] = 17
+    SCHEMA: ClassVar[tuple] = ("bits",)
+    bob_bits: np.ndarray
+
+
+@dataclass(frozen=True)
+class TestBitsReply:
+    """Alice → Bob: her bits of the same pulses."""
+
+    __test__ = False
+    TYPE: ClassVar[int] = 18
+    SCHEMA: ClassVar[tuple] = ("bits",)
+    alice_bits: np.ndarray
+
+
+@dataclass(frozen=True)
+class KeyErrorsRequest:
+    """Bob → Alice: the key-basis errors per intensity code, counted after verification."""
+
+    TYPE: ClassVar[int] = 19
+    SCHEMA: ClassVar[tuple] = ("u32s",)
+    errors: np.ndarray
+
+
+@dataclass(frozen=True)
+class KeyErrorsAck:
+    TYPE: ClassVar[int] = 20
+    SCHEMA: ClassVar[tuple] = ()
+
+
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
     SiftRequest, SiftReply, EstimateRequest, EstimateReply, ReconcileStart, ReconcileAck,
     TopParitiesRequest, TopParitiesReply, RangeParitiesRequest, RangeParitiesReply,
-    VerifyRequest, VerifyReply, AmplifyRequest, AmplifyReply)}
+    VerifyRequest, VerifyReply, AmplifyRequest, AmplifyReply,
+    IntensityRequest, IntensityReply, TestBitsRequest, TestBitsReply, KeyErrorsRequest, KeyErrorsAck)}
 
 _INT = {"u8": ">B", "u16": ">H", "u32": ">I"}
 _ARRAYS = {"u16s": ">u2", "u32s": ">u4"}

@@ -133,6 +133,14 @@ def test_import_time_refuses_zero_runs(args, message):
     assert proc.returncode == 2 and message in proc.stderr
 
 
+def test_decoy_composable_json_lines():
+    # Key lengths may be 0 (no key at 100 km from 1e9 pulses): "signed" lets the figure be 0.
+    rows = _json_lines("decoy_composable.py", "--distances", "0,100", "--pulses", "1e9", signed=("decoy_key_length",))
+    assert [row["params"]["distance_km"] for row in rows] == [0.0, 100.0]
+    assert all(row["figure"] == "decoy_key_length" and row["unit"] == "bits" for row in rows)
+    assert 0 < rows[0]["value"] <= rows[0]["lim2014_fung"] and rows[0]["old_gllp"] > 0
+
+
 def test_every_benchmark_script_has_a_contract_test():
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     source = Path(__file__).read_text()

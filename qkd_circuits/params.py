@@ -85,11 +85,14 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     _P("nu", 0.1, float, "Weak decoy intensity ν.", unit="photons/pulse", group="decoy"),
     _P("p_signal", 0.7, float, "Share of signal pulses.", group="decoy"),
     _P("p_decoy", 0.2, float, "Share of weak decoy pulses (the rest: vacuum).", group="decoy"),
-    _P("u_alpha", 5.0, float, "Standard deviations of statistical fluctuation in the single-photon bounds "
-       "(0: asymptotic).", group="decoy"),
-    _P("decoy_method", "decoy-vacuum-weak", str, "How the single-photon part is bounded: decoy-vacuum-weak; gllp "
-       "(no decoys, every multi-photon pulse counted as Eve's); assume-single-photons (INSECURE textbook shortcut).",
-       choices=("decoy-vacuum-weak", "gllp", "assume-single-photons"), group="decoy", aliases=("--method",)),
+    _P("u_alpha", 5.0, float, "Standard deviations of statistical fluctuation in the single-photon bounds of the "
+       "estimate methods (0: asymptotic); the composable methods take their margins from eps_sec.", group="decoy"),
+    _P("decoy_method", "lim2014", str, "How the key length is bounded: lim2014 (composable finite-key, signal + "
+       "decoy + vacuum) or rusca2018 (composable, signal + one decoy, no vacuum), both from the round's own counts; "
+       "decoy-vacuum-weak (the earlier asymptotic-style estimate, not composable); gllp (that estimate without "
+       "decoys); assume-single-photons (INSECURE textbook shortcut).",
+       choices=("lim2014", "rusca2018", "decoy-vacuum-weak", "gllp", "assume-single-photons"), group="decoy",
+       aliases=("--method",)),
     _P("preset", "GYS", str, "Link preset of the fibre and detector (Gobby-Yuan-Shields 2004).", choices=("GYS",),
        group="decoy"),
 )}

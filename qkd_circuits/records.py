@@ -203,17 +203,23 @@ _PROVENANCE_TYPES = {
 
 @dataclass(frozen=True)
 class AliceView:
-    """What Alice knows: her bits and bases (``uint8`` 0/1 arrays, length n).
+    """What Alice knows: her bits and bases (``uint8`` 0/1 arrays, length n), and for weak coherent
+    pulses the intensity code of each pulse (``int8``, an index into the source's labels).
 
     The arrays given are copied (as ``uint8``) and the copies made read-only.
     """
 
     bits: np.ndarray
     bases: np.ndarray
+    intensity: np.ndarray | None = None  # weak coherent pulses: her intensity code per pulse
 
     def __post_init__(self) -> None:
         for name, value in (("bits", self.bits), ("bases", self.bases)):
             object.__setattr__(self, name, _frozen_copy(name, value, BIT))
+        if self.intensity is not None:
+            object.__setattr__(self, "intensity", _frozen_copy("intensity", self.intensity, _DTYPES["intensity"]))
+            if self.intensity.shape != self.bits.shape:
+                raise RecordError(f"intensity has {self.intensity.size} entries, bits {self.bits.size}")
 
 
 @dataclass(frozen=True)
@@ -322,7 +328,7 @@ class MeasurementRecord:
         return self.eve_active is not None
 
     def alice_view(self) -> AliceView:
-        return AliceView(bits=self.alice_bits, bases=self.alice_bases)
+        return AliceView(bits=self.alice_bits, bases=self.alice_bases, intensity=self.intensity)
 
     def bob_view(self) -> BobView:
         return BobView(bases=self.bob_bases, results=self.bob_results, detected=self.detected)

@@ -212,6 +212,7 @@ class Report:
     provenance: dict = field(default_factory=dict)
     pending: bool = False  # Alice holds the key pending Bob's decision (see report.auth)
     abort_detail: str | None = None  # why a small round gave no key, and how large one would
+    decoy_key_length: object | None = None  # decoy rounds: the composable DecoyKeyLength (to_dict: its dict)
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars (a copy: changing it leaves the report as it was)."""
@@ -222,6 +223,8 @@ class Report:
                 value = value.to_dict()
             elif isinstance(value, AbortReason):
                 value = value.value
+            elif f.name == "decoy_key_length" and value is not None:
+                value = value.to_dict()
             out[f.name] = copy.deepcopy(value)
         return out
 
@@ -395,6 +398,7 @@ def _report(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends
         auth=_auth_summary(ends, failure, bob_pool), eve=_eve_summary(record, sifted), provenance=p.to_dict(),
         pending=bool(ends.alice_end.summary.pending),
         abort_detail=_abort_detail(record, config, ends, ob, failure) if aborted else None,
+        decoy_key_length=ob.decoy_key_length,
     )
 
 

@@ -125,8 +125,8 @@ NAMESPACES: dict[str, set[str]] = {
         "sweep_command"
     },
     "qkd_circuits.decoy": {
-        "DecoyAnalysis", "DecoySessionResult", "IntensityStats", "analyse", "intensity_statistics",
-        "link_models", "run_decoy_session", "simulate_point"
+        "COMPOSABLE_METHODS", "DecoyAnalysis", "DecoySessionResult", "IntensityStats", "analyse",
+        "intensity_statistics", "link_models", "one_decoy_source", "run_decoy_session", "simulate_point"
     },
     "qkd_circuits.etsi014": {
         "Etsi014Error", "KeyIsWrapped", "KeyNotWrapped", "KmeClient", "KmeConfig", "KmeMetrics", "RunningKme",
@@ -180,6 +180,7 @@ NAMESPACES: dict[str, set[str]] = {
         "AmplifyReply", "AmplifyRequest", "EstimateReply", "EstimateRequest", "MAX_FRAME_BYTES",
         "MESSAGE_TYPES", "RangeParitiesReply", "RangeParitiesRequest", "ReconcileAck", "ReconcileStart",
         "SiftReply", "SiftRequest", "TopParitiesReply", "TopParitiesRequest", "VerifyReply", "VerifyRequest",
+        "IntensityRequest", "IntensityReply", "TestBitsRequest", "TestBitsReply", "KeyErrorsRequest", "KeyErrorsAck",
         "decode", "encode"
     },
     "qkd_circuits.hazmat.shuffle": {
@@ -219,7 +220,10 @@ NAMESPACES: dict[str, set[str]] = {
         "BB84", "DECOY", "DECOY_EXCHANGES", "PARAMETERS", "Parameter", "default", "defaults"
     },
     "qkd_circuits.postprocessing": {
-        "estimation", "ledger", "protocol"
+        "decoy_rounds", "estimation", "ledger", "protocol"
+    },
+    "qkd_circuits.postprocessing.decoy_rounds": {
+        "DecoyProtocol", "KEY_BASIS", "TEST_BASIS", "count_bits"
     },
     "qkd_circuits.postprocessing.estimation": {
         "QBEREstimate", "clopper_pearson", "estimate_qber"

@@ -138,7 +138,10 @@ def test_simulated_points_land_on_the_analytic_curve_at_four_distances():
 def test_decoy_session_makes_identical_keys_and_pns_aborts():
     channel, detector = link_models(0)
     source = WeakCoherentSource.vacuum_weak(0.5, 0.1, p_signal=0.7, p_decoy=0.2)
-    result = run_decoy_session(2_500_000, source=source, channel=channel, detector=detector, seed=3, u_alpha=3.0)
+    # The earlier estimate, named explicitly (the default is the composable lim2014: see
+    # tests/test_decoy_protocol.py); at 2.5M pulses only the estimate claims a key here.
+    result = run_decoy_session(2_500_000, source=source, channel=channel, detector=detector, seed=3, u_alpha=3.0,
+                               method="decoy-vacuum-weak")
     d = result.to_dict()
     assert not d["aborted"], d["abort_reason"]
     assert result.alice_key is not None and result.alice_key.matches(result.bob_key)
@@ -154,10 +157,17 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     before = (alice_pool.available_bits, bob_pool.available_bits)
     # 400,000 pulses: the Y_1 lower bound is already far below 0 (about -3e-3, as at 10^6 pulses).
     caught = run_decoy_session(400_000, channel=channel, detector=detector, eve=eve, seed=4,
-                               alice_pool=alice_pool, bob_pool=bob_pool)
+                               alice_pool=alice_pool, bob_pool=bob_pool, method="decoy-vacuum-weak")
     assert caught.aborted and caught.abort_reason == NO_SINGLE_PHOTONS
     assert caught.alice_key is None and caught.bb84 is None
     assert (alice_pool.available_bits, bob_pool.available_bits) == before  # no pad bits spent
+    # The composable default reaches the same verdict inside the protocol, from the counts the
+    # parties exchanged, before error correction: no parity disclosed, no pad bits spent.
+    caught = run_decoy_session(400_000, channel=channel, detector=detector, eve=eve, seed=4,
+                               alice_pool=alice_pool, bob_pool=bob_pool)
+    assert caught.aborted and caught.abort_reason == NO_SINGLE_PHOTONS and caught.method == "lim2014"
+    assert caught.alice_key is None and caught.bob_key is None and caught.bb84.report.cascade is None
+    assert (alice_pool.available_bits, bob_pool.available_bits) == before
 
 
 def _check_naive_session_under_pns(distance_km: float, mu: float, pulses: int) -> None:

@@ -109,7 +109,10 @@ def test_decoy_command_catches_pns_with_exit_3():
                "--p-signal", "0.6", "--p-decoy", "0.3", "--json")
     assert res.exit_code == 3, res.output
     out = json.loads(res.output)
-    assert out["aborted"] and out["abort_reason"] == "decoy_check_failed" and out["report"] is None
+    # The composable default stops inside the protocol, before error correction.
+    assert out["aborted"] and out["abort_reason"] == "decoy_check_failed" and out["composable"]
+    assert out["report"]["cascade"] is None and out["report"]["final_key_bits"] == 0
+    assert out["report"]["decoy_key_length"]["length"] == 0 and out["abort_detail"]
     assert out["decoy"]["estimate"]["valid"] is False
     assert set(out["decoy"]["intensities"]) == {"signal", "decoy", "vacuum"}
 

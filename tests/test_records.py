@@ -40,7 +40,10 @@ def test_provenance_names_backend_jobs_shots_seed_and_versions(record):
 
 
 def test_views_hold_only_each_partys_data(record):
-    assert set(vars(record.alice_view())) == {"bits", "bases"}
+    # Alice's intensity labels are hers (None for a single-photon run); Bob learns them only from
+    # her message in a decoy-state round.
+    assert set(vars(record.alice_view())) == {"bits", "bases", "intensity"}
+    assert record.alice_view().intensity is None
     assert set(vars(record.bob_view())) == {"bases", "results", "detected"}
 
 

@@ -3,7 +3,8 @@
 Scripts, notebooks and the sweep read these dicts by key, so the nested keys, their order and
 the type of every value are pinned here for a few seeded rounds (an honest round, a round an
 eavesdropper pushes past the QBER threshold, a round with a tampered carrier, a PKI bootstrap,
-two pool rounds, and decoy sessions that make a key and that fail the decoy check).  The pinned
+two pool rounds, decoy sessions of the estimate method that make a key and that fail the decoy
+check, and a composable decoy session that fails it inside the protocol).  The pinned
 shapes are in ``tests/vectors/report_shapes.json``; a report that only gains keys still fails
 here, on purpose: update the vector file in the same change that adds the field.
 
@@ -89,8 +90,12 @@ def scenarios(tmp: Path) -> dict:
     third = qkd.run_bb84(60_000, channel=qkd.Channel(depolarizing=0.04), seed=7, alice_pool=alice_pool,
                          bob_pool=bob_pool)
     out["pool_round_after"] = third.report.to_dict()
-    out["decoy_key"] = run_decoy_session(100_000, seed=2).to_dict()
-    out["decoy_check_failed"] = run_decoy_session(100_000, seed=2, eve=PhotonNumberSplitting()).to_dict()
+    out["decoy_key"] = run_decoy_session(100_000, seed=2, method="decoy-vacuum-weak").to_dict()
+    out["decoy_check_failed"] = run_decoy_session(100_000, seed=2, eve=PhotonNumberSplitting(),
+                                                  method="decoy-vacuum-weak").to_dict()
+    # The composable default: 100,000 pulses certify no single photons; the parties stop
+    # inside the protocol (the report carries the bound and its ε ledger).
+    out["composable_check_failed"] = run_decoy_session(100_000, seed=2).to_dict()
     return out
 
 
@@ -100,7 +105,7 @@ def reports(tmp_path_factory):
 
 
 CASES = ["honest", "partial_eve", "qber_abort", "tampered", "pki_bootstrap", "pool_round", "pool_round_after",
-         "decoy_key", "decoy_check_failed"]
+         "decoy_key", "decoy_check_failed", "composable_check_failed"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -121,6 +126,9 @@ def test_the_pinned_cases_are_what_they_claim(reports):
     assert r["decoy_key"]["report"]["final_key_bits"] > 0
     assert r["decoy_check_failed"] == {**r["decoy_check_failed"], "aborted": True,
                                        "abort_reason": "decoy_check_failed", "report": None}
+    c = r["composable_check_failed"]
+    assert c["aborted"] and c["abort_reason"] == "decoy_check_failed" and c["composable"]
+    assert c["report"]["decoy_key_length"]["length"] == 0 and c["report"]["decoy_key_length"]["ledger"]["terms"]
 
 
 def test_report_values_are_json_and_abort_reasons_plain_strings(reports):

@@ -275,7 +275,11 @@ def decoy_command(exchanges, distance_km, preset, mu, nu, p_signal, p_decoy, dec
         if not distance_km >= 0:
             raise ConfigurationError(f"--distance-km must be >= 0, got {distance_km}")
         channel, detector = link_models(distance_km, link)
-        source = WeakCoherentSource.vacuum_weak(mu, nu, p_signal=p_signal, p_decoy=p_decoy)
+        if decoy_method == "rusca2018":  # one decoy, no vacuum
+            from ..decoy import one_decoy_source
+            source = one_decoy_source(mu, nu, p_signal=p_signal)
+        else:
+            source = WeakCoherentSource.vacuum_weak(mu, nu, p_signal=p_signal, p_decoy=p_decoy)
         attacker = PhotonNumberSplitting.matching(mu, channel, detector) if eve == "pns" else None
         result = run_decoy_session(exchanges, source=source, channel=channel, detector=detector, eve=attacker,
                                    seed=seed, method=decoy_method, u_alpha=u_alpha, link=link)
@@ -288,8 +292,13 @@ def decoy_command(exchanges, distance_km, preset, mu, nu, p_signal, p_decoy, dec
             click.echo(f"  {label:<7} mu={s['mu']:<5} pulses {s['pulses']:>10,}  gain {s['gain']:.3e}  "
                        f"QBER {s['qber']:.2%} on {s['sifted']:,} sifted")
         e = d["estimate"]
-        click.echo(f"  single photons: Y1 >= {e['y1']:.3e}, e1 <= {e['e1']:.2%}, "
-                   f"{'certified' if e['valid'] else 'NONE certified'}; asymptotic rate {d['rate']:.3e} bit/pulse")
+        click.echo(f"  (asymptotic estimate) Y1 >= {e['y1']:.3e}, e1 <= {e['e1']:.2%}, "
+                   f"{'certified' if e['valid'] else 'NONE certified'}; rate {d['rate']:.3e} bit/pulse")
+        kl = result.key_length
+        if kl is not None:
+            click.echo(f"  composable ({kl.method}, {kl.sampling}): key-basis singles >= {kl.s_key_1:,.0f} of "
+                       f"{kl.key_bits:,.0f}, phase error <= {kl.phase_error:.2%} (test {kl.phase_error_observed:.2%}), "
+                       f"length {kl.length:,} bits at eps_sec {kl.eps_sec:g}")
         if out["report"] is not None:
             print_report(result.bb84.report)
         elif out["aborted"]:

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 __all__ = ["LeakageLedger"]
 
-#: Categories that count against the key through leak_EC (error correction and verification);
-#: "sample" bits are disclosed too, but they are removed from the key rather than subtracted.
-EC_CATEGORIES = ("cascade_parity", "verification")
+#: Categories that count against the key through leak_EC (error correction, verification, and
+#: statistics announced about the key's errors in decoy-state rounds); "sample" bits are disclosed
+#: too, but they are removed from the key rather than subtracted.
+EC_CATEGORIES = ("cascade_parity", "verification", "statistics")
 CATEGORIES = ("sample",) + EC_CATEGORIES
 
 
@@ -31,7 +32,7 @@ class LeakageLedger:
 
     @property
     def leak_ec(self) -> int:
-        """leak_EC of the key-length formula: parity bits plus verification tag bits."""
+        """leak_EC of the key-length formula: parity bits, verification tag bits, announced statistics."""
         return sum(self.entries[c] for c in EC_CATEGORIES)
 
     def to_dict(self) -> dict:

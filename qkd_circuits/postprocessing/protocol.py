@@ -66,7 +66,9 @@ from ..hazmat.cascade import CascadeAlice, CascadeBob, PRESETS, parities_asked
 from .estimation import QBEREstimate, estimate_qber
 from ..analysis.finite_key import (KeyLength, binary_entropy, check_epsilon, decoy_key_length, finite_key_length,
                                    minimum_sifted_bits, variable_key_length)
+from .decoy_rounds import KEY_BASIS, TEST_BASIS, DecoyProtocol, count_bits
 from .ledger import LeakageLedger
+from ..analysis.finite_decoy import DecoyCounts, DecoyKeyLength, decoy_key_length as composable_decoy_length
 from ..hazmat.shuffle import derive_permutation
 from ..hazmat.universal_hash import PolyHash128
 
@@ -107,6 +109,12 @@ class PostProcessingConfig:
             agreed from the public decoy statistics before post-processing; the key length is
             then :func:`~qkd_circuits.analysis.finite_key.decoy_key_length`.  ``None``
             (default): a single-photon source, the TLGR formula.
+        decoy: weak-coherent pulses with decoy states: the agreed
+            :class:`~qkd_circuits.postprocessing.decoy_rounds.DecoyProtocol`.  The round then
+            follows :mod:`~qkd_circuits.postprocessing.decoy_rounds` (intensity labels and every
+            test-basis bit exchanged as messages, the key from the key basis of all intensities)
+            and ℓ is the composable bound of
+            :func:`~qkd_circuits.analysis.finite_decoy.decoy_key_length` on the round's counts.
         leak_budget_efficiency: f_budget of the leak budget (module docstring): Alice discloses
             at most ``ceil(f_budget · n · h(Q_upper)) + LEAK_BUDGET_SLACK_BITS`` parity bits
             (and never more than would leave a key).  Finite and at least 1.0 (Cascade cannot
@@ -138,8 +146,14 @@ class PostProcessingConfig:
     qber_tolerance: float | None = None
     single_photon: tuple[float, float] | None = None
     leak_budget_efficiency: float = 1.5
+    decoy: DecoyProtocol | None = None
 
     def __post_init__(self) -> None:
+        if self.decoy is not None:
+            if not isinstance(self.decoy, DecoyProtocol):
+                raise ConfigurationError(f"decoy must be a DecoyProtocol, got {type(self.decoy).__name__}")
+            if self.single_photon is not None:
+                raise ConfigurationError("give decoy (the composable analysis) or single_photon (the estimate), not both")
         if self.single_photon is not None:
             kappa, e1 = self.single_photon
             if not (0.0 <= kappa <= 1.0 and 0.0 <= e1 <= 0.5):
@@ -228,16 +242,18 @@ class LeakBudget:
         return dict(self.__dict__)
 
 
-def leak_budget(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate) -> LeakBudget:
+def leak_budget(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate,
+                decoy_counts: DecoyCounts | None = None) -> LeakBudget:
     """The round's leak budget, from public values only: both parties compute the same one.
 
     ``n`` is the number of bits to reconcile (the sifted key without the sample), ``k`` the
     sample size, ``qber`` the sample's estimate (its ``upper`` bound and, for the key-length
-    term, the rule of :func:`_decide_length`).
+    term, the rule of :func:`_decide_length`); ``decoy_counts`` the round's decoy counts (decoy
+    rounds; key-basis errors not yet known count as none, which only makes the limit looser).
     """
     f = config.leak_budget_efficiency
     efficiency_bits = math.ceil(f * n * binary_entropy(qber.upper)) + LEAK_BUDGET_SLACK_BITS
-    key_limit = _decide_length(config, n, k, qber, 0).length - 1 - TAG_BITS
+    key_limit = _decide_length(config, n, k, qber, 0, decoy_counts).length - 1 - TAG_BITS
     top = sum(parities_asked(m.TopParitiesRequest(p), preset=config.cascade, qber=qber.estimate, n=n)
               for p in range(1, PRESETS[config.cascade].passes + 1))
     return LeakBudget(max(0, min(efficiency_bits, key_limit)), efficiency_bits, key_limit, n, qber.upper, f,
@@ -273,6 +289,8 @@ class PartyOutcome:
     timings_s: dict = field(default_factory=dict)
     reconciled_key: np.ndarray | None = field(default=None, repr=False)
     key_before_reconciliation: np.ndarray | None = field(default=None, repr=False)
+    decoy_counts: DecoyCounts | None = None
+    decoy_key_length: DecoyKeyLength | None = None
 
     def _abort(self, reason: AbortReason) -> None:
         self.aborted, self.abort_reason, self.key = True, reason, None
@@ -286,7 +304,29 @@ def _sample_size(config: PostProcessingConfig, n: int) -> int:
     return min(n - 1, max(1, math.ceil(config.sample_fraction * n)))
 
 
-def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate, leak_ec: int) -> KeyLength:
+def _decoy_length(config: PostProcessingConfig, counts: DecoyCounts, leak_ec: int) -> DecoyKeyLength:
+    """The composable bound on the round's counts; ``leak_ec`` already holds the verification tag."""
+    if counts.key.errors is None and config.decoy.method == "rusca2018":
+        from dataclasses import replace as _replace
+        counts = _replace(counts, key=_replace(counts.key, errors=dict.fromkeys(counts.key.detections, 0)))
+    return composable_decoy_length(counts, config.decoy.method, leak_ec=leak_ec, eps_sec=config.eps_sec,
+                                   eps_cor=config.eps_cor, verification_bits=0, sampling=config.decoy.sampling)
+
+
+def _as_key_length(dk: DecoyKeyLength, k: int) -> KeyLength:
+    """A decoy key length as the report's :class:`KeyLength` (the full bound is beside it)."""
+    n = int(round(dk.key_bits))
+    private = dk.s_key_0 + dk.s_key_1 * (1.0 - binary_entropy(dk.phase_error))
+    return KeyLength(dk.length, n, k, dk.phase_error, dk.phase_error - dk.phase_error_observed, int(dk.leak_ec),
+                     dk.eps_sec, dk.eps_cor, n - private, dk.security_bits,
+                     "single-photon phase error bounded from the round's decoy counts", dk.formula,
+                     dk.s_key_1 / n if n else 0.0)
+
+
+def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstimate, leak_ec: int,
+                   decoy_counts: DecoyCounts | None = None) -> KeyLength:
+    if config.decoy is not None:
+        return _as_key_length(_decoy_length(config, decoy_counts, leak_ec), k)
     if config.single_photon is not None:
         kappa, e1 = config.single_photon
         return decoy_key_length(n, k, kappa, e1, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
@@ -357,6 +397,28 @@ def _tag(key_bits: np.ndarray, hash_key: bytes) -> bytes:
     return PolyHash128(hash_key).digest(np.packbits(key_bits).tobytes())
 
 
+def _with_key_errors(counts: DecoyCounts, labels, errors) -> DecoyCounts:
+    from dataclasses import replace as _replace
+    return _replace(counts, key=_replace(counts.key, errors={k: int(e) for k, e in zip(labels, errors)}))
+
+
+def _decoy_check(config: PostProcessingConfig, o: PartyOutcome, key_bits: int) -> AbortReason | None:
+    """After the test bits: the abort (if any) both parties reach from the same public counts."""
+    if key_bits < 2 or o.qber.n == 0:
+        return AbortReason.TOO_FEW_SIFTED_BITS
+    # The decoy check first: under photon-number splitting it is the informative verdict.
+    pre = _decoy_length(config, o.decoy_counts, 0)
+    if pre.s_key_1 <= 0 or pre.s_test_1 <= 0 or pre.phase_error >= 0.5:
+        o.decoy_key_length = pre
+        return AbortReason.DECOY_CHECK_FAILED
+    if o.qber.upper > config.abort_qber:
+        return AbortReason.QBER_TOO_HIGH
+    budget = o.leak_budget = leak_budget(config, key_bits, o.qber.n, o.qber, o.decoy_counts)
+    if budget.top_level_bits > budget.bits:
+        return budget.reason(budget.top_level_bits)
+    return None
+
+
 RandomBytes = Callable[[int], bytes]
 
 
@@ -376,6 +438,9 @@ class AliceParty:
         self._phase = "sift"
         self._key: np.ndarray | None = None
         self._cascade: CascadeAlice | None = None
+        if config.decoy is not None and view.intensity is None:
+            raise ConfigurationError("a decoy-state round needs Alice's intensity labels (view.intensity)")
+        self._codes: np.ndarray | None = None  # decoy rounds: intensity codes of the key bits
 
     def __repr__(self) -> str:
         return f"AliceParty(phase={self._phase!r})"
@@ -389,6 +454,7 @@ class AliceParty:
             raise ProtocolError(f"Alice's round is over ({self._phase}); no more messages")
         expect = {
             "sift": m.SiftRequest, "estimate": m.EstimateRequest, "reconcile_start": m.ReconcileStart,
+            "intensity": m.IntensityRequest, "test_bits": m.TestBitsRequest, "key_errors": m.KeyErrorsRequest,
             "reconcile": (m.TopParitiesRequest, m.RangeParitiesRequest, m.VerifyRequest),
             "amplify": m.AmplifyRequest,
         }[self._phase]
@@ -403,6 +469,9 @@ class AliceParty:
         self._key = self._view.bits[keep].astype(np.uint8)
         self.outcome.sifted_bits = int(keep.sum())
         self._phase = "estimate"
+        if self.config.decoy is not None:
+            self._codes, self._bases = self._view.intensity[keep], self._view.bases[keep]
+            self._phase = "intensity"
         if self._key.size < 2:  # Bob sees the same count and stops here too
             self.outcome._abort(AbortReason.TOO_FEW_SIFTED_BITS)
             self._phase = "aborted"
@@ -429,6 +498,53 @@ class AliceParty:
             else:
                 self._phase = "reconcile_start"
         return m.EstimateReply(mine)
+
+    def _on_IntensityRequest(self, msg: m.IntensityRequest):
+        self._phase = "test_bits"
+        return m.IntensityReply(self._codes.astype(np.uint16))
+
+    def _on_TestBitsRequest(self, msg: m.TestBitsRequest):
+        o, test = self.outcome, self._bases == TEST_BASIS
+        if msg.bob_bits.size != int(test.sum()):
+            raise ProtocolError(f"test bits request holds {msg.bob_bits.size} bits, Alice has {int(test.sum())} "
+                                "sifted test-basis pulses")
+        mine = self._key[test]
+        errors = mine != msg.bob_bits
+        o.qber = estimate_qber(int(errors.sum()), mine.size, epsilon=self.config.qber_epsilon)
+        o.ledger.record("sample", mine.size)
+        o.decoy_counts = self.config.decoy.counts(self._codes[~test], self._codes[test], errors)
+        self._key, self._codes = self._key[~test], self._codes[~test]
+        reason = _decoy_check(self.config, o, self._key.size)
+        if reason is not None:
+            o._abort(reason)
+            self._phase = "aborted"
+        else:
+            self._phase = "reconcile_start"
+        return m.TestBitsReply(mine)
+
+    def _on_KeyErrorsRequest(self, msg: m.KeyErrorsRequest):
+        o = self.outcome
+        detections = o.decoy_counts.key.detections
+        labels = self.config.decoy.labels
+        if msg.errors.size != len(labels) or any(int(e) > detections[k] for e, k in zip(msg.errors, labels)):
+            raise ProtocolError(f"key-basis error counts {msg.errors.tolist()} do not fit the detections "
+                                f"{[detections[k] for k in labels]}")
+        o.ledger.record("statistics", sum(count_bits(detections[k]) for k in labels))
+        o.decoy_counts = _with_key_errors(o.decoy_counts, labels, msg.errors)
+        self._settle_length()
+        return m.KeyErrorsAck()
+
+    def _settle_length(self) -> None:
+        o = self.outcome
+        o.key_length = _decide_length(self.config, self._key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec,
+                                      o.decoy_counts)
+        if self.config.decoy is not None:
+            o.decoy_key_length = _decoy_length(self.config, o.decoy_counts, o.ledger.leak_ec)
+        if o.key_length.length == 0:
+            o._abort(AbortReason.KEY_TOO_SHORT)
+            self._phase = "aborted"
+        else:
+            self._phase = "amplify"
 
     def _on_ReconcileStart(self, msg: m.ReconcileStart):
         if msg.preset != self.config.cascade:
@@ -469,13 +585,10 @@ class AliceParty:
         if not match:
             o._abort(AbortReason.VERIFICATION_FAILED)
             self._phase = "aborted"
+        elif self.config.decoy is not None and self.config.decoy.method == "rusca2018":
+            self._phase = "key_errors"  # ℓ needs Bob's key-basis error counts
         else:
-            o.key_length = _decide_length(self.config, self._key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
-            if o.key_length.length == 0:
-                o._abort(AbortReason.KEY_TOO_SHORT)
-                self._phase = "aborted"
-            else:
-                self._phase = "amplify"
+            self._settle_length()
         return m.VerifyReply(int(match), mine)
 
     def _on_AmplifyRequest(self, msg: m.AmplifyRequest):
@@ -518,24 +631,48 @@ class BobParty:
             o._abort(AbortReason.TOO_FEW_SIFTED_BITS)
             return o
 
-        k = _sample_size(cfg, n)
-        seed = self._random_bytes(32)
-        positions = _sample_positions(seed, n, k)
-        frame = yield m.encode(m.EstimateRequest(seed, k, key[positions]))
-        reply = m.decode(frame, expect=m.EstimateReply)
-        if reply.alice_bits.size != k:
-            raise ProtocolError(f"Alice returned {reply.alice_bits.size} sample bits, expected {k}")
-        o.qber = estimate_qber(int((reply.alice_bits != key[positions]).sum()), k, epsilon=cfg.qber_epsilon)
-        o.ledger.record("sample", k)
-        key = np.delete(key, positions)
-        o.timings_s["estimation"], t0 = clock() - t0, clock()
-        if o.qber.upper > cfg.abort_qber:
-            o._abort(AbortReason.QBER_TOO_HIGH)
-            return o
-        budget = o.leak_budget = leak_budget(cfg, key.size, k, o.qber)
-        if budget.top_level_bits > budget.bits:  # Alice computes the same and stops too
-            o._abort(budget.reason(budget.top_level_bits))
-            return o
+        if cfg.decoy is not None:
+            codes = m.decode((yield m.encode(m.IntensityRequest())), expect=m.IntensityReply).codes
+            if codes.size != n:
+                raise ProtocolError(f"Alice announced {codes.size} intensity codes for {n} sifted pulses")
+            try:
+                cfg.decoy.check_codes(codes)
+            except ValueError as exc:
+                raise ProtocolError(str(exc)) from None
+            test = self._view.bases[reply.keep.astype(bool)] == TEST_BASIS
+            reply = m.decode((yield m.encode(m.TestBitsRequest(key[test]))), expect=m.TestBitsReply)
+            if reply.alice_bits.size != int(test.sum()):
+                raise ProtocolError(f"Alice returned {reply.alice_bits.size} test bits, expected {int(test.sum())}")
+            errors = reply.alice_bits != key[test]
+            o.qber = estimate_qber(int(errors.sum()), errors.size, epsilon=cfg.qber_epsilon)
+            o.ledger.record("sample", errors.size)
+            o.decoy_counts = cfg.decoy.counts(codes[~test], codes[test], errors)
+            key, codes = key[~test], codes[~test]
+            o.timings_s["estimation"], t0 = clock() - t0, clock()
+            reason = _decoy_check(cfg, o, key.size)
+            if reason is not None:  # Alice reaches the same verdict from the same counts
+                o._abort(reason)
+                return o
+            budget = o.leak_budget
+        else:
+            k = _sample_size(cfg, n)
+            seed = self._random_bytes(32)
+            positions = _sample_positions(seed, n, k)
+            frame = yield m.encode(m.EstimateRequest(seed, k, key[positions]))
+            reply = m.decode(frame, expect=m.EstimateReply)
+            if reply.alice_bits.size != k:
+                raise ProtocolError(f"Alice returned {reply.alice_bits.size} sample bits, expected {k}")
+            o.qber = estimate_qber(int((reply.alice_bits != key[positions]).sum()), k, epsilon=cfg.qber_epsilon)
+            o.ledger.record("sample", k)
+            key = np.delete(key, positions)
+            o.timings_s["estimation"], t0 = clock() - t0, clock()
+            if o.qber.upper > cfg.abort_qber:
+                o._abort(AbortReason.QBER_TOO_HIGH)
+                return o
+            budget = o.leak_budget = leak_budget(cfg, key.size, k, o.qber)
+            if budget.top_level_bits > budget.bits:  # Alice computes the same and stops too
+                o._abort(budget.reason(budget.top_level_bits))
+                return o
 
         o.key_before_reconciliation = key
         cascade_seed = self._random_bytes(16)
@@ -580,7 +717,17 @@ class BobParty:
             o._abort(AbortReason.VERIFICATION_FAILED)
             return o
 
-        o.key_length = _decide_length(cfg, key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
+        if cfg.decoy is not None and cfg.decoy.method == "rusca2018":
+            # One decoy: the key-basis errors per intensity, known now that the key is corrected.
+            wrong = key != o.key_before_reconciliation
+            counts = np.bincount(codes[wrong].astype(np.int64), minlength=len(cfg.decoy.labels))
+            m.decode((yield m.encode(m.KeyErrorsRequest(counts))), expect=m.KeyErrorsAck)
+            det = o.decoy_counts.key.detections
+            o.ledger.record("statistics", sum(count_bits(det[k]) for k in cfg.decoy.labels))
+            o.decoy_counts = _with_key_errors(o.decoy_counts, cfg.decoy.labels, counts)
+        o.key_length = _decide_length(cfg, key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec, o.decoy_counts)
+        if cfg.decoy is not None:
+            o.decoy_key_length = _decoy_length(cfg, o.decoy_counts, o.ledger.leak_ec)
         ell = o.key_length.length
         if ell == 0:
             o._abort(AbortReason.KEY_TOO_SHORT)

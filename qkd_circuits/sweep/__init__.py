@@ -48,9 +48,11 @@ protocol              "bb84"      "bb84" (``run_bb84``) or "decoy": a decoy-stat
                                   coherent pulses (``run_decoy_session``, as ``qkd decoy``)
 mu, nu                0.5, 0.1    decoy: signal and weak-decoy intensities
 p_signal, p_decoy     0.7, 0.2    decoy: shares of signal and decoy pulses (the rest: vacuum)
-u_alpha               3.0         decoy: standard deviations of fluctuation in the bounds
-decoy_method          "decoy-     decoy: "decoy-vacuum-weak", "gllp" or "assume-single-photons"
-                      vacuum-weak"
+u_alpha               5.0         decoy: the estimate methods' margin in standard deviations
+decoy_method          "lim2014"   decoy: "lim2014" or "rusca2018" (composable finite-key, from the
+                                  round's counts; rusca2018 uses signal + one decoy, p_decoy =
+                                  1 − p_signal), or the estimates "decoy-vacuum-weak", "gllp",
+                                  "assume-single-photons"
 ====================  ==========  ==================================================================
 
 A decoy session reads ``exchanges`` as pulses, the fibre and detector parameters (noise may only

@@ -220,7 +220,11 @@ def _decoy_options(p: Mapping[str, Any]) -> dict:
     if channel.has_noise_instructions or detector.has_noise_instructions:
         raise ConfigurationError(f"decoy sessions model misalignment, loss and dark counts; noise {p['noise']!r} "
                                  "has Aer noise instructions: use 'misalignment:E' or 'none'")
-    source = WeakCoherentSource.vacuum_weak(p["mu"], p["nu"], p_signal=p["p_signal"], p_decoy=p["p_decoy"])
+    if p["decoy_method"] == "rusca2018":  # one decoy, no vacuum: p_decoy is 1 - p_signal
+        from ..decoy import one_decoy_source
+        source = one_decoy_source(p["mu"], p["nu"], p_signal=p["p_signal"])
+    else:
+        source = WeakCoherentSource.vacuum_weak(p["mu"], p["nu"], p_signal=p["p_signal"], p_decoy=p["p_decoy"])
     eve = PhotonNumberSplitting.matching(p["mu"], channel, detector) if p["eve"] == "pns" else None
     if p["u_alpha"] < 0:
         raise ConfigurationError(f"u_alpha must be >= 0, got {p['u_alpha']}")

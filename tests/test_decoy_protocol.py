@@ -194,11 +194,16 @@ def test_misuse_of_the_decoy_configuration():
         PostProcessingConfig(decoy={"method": "lim2014"})
 
 
-def test_a_decoy_round_through_the_circuits_and_the_authenticated_channel():
+@pytest.fixture(scope="module")
+def circuit_round():
     # One round end to end: circuits on Aer, two parties over authenticated envelopes.
     channel, detector = qkd.decoy.link_models(0.0, LINK)
-    r = qkd.decoy.run_decoy_session(2_000_000, source=THREE, channel=channel, detector=detector, seed=7,
-                                    link=LINK, replenish_bits=256)
+    return qkd.decoy.run_decoy_session(2_000_000, source=THREE, channel=channel, detector=detector, seed=7,
+                                       link=LINK, replenish_bits=256)
+
+
+def test_a_decoy_round_through_the_circuits_and_the_authenticated_channel(circuit_round):
+    r = circuit_round
     d = r.to_dict()
     assert r.method == "lim2014" and d["composable"] and not r.aborted
     kl = r.key_length
@@ -207,6 +212,24 @@ def test_a_decoy_round_through_the_circuits_and_the_authenticated_channel():
     assert rep.key_length["formula"].startswith("Lim, Curty")
     assert d["report"]["decoy_key_length"]["ledger"]["total_secrecy"] == pytest.approx(1e-10, rel=1e-12)
     assert r.alice_key.matches(r.bob_key)
+
+
+# Bob's envelopes of a two-decoy round: 0 sift, 1 intensity labels, 2 test bits, 3 reconcile start...
+@pytest.mark.parametrize("attack, reason", [
+    (lambda c: qkd.attacks.tamper(c, index=1, bit=8 * 60 + 1, direction="to_bob"), "authentication_failed"),
+    (lambda c: qkd.attacks.tamper(c, index=2, bit=8 * 40 + 5, direction="to_alice"), "authentication_failed"),
+    (lambda c: qkd.attacks.replay(c, index=2, old=1), "authentication_failed"),
+    (lambda c: qkd.attacks.reorder_replies(c, index=2), "authentication_failed"),
+    (lambda c: qkd.attacks.drop(c, index=1, direction="to_bob"), "authentication_failed"),
+    (lambda c: qkd.attacks.drop(c, direction="to_bob"), "authentication_failed"),  # Alice's closing tag lost
+])
+def test_an_attacker_on_the_wire_gets_no_decoy_key_accepted(circuit_round, attack, reason):
+    # Tampered labels or test bits, a replayed or reordered message, a lost reply: the round ends
+    # without a key on either side (no one-sided key), whatever Eve changed.
+    config = PostProcessingConfig(decoy=DecoyProtocol.from_source(THREE))
+    out = qkd.postprocess(circuit_round.record, config, attack=attack)
+    assert out.report.aborted and out.alice_key is None and out.bob_key is None
+    assert out.report.abort_reason == reason and out.report.auth["failure"]
 
 
 def test_the_circuits_refuse_a_link_they_cannot_simulate():

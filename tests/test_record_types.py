@@ -152,6 +152,23 @@ def test_view_digests_are_those_of_the_bool_arrays_earlier_versions_hashed(recor
     assert view_digest(np.array([0, 2], np.uint8)) != view_digest(np.array([0, 1], np.uint8))
 
 
+def test_a_view_without_intensities_digests_as_before_and_the_pool_recognises_it(record):
+    # AliceView gained an optional intensity array; a single-photon view leaves it out of the
+    # digest (so digests remembered before still match), and digesting an object array (whose
+    # bytes are addresses, different in every process) is refused rather than never matching.
+    from qkd_circuits.channel.admission import admit_view
+
+    alice = record.alice_view()
+    assert alice.intensity is None
+    pool = qkd.AuthKeyPool.fresh(simulation=True)
+    admit_view(pool, alice, seeded=True)
+    assert pool.link.processed[-1] == view_digest(alice.bits, alice.bases)
+    with pytest.raises(qkd.RecordError, match="post-processed with this pool before"):
+        admit_view(pool, record.alice_view(), seeded=True)
+    with pytest.raises(TypeError, match="bool or integer arrays"):
+        view_digest(np.array([None]))
+
+
 # --- one record type ------------------------------------------------------------------------
 
 def test_wcp_record_is_a_measurement_record_without_fields_of_its_own(wcp):

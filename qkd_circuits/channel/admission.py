@@ -28,10 +28,17 @@ MAX_DIGESTS = 1 << 16
 
 
 def view_digest(*arrays: np.ndarray) -> str:
-    """A 128-bit fingerprint of one party's view of a record (its arrays, in order)."""
+    """A 128-bit fingerprint of one party's view of a record (its arrays, in order).
+
+    Raises:
+        TypeError: an argument is not a numeric array (an object array's bytes are addresses,
+            different in every process, so it could never be recognised again).
+    """
     h = hashlib.sha256(b"qkd_circuits/view/v1")
     for a in arrays:
         a = np.ascontiguousarray(a)
+        if a.dtype.kind not in "biu":
+            raise TypeError(f"view_digest takes bool or integer arrays, got {a.dtype}")
         if a.dtype == np.uint8 and a.max(initial=0) <= 1:  # 0/1 bits hash as the bool arrays they once were:
             a = a.astype(np.bool_)                          # digests remembered by earlier versions still match
         h.update(str(a.dtype).encode() + a.size.to_bytes(8, "big"))
@@ -65,7 +72,12 @@ def admit(pool: AuthKeyPool | None, digest: str, *, seeded: bool, what: str = "t
 
 
 def admit_view(pool: AuthKeyPool | None, view, *, seeded: bool) -> None:
-    """:func:`admit` one party's view of a record (an ``AliceView`` or ``BobView``: its arrays in field order)."""
+    """:func:`admit` one party's view of a record (an ``AliceView`` or ``BobView``: its arrays in field order).
+
+    Optional arrays a view does not hold (``AliceView.intensity`` of a single-photon run) are left
+    out, so such a view digests as it always did.
+    """
     import dataclasses
 
-    admit(pool, view_digest(*(getattr(view, f.name) for f in dataclasses.fields(view))), seeded=seeded)
+    arrays = (getattr(view, f.name) for f in dataclasses.fields(view))
+    admit(pool, view_digest(*(a for a in arrays if a is not None)), seeded=seeded)

@@ -163,10 +163,15 @@ def test_decoy_session_makes_identical_keys_and_pns_aborts():
     assert (alice_pool.available_bits, bob_pool.available_bits) == before  # no pad bits spent
     # The composable default reaches the same verdict inside the protocol, from the counts the
     # parties exchanged, before error correction: no parity disclosed, no pad bits spent.
-    caught = run_decoy_session(400_000, channel=channel, detector=detector, eve=eve, seed=4,
-                               alice_pool=alice_pool, bob_pool=bob_pool)
-    assert caught.aborted and caught.abort_reason == NO_SINGLE_PHOTONS and caught.method == "lim2014"
-    assert caught.alice_key is None and caught.bob_key is None and caught.bb84.report.cascade is None
+    # (The same pulses, post-processed by the parties as run_decoy_session's default does.)
+    from qkd_circuits.postprocessing.decoy_rounds import DecoyProtocol
+    from qkd_circuits.session import postprocess
+
+    config = PostProcessingConfig(decoy=DecoyProtocol.from_source(caught.record.source))
+    composable = postprocess(caught.record, config, alice_pool=alice_pool, bob_pool=bob_pool)
+    assert composable.report.aborted and composable.report.abort_reason == NO_SINGLE_PHOTONS
+    assert composable.alice_key is None and composable.bob_key is None and composable.report.cascade is None
+    assert composable.report.decoy_key_length.length == 0
     assert (alice_pool.available_bits, bob_pool.available_bits) == before
 
 

@@ -55,7 +55,7 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.analysis.keyrate": {
         "DecoyEstimate", "KeyRateCurve", "KeyRatePoint", "LinkParameters", "METHODS", "PRESETS",
         "decoy_estimate", "error_gain", "gain", "key_rate", "key_rate_curve", "max_distance_km", "poisson",
-        "rate_from_estimate", "shor_preskill_threshold"
+        "rate_from_estimate", "reach_km", "shor_preskill_threshold"
     },
     "qkd_circuits.channel": {
         "AuthKeyPool", "AuthSummary", "AuthenticatedAlice", "AuthenticatedBob", "DEFAULT_REPLENISH_BITS",

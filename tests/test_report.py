@@ -129,6 +129,7 @@ def test_the_pinned_cases_are_what_they_claim(reports):
     c = r["composable_check_failed"]
     assert c["aborted"] and c["abort_reason"] == "decoy_check_failed" and c["composable"]
     assert c["report"]["decoy_key_length"]["length"] == 0 and c["report"]["decoy_key_length"]["ledger"]["terms"]
+    assert "certify no single-photon detections" in c["report"]["abort_detail"]
 
 
 def test_report_values_are_json_and_abort_reasons_plain_strings(reports):

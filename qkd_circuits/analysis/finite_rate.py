@@ -67,7 +67,7 @@ from scipy.stats import qmc
 from ..exceptions import ConfigurationError
 from . import finite_decoy as fd
 from .finite_key import KeyLength, binary_entropy, check_epsilon, finite_key_length
-from .keyrate import PRESETS, LinkParameters
+from .keyrate import PRESETS, LinkParameters, reach_km
 
 __all__ = ["METHODS", "MISALIGNMENT", "FiniteRatePoint", "FiniteRateCurve", "link_probabilities",
            "expected_counts", "finite_key_rate", "finite_key_rate_curve", "max_finite_distance_km",
@@ -514,17 +514,7 @@ def max_finite_distance_km(method: str = "lim2014", link: LinkParameters = PRESE
             return True
         return False
 
-    if not positive(0.0):
-        return 0.0
-    lo, hi = 0.0, 50.0
-    while positive(hi):
-        lo, hi = hi, hi * 2
-        if hi > 1e4:
-            return math.inf
-    while hi - lo > tolerance_km:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if positive(mid) else (lo, mid)
-    return lo
+    return reach_km(positive, tolerance_km=tolerance_km, cap_km=1e4)
 
 
 def asymptotic_rate(link: LinkParameters, distance_km: float, *, q_key: float = 1.0,

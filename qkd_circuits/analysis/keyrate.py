@@ -57,7 +57,7 @@ from .finite_key import binary_entropy
 __all__ = [
     "LinkParameters", "PRESETS", "METHODS", "KeyRatePoint", "KeyRateCurve", "DecoyEstimate",
     "gain", "error_gain", "key_rate", "key_rate_curve", "max_distance_km", "decoy_estimate",
-    "rate_from_estimate", "shor_preskill_threshold", "poisson",
+    "rate_from_estimate", "shor_preskill_threshold", "poisson", "reach_km",
 ]
 
 METHODS = ("gllp", "decoy-vacuum-weak", "decoy-infinite")
@@ -327,15 +327,21 @@ def max_distance_km(method: str = "decoy-vacuum-weak", link: LinkParameters = PR
     _check_method(method)
     _check_intensities(method, mu, nu)
 
-    def positive(L):
-        return key_rate(L, method, link, mu=mu, nu=nu).rate > 0
+    return reach_km(lambda L: key_rate(L, method, link, mu=mu, nu=nu).rate > 0, tolerance_km=tolerance_km)
 
+
+def reach_km(positive, *, tolerance_km: float, first_km: float = 50.0, cap_km: float = 1e5) -> float:
+    """The longest distance where ``positive(L)`` holds, assuming it holds on [0, reach) only.
+
+    Doubles from ``first_km`` until ``positive`` fails, then bisects to ``tolerance_km``; 0 when it
+    fails at 0, ``inf`` past ``cap_km``.  Used by the asymptotic and the finite-key reaches.
+    """
     if not positive(0.0):
         return 0.0
-    lo, hi = 0.0, 50.0
+    lo, hi = 0.0, first_km
     while positive(hi):
         lo, hi = hi, hi * 2
-        if hi > 1e5:
+        if hi > cap_km:
             return math.inf
     while hi - lo > tolerance_km:
         mid = (lo + hi) / 2

@@ -52,7 +52,7 @@ import math
 import numbers
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Generator
 
 import numpy as np
@@ -307,8 +307,7 @@ def _sample_size(config: PostProcessingConfig, n: int) -> int:
 def _decoy_length(config: PostProcessingConfig, counts: DecoyCounts, leak_ec: int) -> DecoyKeyLength:
     """The composable bound on the round's counts; ``leak_ec`` already holds the verification tag."""
     if counts.key.errors is None and config.decoy.method == "rusca2018":
-        from dataclasses import replace as _replace
-        counts = _replace(counts, key=_replace(counts.key, errors=dict.fromkeys(counts.key.detections, 0)))
+        counts = replace(counts, key=replace(counts.key, errors=dict.fromkeys(counts.key.detections, 0)))
     return composable_decoy_length(counts, config.decoy.method, leak_ec=leak_ec, eps_sec=config.eps_sec,
                                    eps_cor=config.eps_cor, verification_bits=0, sampling=config.decoy.sampling)
 
@@ -363,6 +362,12 @@ def explain_abort(config: PostProcessingConfig, reason, *, sifted: int, qber: QB
         bits at sample_fraction=0.1
     """
     reason = None if reason is None else AbortReason(reason)
+    if config.decoy is not None:  # a decoy round's sizes are set by its decoy bounds, not by a sample
+        if reason is AbortReason.DECOY_CHECK_FAILED:
+            return ("the decoy bounds of this round's counts certify no single-photon detections: too few pulses for "
+                    "the finite-size terms (qkd keyrate --finite N shows the block a link needs), or an attack "
+                    "such as photon-number splitting")
+        return None
 
     def pulses(bits: int) -> str:
         return f" (about {math.ceil(bits / sifted_per_pulse):,} pulses at this round's sifting rate)" \
@@ -398,8 +403,16 @@ def _tag(key_bits: np.ndarray, hash_key: bytes) -> bytes:
 
 
 def _with_key_errors(counts: DecoyCounts, labels, errors) -> DecoyCounts:
-    from dataclasses import replace as _replace
-    return _replace(counts, key=_replace(counts.key, errors={k: int(e) for k, e in zip(labels, errors)}))
+    return replace(counts, key=replace(counts.key, errors={k: int(e) for k, e in zip(labels, errors)}))
+
+
+def _final_length(config: PostProcessingConfig, o: PartyOutcome, key_bits: int) -> None:
+    """Set ``o.key_length`` (and, in decoy rounds, ``o.decoy_key_length``) from the ledger."""
+    if config.decoy is not None:
+        o.decoy_key_length = _decoy_length(config, o.decoy_counts, o.ledger.leak_ec)
+        o.key_length = _as_key_length(o.decoy_key_length, o.ledger.sample_bits)
+    else:
+        o.key_length = _decide_length(config, key_bits, o.ledger.sample_bits, o.qber, o.ledger.leak_ec)
 
 
 def _decoy_check(config: PostProcessingConfig, o: PartyOutcome, key_bits: int) -> AbortReason | None:
@@ -536,10 +549,7 @@ class AliceParty:
 
     def _settle_length(self) -> None:
         o = self.outcome
-        o.key_length = _decide_length(self.config, self._key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec,
-                                      o.decoy_counts)
-        if self.config.decoy is not None:
-            o.decoy_key_length = _decoy_length(self.config, o.decoy_counts, o.ledger.leak_ec)
+        _final_length(self.config, o, self._key.size)
         if o.key_length.length == 0:
             o._abort(AbortReason.KEY_TOO_SHORT)
             self._phase = "aborted"
@@ -725,9 +735,7 @@ class BobParty:
             det = o.decoy_counts.key.detections
             o.ledger.record("statistics", sum(count_bits(det[k]) for k in cfg.decoy.labels))
             o.decoy_counts = _with_key_errors(o.decoy_counts, cfg.decoy.labels, counts)
-        o.key_length = _decide_length(cfg, key.size, o.ledger.sample_bits, o.qber, o.ledger.leak_ec, o.decoy_counts)
-        if cfg.decoy is not None:
-            o.decoy_key_length = _decoy_length(cfg, o.decoy_counts, o.ledger.leak_ec)
+        _final_length(cfg, o, key.size)
         ell = o.key_length.length
         if ell == 0:
             o._abort(AbortReason.KEY_TOO_SHORT)

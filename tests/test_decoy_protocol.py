@@ -9,6 +9,7 @@ intensities except through Alice's message.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -194,12 +195,18 @@ def test_misuse_of_the_decoy_configuration():
         PostProcessingConfig(decoy={"method": "lim2014"})
 
 
-@pytest.fixture(scope="module")
-def circuit_round():
-    # One round end to end: circuits on Aer, two parties over authenticated envelopes.
+@functools.lru_cache(maxsize=1)
+def _circuit_round():
+    # One round end to end: circuits on Aer, two parties over authenticated envelopes (made once
+    # per process: the attack tests post-process its record again).
     channel, detector = qkd.decoy.link_models(0.0, LINK)
-    return qkd.decoy.run_decoy_session(2_000_000, source=THREE, channel=channel, detector=detector, seed=7,
+    return qkd.decoy.run_decoy_session(1_500_000, source=THREE, channel=channel, detector=detector, seed=7,
                                        link=LINK, replenish_bits=256)
+
+
+@pytest.fixture
+def circuit_round():
+    return _circuit_round()
 
 
 def test_a_decoy_round_through_the_circuits_and_the_authenticated_channel(circuit_round):

@@ -96,6 +96,9 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.cli.auth": {
         "pki_group", "psk"
     },
+    "qkd_circuits.cli.keyrate_plot": {
+        "finite_label", "footer", "plot_keyrate", "provenance"
+    },
     "qkd_circuits.cli.bb84": {
         "PROGRESS_MIN_EXCHANGES", "run"
     },

@@ -208,7 +208,8 @@ def test_no_key_bytes_in_any_error(pair):
     key = secrets.token_bytes(32)
     blob = w.wrap_key(key, key_ID=KEY_ID, recipient_public=public)
     messages = []
-    for call in (lambda: w.unwrap_key(blob[:-1] + b"\x00", key_ID=KEY_ID, private=private),
+    # Flip the last byte (replacing it by 0x00 left it unchanged once in 256 runs: a flake).
+    for call in (lambda: w.unwrap_key(blob[:-1] + bytes([blob[-1] ^ 1]), key_ID=KEY_ID, private=private),
                  lambda: w.unwrap_key(blob, key_ID="other", private=private),
                  lambda: w.unwrap_key(blob, key_ID=KEY_ID, private=private[:-1]),
                  lambda: w.wrap_key(key, key_ID=KEY_ID, recipient_public=public[:-1])):

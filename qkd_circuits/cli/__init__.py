@@ -5,7 +5,7 @@ module                 commands
 =====================  ==================================================================
 :mod:`.bb84`           ``qkd run`` (one round in this process; ``--mitm``, ``--store-a/-b``)
 :mod:`.party`          ``qkd alice``, ``qkd bob`` (one party per process, over TCP)
-:mod:`.analysis`       ``qkd keyrate``, ``qkd decoy``
+:mod:`.analysis`       ``qkd keyrate``, ``qkd decoy`` (the plot and provenance line in :mod:`.keyrate_plot`)
 :mod:`.auth`           ``qkd psk ...``, ``qkd pki ...``
 :mod:`.kme`            ``qkd kme ...`` (server side; the SAE side in :mod:`.kme_client`)
 :mod:`.node`           ``qkd node ...``

@@ -165,7 +165,8 @@ def one_decoy_source(mu: float = default("mu"), nu: float = default("nu"), *,
 def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=None, detector=None, eve=None,
                       seed: int | None = None, method: str = default("decoy_method"), u_alpha: float = default("u_alpha"),
                       link: LinkParameters = PRESETS["GYS"], config: PostProcessingConfig | None = None,
-                      backend: str = "aer", sampling: str = "serfling", **postprocess_options) -> DecoySessionResult:
+                      backend: str = "aer", sampling: str = "serfling", key_basis_probability: float = 0.5,
+                      **postprocess_options) -> DecoySessionResult:
     """One decoy-state BB84 round: circuits, then the two parties' post-processing.
 
     Args:
@@ -192,6 +193,10 @@ def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=Non
         config: post-processing parameters (ε_sec, ε_cor, Cascade...); the method sets its
             ``decoy`` or ``single_photon``.
         sampling: the composable methods' phase-error sampling bound (``"serfling"`` or ``"fung"``).
+        key_basis_probability: each party's probability of the key basis (0.5: symmetric BB84;
+            more spends fewer pulses on the test basis, as Lim et al.'s optimised protocol does;
+            :func:`qkd_circuits.analysis.finite_rate.finite_key_rate` reports the best value).
+            The estimate methods assume symmetric bases and refuse anything else.
         **postprocess_options: passed to :func:`qkd_circuits.session.postprocess` (pools, PKI...).
 
     The round aborts with ``decoy_check_failed`` when the bounds leave no single photons (e.g.
@@ -207,9 +212,12 @@ def run_decoy_session(pulses: int = DECOY_EXCHANGES, *, source=None, channel=Non
         source = one_decoy_source() if method == "rusca2018" else WeakCoherentSource.vacuum_weak()
     config = config or PostProcessingConfig()
     decoy = DecoyProtocol.from_source(source, method, sampling) if method in COMPOSABLE_METHODS else None
+    if decoy is None and key_basis_probability != 0.5:
+        raise ConfigurationError(f"method {method!r} assumes symmetric bases; key_basis_probability must be 0.5 "
+                                 "(biased bases need a composable method: lim2014 or rusca2018)")
     t0 = time.perf_counter()
     record = run_wcp_exchanges(pulses, source=source, channel=channel, detector=detector, eve=eve, seed=seed,
-                               backend=backend)
+                               backend=backend, key_basis_probability=key_basis_probability)
     quantum_s = time.perf_counter() - t0
     has_decoys = {"decoy", "vacuum"} <= set(source.labels)
     analysis = analyse(record, "decoy-vacuum-weak" if has_decoys and method != "gllp" else "gllp", link=link,

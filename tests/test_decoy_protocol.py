@@ -29,7 +29,7 @@ THREE = WeakCoherentSource({"signal": 0.76, "decoy": 0.24, "vacuum": 0.0}, {"sig
 TWO = WeakCoherentSource({"signal": 0.64, "decoy": 0.20}, {"signal": 0.31, "decoy": 0.69})
 
 
-def views(source, pulses=2_000_000, seed=0, distance_km=0.0, pns=False):
+def views(source, pulses=2_000_000, seed=0, distance_km=0.0, pns=False, q=0.5):
     """Alice's and Bob's views of a simulated run (test data: sim-rng)."""
     rng = np.random.default_rng(seed)  # sim-rng: test data only
     labels = source.labels
@@ -42,6 +42,8 @@ def views(source, pulses=2_000_000, seed=0, distance_km=0.0, pns=False):
     else:
         click = rng.random(pulses) < 1 - (1 - LINK.y0) * (1 - eta) ** photons
     bits, a_bases, b_bases = (rng.integers(0, 2, pulses).astype(np.uint8) for _ in range(3))
+    if q != 0.5:  # each party picks the key basis (0) with probability q
+        a_bases, b_bases = ((rng.random(pulses) >= q).astype(np.uint8) for _ in range(2))
     flip = rng.random(pulses) < LINK.e_detector
     results = np.where(a_bases == b_bases, bits ^ flip, rng.integers(0, 2, pulses)).astype(np.uint8)
     return AliceView(bits, a_bases, codes), BobView(b_bases, results, click)
@@ -242,3 +244,37 @@ def test_an_attacker_on_the_wire_gets_no_decoy_key_accepted(circuit_round, attac
 def test_the_circuits_refuse_a_link_they_cannot_simulate():
     with pytest.raises(ConfigurationError, match="do not model afterpulsing"):
         qkd.decoy.link_models(0.0, PRESETS["Lim2014"])
+
+
+def test_biased_bases_in_the_circuits():
+    # Efficient BB84 (Lim et al. 2014): each party picks the key basis with probability q.
+    # 40,000 pulses at q = 0.8: each basis frequency within 5 standard deviations of q.
+    channel, detector = qkd.decoy.link_models(0.0, LINK)
+    from qkd_circuits.quantum.wcp import run_wcp_exchanges
+
+    r = run_wcp_exchanges(40_000, source=THREE, channel=channel, detector=detector, seed=3,
+                          key_basis_probability=0.8)
+    sd = math.sqrt(0.8 * 0.2 / 40_000)
+    for bases in (r.alice_bases, r.bob_bases):
+        assert abs(float((bases == KEY_BASIS).mean()) - 0.8) < 5 * sd
+    assert r.models["key_basis_probability"] == 0.8
+    symmetric = run_wcp_exchanges(1000, source=THREE, channel=channel, detector=detector, seed=3)
+    assert "key_basis_probability" not in symmetric.models  # the symmetric run's record is as before
+    unseeded = run_wcp_exchanges(20_000, source=THREE, channel=channel, detector=detector, key_basis_probability=0.2)
+    assert abs(float((unseeded.alice_bases == KEY_BASIS).mean()) - 0.2) < 5 * math.sqrt(0.16 / 20_000)
+    with pytest.raises(ConfigurationError, match="key_basis_probability must be in \\(0, 1\\)"):
+        run_wcp_exchanges(10, source=THREE, key_basis_probability=1.0)
+    with pytest.raises(ConfigurationError, match="assumes symmetric bases"):
+        qkd.decoy.run_decoy_session(10, source=THREE, method="decoy-vacuum-weak", key_basis_probability=0.7)
+
+
+def test_the_protocol_takes_biased_bases():
+    # Synthetic views with q = 0.75: (0.75/0.25)² = 9 times as many key-basis events as test ones,
+    # and the key is the bound of those counts.
+    a_view, b_view = views(THREE, seed=9, q=0.75)
+    protocol = DecoyProtocol.from_source(THREE)
+    _, ob = run(a_view, b_view, PostProcessingConfig(decoy=protocol))
+    counts = truth(a_view, b_view, protocol)
+    assert 7 < counts.key.n / counts.test.n < 11
+    assert not ob.aborted
+    assert len(ob.key) == lim2014(counts, leak_ec=ob.ledger.leak_ec, verification_bits=0).length > 0

@@ -176,6 +176,15 @@ def _choice_bits(n: int, rng: np.random.Generator | None) -> np.ndarray:
     return rng.integers(0, 2, size=n).astype(np.uint8)  # sim-rng: seeded (int64 draws: the seeded stream kept)
 
 
+def _biased_bits(n: int, p_one: float, rng: np.random.Generator | None) -> np.ndarray:
+    """``n`` choices, each 1 with probability ``p_one`` (``uint8``), from :mod:`secrets` unless seeded."""
+    if rng is None:
+        u = np.frombuffer(secrets.token_bytes(8 * n), dtype=np.uint64) / float(2 ** 64)
+    else:
+        u = rng.random(n)  # sim-rng
+    return (u < p_one).astype(np.uint8)
+
+
 def _intensity_choices(source: WeakCoherentSource, n: int, rng: np.random.Generator | None) -> np.ndarray:
     cdf = np.cumsum([source.probabilities[label] for label in source.labels])
     if rng is None:
@@ -187,7 +196,8 @@ def _intensity_choices(source: WeakCoherentSource, n: int, rng: np.random.Genera
 
 def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, channel: Channel | None = None,
                       detector: Detector | None = None, eve: PhotonNumberSplitting | None = None,
-                      seed: int | None = None, backend: str | Backend = "aer") -> WcpRecord:
+                      seed: int | None = None, backend: str | Backend = "aer",
+                      key_basis_probability: float = 0.5) -> WcpRecord:
     """Send ``pulses`` weak coherent pulses through circuits on a backend (Aer by default).
 
     Each pulse runs the :func:`build_pulse_circuit` of its photon number bound to its setting
@@ -204,7 +214,14 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
             ``None`` draws the parties' choices and (Aer, fake backends) a fresh 64-bit
             simulator seed per job from :mod:`secrets`.
         backend: ``"aer"`` or another backend spec (only Aer runs millions of shots quickly).
+        key_basis_probability: the probability that Alice, and independently Bob, chooses basis 0
+            (the key basis of a decoy round): 1/2 is BB84's symmetric choice; more makes the
+            "efficient" BB84 of Lim et al. 2014, whose test basis is rarer.  Recorded in the
+            record's models when it is not 1/2.
     """
+    q = key_basis_probability
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q < 1.0:
+        raise ConfigurationError(f"key_basis_probability must be in (0, 1), got {q!r}")
     if not isinstance(pulses, int) or isinstance(pulses, bool) or pulses < 1:
         raise ConfigurationError(f"pulses must be a whole number >= 1, got {pulses!r}")
     source = source or WeakCoherentSource()
@@ -218,7 +235,11 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
     choice_rng = np.random.default_rng([seed, 11]) if seed is not None else None  # sim-rng
     laser_rng = np.random.default_rng([seed, 12] if seed is not None else None)  # sim-rng: the laser's physics
     intensity = _intensity_choices(source, pulses, choice_rng)
-    bits, a_bases, b_bases = (_choice_bits(pulses, choice_rng) for _ in range(3))
+    bits = _choice_bits(pulses, choice_rng)
+    if q == 0.5:  # the symmetric draw (and its seeded stream) as always
+        a_bases, b_bases = (_choice_bits(pulses, choice_rng) for _ in range(2))
+    else:
+        a_bases, b_bases = (_biased_bits(pulses, 1.0 - q, choice_rng) for _ in range(2))
     mus = np.array([source.intensities[label] for label in source.labels])[intensity]
     photons = laser_rng.poisson(mus).astype(np.int16)
 
@@ -304,6 +325,8 @@ def run_wcp_exchanges(pulses: int, *, source: WeakCoherentSource | None = None, 
     models = {"channel": asdict(channel), "detector": asdict(detector),
               "eve": eve.to_dict() if eve is not None else None, "source": source.to_dict(),
               "backend": backend.spec}
+    if q != 0.5:
+        models["key_basis_probability"] = float(q)
     provenance = Provenance.build(backend, mode="wcp", schedule="grouped", lanes=1, shots=total_shots, seed=seed,
                                   models=models, job_ids=job_ids,
                                   simulator_seed_bits=simulator_seed_bits(backend, seed))

@@ -20,7 +20,7 @@ demo: $(STAMP)
 ## The default suite (slow studies excluded); doctests and notebooks included.  One worker per
 ## core (pytest-xdist).  worksteal: an idle worker takes tests from the other's queue, so the
 ## suite ends together on both cores; a module fixture may then be computed on both workers.
-## Measured on 2 cores, fresh clone: 343 s, against 381 s with loadscope (whole files per worker).
+## Measured the same day on 2 cores, fresh clones: 302–375 s, against 381–385 s with loadscope.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" --durations=15 -n $(JOBS) --dist worksteal

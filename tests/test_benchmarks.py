@@ -146,3 +146,11 @@ def test_every_benchmark_script_has_a_contract_test():
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     source = Path(__file__).read_text() + (Path(__file__).parent / "test_validation.py").read_text()
     assert sorted(name for name in scripts if f'"{name}"' not in source) == []
+
+
+def test_decoy_round_json_lines():
+    # 300,000 pulses stop at the decoy check (ℓ = 0, hence "signed"); the contract is what is checked.
+    rows = _json_lines("decoy_round.py", "--pulses", "300000", "--methods", "lim2014",
+                       signed=("decoy_round_key_length",))
+    assert len(rows) == 1 and rows[0]["unit"] == "bits" and rows[0]["params"]["method"] == "lim2014"
+    assert rows[0]["value"] == 0 and rows[0]["abort_reason"] == "decoy_check_failed"

@@ -43,6 +43,8 @@ from .quantum.models import Channel, Detector, EntanglingProbe, InterceptResend
 from .records import (AliceView, BobView, EveView, MeasurementRecord, Provenance, WcpRecord, WeakCoherentSource,
                       load_record, sift_mask)
 from .session import BB84Result, MitmResult, Report, postprocess, run_bb84, run_mitm
+from . import teaching
+from .teaching import format_pulse_table, one_photon, pulse_table
 
 __version__ = "0.1.0"
 
@@ -71,7 +73,8 @@ __all__ = sorted([
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",
     "QBEREstimate", "QBERTooHigh", "QKDError", "RecordError", "Report", "binary_entropy",
     "clopper_pearson", "drive", "estimate_qber", "finite_key_length", "load_record", "postprocess",
-    "run_bb84", "shor_preskill_rate", "sift_mask", "WcpRecord", "WeakCoherentSource", "variable_key_length", "__version__", *_LAZY,
+    "run_bb84", "shor_preskill_rate", "sift_mask", "WcpRecord", "WeakCoherentSource", "variable_key_length", "__version__",
+    "teaching", "pulse_table", "format_pulse_table", "one_photon", *_LAZY,
 ])
 
 

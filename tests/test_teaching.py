@@ -1,0 +1,100 @@
+"""qkd_circuits.teaching: the pulse table and the one-photon step-through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qkd_circuits import ConfigurationError, MeasurementRecord, Provenance, teaching
+
+PROV = Provenance(backend="aer", backend_name="aer_simulator", mode="prepared", schedule="bound", lanes=1, shots=6,
+                  job_ids=(), seed=1, versions={}, created_utc="2026-01-01T00:00:00+00:00")
+
+# Six hand-made pulses, one of each case:
+#   0: same basis, click, right bit      -> kept
+#   1: other basis, click                -> dropped
+#   2: same basis, no click              -> dropped
+#   3: same basis, click, wrong bit      -> kept, error
+#   4: same basis (X), click, right bit  -> kept
+#   5: other basis, no click             -> dropped
+ALICE_BITS = [1, 0, 1, 0, 1, 1]
+ALICE_BASES = [0, 1, 0, 1, 1, 0]
+BOB_BASES = [0, 0, 0, 1, 1, 1]
+BOB_RESULTS = [1, 1, 0, 1, 1, 0]
+DETECTED = [True, True, False, True, True, False]
+
+
+def _record(**eve) -> MeasurementRecord:
+    return MeasurementRecord(np.array(ALICE_BITS), np.array(ALICE_BASES), np.array(BOB_BASES), np.array(BOB_RESULTS),
+                             np.array(DETECTED), PROV, **eve)
+
+
+def test_pulse_table_known_answer():
+    rows = teaching.pulse_table(_record(), 6)
+    assert rows == [
+        {"index": 0, "alice_bit": 1, "alice_basis": "+", "bob_basis": "+", "detected": True, "bob_result": 1,
+         "kept": True, "error": False},
+        {"index": 1, "alice_bit": 0, "alice_basis": "x", "bob_basis": "+", "detected": True, "bob_result": 1,
+         "kept": False, "error": False},
+        {"index": 2, "alice_bit": 1, "alice_basis": "+", "bob_basis": "+", "detected": False, "bob_result": None,
+         "kept": False, "error": False},
+        {"index": 3, "alice_bit": 0, "alice_basis": "x", "bob_basis": "x", "detected": True, "bob_result": 1,
+         "kept": True, "error": True},
+        {"index": 4, "alice_bit": 1, "alice_basis": "x", "bob_basis": "x", "detected": True, "bob_result": 1,
+         "kept": True, "error": False},
+        {"index": 5, "alice_bit": 1, "alice_basis": "+", "bob_basis": "x", "detected": False, "bob_result": None,
+         "kept": False, "error": False},
+    ]
+
+
+def test_pulse_table_with_eve():
+    rec = _record(eve_active=np.array([True, False, True, True, False, False]),
+                  eve_bases=np.array([1, 0, 2, 0, 0, 0]), eve_results=np.array([0, 0, 1, 1, 0, 0]))
+    rows = teaching.pulse_table(rec, 4)
+    assert [(r["eve_active"], r["eve_basis"], r["eve_result"]) for r in rows] == [
+        (True, "x", 0), (False, None, None), (True, "B", 1), (True, "+", 1)]
+    assert list(rows[0]) == ["index", "alice_bit", "alice_basis", "eve_active", "eve_basis", "eve_result",
+                             "bob_basis", "detected", "bob_result", "kept", "error"]
+
+
+def test_pulse_table_n_is_clipped_and_prefix():
+    rec = _record()
+    assert len(teaching.pulse_table(rec, 1000)) == 6
+    assert teaching.pulse_table(rec, 2) == teaching.pulse_table(rec, 6)[:2]
+
+
+@pytest.mark.parametrize("n, match", [(0, "must be >= 1, got 0"), (-3, "must be >= 1, got -3"),
+                                      (2.5, "must be an integer >= 1, got 2.5"), (True, "integer >= 1, got True")])
+def test_pulse_table_refuses_bad_counts(n, match):
+    with pytest.raises(ConfigurationError, match=match):
+        teaching.pulse_table(_record(), n)
+
+
+def test_pulse_table_refuses_a_non_record():
+    with pytest.raises(TypeError, match="reads a MeasurementRecord, got dict"):
+        teaching.pulse_table({"alice_bits": [1]}, 1)
+
+
+def test_format_pulse_table():
+    text = teaching.format_pulse_table(teaching.pulse_table(_record(), 6))
+    lines = text.splitlines()
+    assert lines[0].split() == ["pulse", "Alice", "bit", "Alice", "basis", "Bob", "basis", "Bob", "click",
+                                "Bob", "bit", "kept", "error"]
+    assert len({len(line) for line in lines[:8]}) == 1  # fixed width: header, rule, 6 rows
+    assert lines[2].split() == ["0", "1", "+", "+", "yes", "1", "yes", "-"]
+    assert lines[4].split() == ["2", "1", "+", "+", "-", "-", "-", "-"]
+    assert lines[5].split() == ["3", "0", "x", "x", "yes", "1", "yes", "yes"]
+    assert lines[8].startswith("bases: + = Z (rectilinear), x = X (diagonal)")
+    assert lines[9] == "6 pulses shown: 3 kept, 1 of them in error"
+    assert "Eve" not in lines[0]
+
+
+def test_format_pulse_table_shows_eve_columns():
+    rec = _record(eve_active=np.ones(6, bool), eve_bases=np.zeros(6, np.int8), eve_results=np.array(ALICE_BITS))
+    header = teaching.format_pulse_table(teaching.pulse_table(rec, 2)).splitlines()[0]
+    assert "Eve active" in header and "Eve basis" in header and "Eve bit" in header
+
+
+def test_format_pulse_table_refuses_foreign_rows():
+    with pytest.raises(ConfigurationError, match=r"not a pulse_table row: it lacks \['alice_bit'"):
+        teaching.format_pulse_table([{"index": 0}])

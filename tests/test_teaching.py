@@ -98,3 +98,69 @@ def test_format_pulse_table_shows_eve_columns():
 def test_format_pulse_table_refuses_foreign_rows():
     with pytest.raises(ConfigurationError, match=r"not a pulse_table row: it lacks \['alice_bit'"):
         teaching.format_pulse_table([{"index": 0}])
+
+
+# --- one photon, step by step (needs Qiskit) ---------------------------------------------------------
+
+BLOCH = {(0, "+"): (0.0, 0.0, 1.0), (1, "+"): (0.0, 0.0, -1.0), (0, "x"): (1.0, 0.0, 0.0), (1, "x"): (-1.0, 0.0, 0.0)}
+
+
+@pytest.mark.parametrize("bit, basis", sorted(BLOCH))
+@pytest.mark.parametrize("bob_basis", ["+", "x"])
+def test_one_photon_without_eve(bit, basis, bob_basis):
+    from qiskit.quantum_info import Statevector
+
+    steps = teaching.one_photon(bit, basis, bob_basis)
+    assert [s.title for s in steps] == ["Alice prepares", "Bob rotates into his basis", "Bob measures"]
+    assert steps[0].bloch_vector() == BLOCH[bit, basis]
+    # Each step's state is what its own circuit computes (the circuit is not decoration).
+    for s in steps[:2]:
+        assert Statevector(s.circuit.remove_final_measurements(inplace=False)).equiv(s.state)
+    assert steps[-1].circuit.count_ops()["measure"] == 1
+    expected = ((1.0, 0.0) if bit == 0 else (0.0, 1.0)) if basis == bob_basis else (0.5, 0.5)
+    assert steps[-1].probabilities == pytest.approx(expected, abs=1e-12)
+    assert ("kept" in steps[-1].explanation) == (basis == bob_basis)
+
+
+def test_one_photon_with_eve_in_alices_basis_is_invisible():
+    steps = teaching.one_photon(1, "x", "x", eve_basis="x", seed=0)
+    assert [s.title for s in steps][1] == "Eve measures and resends"
+    assert steps[1].outcome == 1 and steps[1].bloch_vector() == BLOCH[1, "x"]
+    assert steps[-1].probabilities == pytest.approx((0.0, 1.0), abs=1e-12)
+    assert [r.name for r in steps[-1].circuit.cregs] == ["eve_bit", "bob_bit"]
+    assert [r.name for r in steps[-1].circuit.qregs] == ["photon"]
+
+
+def test_one_photon_eve_in_the_wrong_basis_makes_errors_half_the_time():
+    # Eve measures Alice's |+> in Z: a coin toss (seeded), and Bob, in Alice's basis, then reads
+    # Alice's bit with probability 1/2 whatever Eve got.
+    outcomes = []
+    for seed in range(200):
+        steps = teaching.one_photon(0, "x", "x", eve_basis="+", seed=seed)
+        eve = steps[1]
+        assert eve.probabilities in ((1.0, 0.0), (0.0, 1.0))  # she resends a Z state
+        assert steps[-1].probabilities == pytest.approx((0.5, 0.5), abs=1e-12)
+        outcomes.append(eve.outcome)
+    # Binomial(200, 1/2): 100 ± 5σ (σ ≈ 7.1).
+    assert 65 <= sum(outcomes) <= 135
+    assert teaching.one_photon(0, "x", "x", eve_basis="+", seed=7)[1].outcome == \
+        teaching.one_photon(0, "x", "x", eve_basis="+", seed=7)[1].outcome
+
+
+def test_one_photon_breidbart():
+    steps = teaching.one_photon(0, "+", "+", eve_basis="B", seed=1)
+    p_right = np.cos(np.pi / 8) ** 2
+    assert steps[1].probabilities[steps[1].outcome] == pytest.approx(p_right if steps[1].outcome == 0 else 1 - p_right)
+    assert max(steps[-1].probabilities) == pytest.approx(p_right)
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((2, "+", "+"), {}, "Alice's bit must be 0 or 1, got 2"),
+    ((True, "+", "+"), {}, "Alice's bit must be 0 or 1, got True"),
+    ((0, "y", "+"), {}, "Alice's basis must be '\\+' or 'x'"),
+    ((0, "+", "B"), {}, "Bob's basis must be '\\+' or 'x'"),
+    ((0, "+", "+"), {"eve_basis": "q"}, "Eve's basis must be '\\+', 'x', 'B'"),
+])
+def test_one_photon_refuses_bad_input(args, kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        teaching.one_photon(*args, **kwargs)

@@ -97,7 +97,8 @@ class AbortReason(str, Enum):
     error's class name: ``ProtocolError`` (a malformed or out-of-order message, or a peer that
     asked past the leak budget), ``TimeoutError`` (the peer went silent), ``ConnectionError``
     (the connection broke, or the peer went away before the tags); see
-    :meth:`for_channel_failure`.
+    :meth:`for_channel_failure`.  ``classroom_round``: ``qkd run --classroom`` compared every
+    sifted bit in public, as a lesson does, so no key is left by design.
 
     >>> AbortReason("qber_too_high") is AbortReason.QBER_TOO_HIGH, str(AbortReason.KEY_TOO_SHORT)
     (True, 'key_too_short')
@@ -115,6 +116,7 @@ class AbortReason(str, Enum):
     PROTOCOL_ERROR = "ProtocolError"
     TIMEOUT_ERROR = "TimeoutError"
     CONNECTION_ERROR = "ConnectionError"
+    CLASSROOM_ROUND = "classroom_round"
 
     def __str__(self) -> str:
         return self.value

@@ -13,6 +13,8 @@ operator.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -33,7 +35,7 @@ from .records import MeasurementRecord, sift_mask
 
 __all__ = ["Report", "QberSummary", "CascadeSummary", "VerificationSummary", "KeyLengthSummary",
            "RoundAuthSummary", "EveSummary", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess",
-           "round_arguments"]
+           "round_arguments", "classroom_report"]
 
 # check_pools, drive_authenticated and random_sources live in qkd_circuits.channel.rounds; the
 # names above stay importable from here for older scripts.
@@ -213,6 +215,7 @@ class Report:
     pending: bool = False  # Alice holds the key pending Bob's decision (see report.auth)
     abort_detail: str | None = None  # why a small round gave no key, and how large one would
     decoy_key_length: object | None = None  # decoy rounds: the composable DecoyKeyLength (to_dict: its dict)
+    mitm: dict | None = None  # ``qkd run --mitm``: what the man-in-the-middle achieved (see MitmResult)
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars (a copy: changing it leaves the report as it was)."""
@@ -406,7 +409,15 @@ def _abort_detail(record: MeasurementRecord, config: PostProcessingConfig, ends:
                   failure: str | None) -> str | None:
     reason = _abort_reason(ends, ob, failure)
     per_pulse = ob.sifted_bits / len(record) if len(record) and ob.sifted_bits else None
-    return explain_abort(config, reason, sifted=ob.sifted_bits, qber=ob.qber, sifted_per_pulse=per_pulse)
+    detail = explain_abort(config, reason, sifted=ob.sifted_bits, qber=ob.qber, sifted_per_pulse=per_pulse)
+    p = record.provenance
+    if reason is AbortReason.QBER_TOO_HIGH and p.mode == "qrng" and not p.backend.startswith("aer"):
+        # qrng draws the choices on the device with Hadamards and controlled rotations: on a device
+        # their gate errors alone add percents of QBER (8.8% measured on fake:nairobi).
+        detail = ((detail + "; ") if detail else "") + (
+            f"in qrng mode the parties' random choices are drawn on {p.backend} with entangling gates, whose errors "
+            "add to the QBER: try --mode prepared (one qubit per pulse, choices from this machine's CSPRNG)")
+    return detail
 
 
 def _abort_reason(ends: _Ends, ob: PartyOutcome, failure: str | None) -> AbortReason | None:
@@ -446,6 +457,47 @@ def _auth_summary(ends: _Ends, failure: str | None, bob_pool: AuthKeyPool | None
         pool_bits_available=bob_pool.available_bits if bob_pool is not None else 0,
         pool_position=bob_pool.position if bob_pool is not None else 0, failure=failure,
         simulation_pool=bool(bob_pool is not None and bob_pool.simulation))
+
+
+def classroom_report(record: MeasurementRecord, config: PostProcessingConfig | None = None, *,
+                     timings_s: dict | None = None) -> Report:
+    """A lesson's round (``qkd run --classroom``): sifting, then *every* sifted bit compared in public.
+
+    A classroom shows what sifting keeps and what the error rate is; it does so by disclosing the
+    whole sifted key, so no key is left, by design: the report is aborted with
+    ``classroom_round`` and ``abort_detail`` says how large a round of this link would make a key
+    (at the measured QBER, with the package's real sample and finite-key terms).  No
+    reconciliation, no amplification, no authentication pool is touched.
+    """
+    from .analysis.finite_key import minimum_sifted_bits
+    from .postprocessing.protocol import DESIGN_F_EC, TAG_BITS
+
+    config = config or PostProcessingConfig()
+    sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
+    n = int(sifted.sum())
+    errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
+    measured = estimate_qber(errors, n, epsilon=config.qber_epsilon) if n else None
+    if measured is None:
+        detail = "no pulse was sifted: nothing to compare"
+    else:
+        need = minimum_sifted_bits(min(measured.estimate, 0.499), sample_fraction=config.sample_fraction,
+                                   f_ec=DESIGN_F_EC, extra_leak=TAG_BITS, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+        per_pulse = n / len(record)
+        detail = (f"Alice and Bob compared all {n:,} sifted bits in public ({errors} differed, "
+                  f"{measured.estimate:.2%}): nothing is left for a key. ") + (
+            f"At this QBER a key needs a round of at least {need:,} sifted bits (about "
+            f"{math.ceil(need / per_pulse):,} pulses here), of which only a share "
+            f"(sample_fraction={config.sample_fraction:g}) is disclosed" if need is not None
+            else f"At {measured.estimate:.2%} QBER no round size gives a key: the channel is too noisy or someone "
+                 "is listening")
+    p = record.provenance
+    return Report(
+        exchanges=len(record), detected=int(record.detected.sum()), sifted=n,
+        qber=QberSummary.of(config.abort_qber, measured.estimate if measured else None, measured),
+        aborted=True, abort_reason=AbortReason.CLASSROOM_ROUND, final_key_bits=0, timings_s=dict(timings_s or {}),
+        backend=p.backend, mode=p.mode, seed=p.seed, sample_bits=n, eve=_eve_summary(record, sifted),
+        provenance=p.to_dict(), abort_detail=detail,
+    )
 
 
 def round_arguments(values: Mapping[str, Any]) -> dict:
@@ -523,6 +575,7 @@ class MitmResult:
     eve_key_with_bob: FinalKey | None
     alice_failure: AbortReason | None  # the reason each party's round ended without a key
     bob_failure: AbortReason | None
+    report: Report | None = None  # the round's report, in the schema of every round (Bob's leg counts)
 
     @property
     def detected(self) -> bool:
@@ -542,8 +595,10 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
         alice_pool = AuthKeyPool.fresh()
         bob_pool = alice_pool.copy()
     seed = exchange_options.pop("seed", None)
+    t0 = time.perf_counter()
     link_ae = submit(exchanges, seed=seed, **exchange_options).result()  # Alice ↔ Eve (as Bob)
     link_eb = submit(exchanges, seed=None if seed is None else seed + 1, **exchange_options).result()  # Eve ↔ Bob
+    quantum_s = time.perf_counter() - t0
     (a_random, e_random_b), (e_random_a, b_random) = random_sources(seed), random_sources(
         None if seed is None else seed + 1)
     alice = AliceParty(link_ae.alice_view(), config, random_bytes=a_random)
@@ -572,4 +627,41 @@ def run_mitm(exchanges: int = 100_000, *, authenticated: bool = True, config: Po
 
     alice_key, eve_key_a, alice_failure, _ = leg(eve_as_bob, alice, eve_pool, alice_pool)
     eve_key_b, bob_key, _, bob_failure = leg(bob, eve_as_alice, bob_pool, eve_pool.copy())
-    return MitmResult(authenticated, alice_key, bob_key, eve_key_a, eve_key_b, alice_failure, bob_failure)
+    result = MitmResult(authenticated, alice_key, bob_key, eve_key_a, eve_key_b, alice_failure, bob_failure)
+    timings = {"quantum": quantum_s, **bob.outcome.timings_s}
+    return dataclasses.replace(result, report=_mitm_report(result, link_eb, config, bob.outcome, timings))
+
+
+def _mitm_report(result: MitmResult, record: MeasurementRecord, config: PostProcessingConfig, ob: PartyOutcome,
+                 timings_s: dict) -> Report:
+    """A man-in-the-middle round's :class:`Report`: Bob's leg (Eve as Alice ↔ Bob) in the fields of every
+    round, with ``mitm`` saying what Eve achieved.  Aborted unless both parties released a key."""
+    alice_key, bob_key = result.alice_key, result.bob_key
+    aborted = alice_key is None or bob_key is None
+    reason = result.bob_failure or result.alice_failure or (AbortReason(ob.abort_reason) if ob.abort_reason else None)
+    if aborted and reason is None:
+        reason = AbortReason.NO_KEY_RELEASED
+    sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
+    true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
+    true_q = estimate_qber(true_errors, int(sifted.sum()), epsilon=config.qber_epsilon)
+    made = [k for k in (alice_key, bob_key) if k is not None]
+    p = record.provenance
+    return Report(
+        exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits,
+        qber=QberSummary.of(config.abort_qber, true_q.estimate if true_q.n else None, ob.qber),
+        aborted=aborted, abort_reason=reason if aborted else None,
+        final_key_bits=0 if aborted else len(bob_key), timings_s=timings_s,
+        backend=p.backend, mode=p.mode, seed=p.seed,
+        sample_bits=ob.ledger.sample_bits, leaked_ec_bits=ob.ledger.leak_ec,
+        key_length=KeyLengthSummary.of(ob.key_length) if ob.key_length else None,
+        alice_key_sha256=None if aborted else alice_key.sha256(),
+        bob_key_sha256=None if aborted else bob_key.sha256(),
+        provenance=p.to_dict(),
+        mitm={"authenticated": result.authenticated, "detected": result.detected,
+              "alice_failure": result.alice_failure, "bob_failure": result.bob_failure,
+              "key_shared_with": "eve" if made else None,
+              "eve_holds_alice_key": bool(alice_key is not None and result.eve_key_with_alice is not None
+                                          and result.eve_key_with_alice.matches(alice_key)),
+              "eve_holds_bob_key": bool(bob_key is not None and result.eve_key_with_bob is not None
+                                        and result.eve_key_with_bob.matches(bob_key))},
+    )

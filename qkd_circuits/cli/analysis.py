@@ -8,8 +8,8 @@ import click
 
 from ..exceptions import ConfigurationError
 from ..params import DECOY_EXCHANGES
-from .errors import EXIT_ABORTED, EXIT_OK, exit_codes
-from .options import json_option, param_option
+from .errors import EXIT_ABORTED, EXIT_OK, EXIT_USAGE, exit_codes
+from .options import json_option, output_file, param_option
 from .keyrate_plot import finite_label as _finite_label, footer as _footer, plot_keyrate as _plot_keyrate
 from .keyrate_plot import provenance as _keyrate_provenance
 from .report import echo_json, print_report
@@ -108,7 +108,8 @@ def _distances(spec: str) -> list[float]:
 @click.option("--kappa", type=float, default=None, help="Secrecy per key bit: eps_sec = kappa x length (Lim et "
               "al. use 1e-15); instead of --eps-sec.")
 @param_option("eps_cor")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the curve(s) to a PNG.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, callback=output_file,
+              help="Draw the curve(s) to a PNG.")
 @json_option("Print the curve and max_distance_km as one JSON object.")
 def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e_detector, f_ec, afterpulse, mu, nu,
             compare, simulate_spec, exchanges, seed, finite_sizes, finite_method, finite_block, finite_sampling,
@@ -158,11 +159,18 @@ def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e
     out["others"] = {m: {"max_distance_km": c.max_distance_km} for m, c in others.items()}
     out["finite"] = [c.to_dict() for c in finite]
     out["provenance"] = _keyrate_provenance(parameters, link)
-    if plot_file:
-        _plot_keyrate(plot_file, curve, others, simulated, finite, out["provenance"])
     if as_json:
         echo_json(out)
-        return
+    else:
+        _print_keyrate(out, method, link, curve, others, simulated, finite)
+    if plot_file:  # after the results are out: a failed write loses nothing
+        with exit_codes({OSError: (EXIT_USAGE, "cannot write the plot: {exc}")}):
+            _plot_keyrate(plot_file, curve, others, simulated, finite, out["provenance"])
+        if not as_json:
+            click.echo(f"wrote {plot_file}")
+
+
+def _print_keyrate(out, method, link, curve, others, simulated, finite) -> None:
     click.echo(f"{method} on {link.name} (α={link.alpha_db_per_km} dB/km, η_Bob={link.eta_bob}, Y0={link.y0}, "
                f"e_det={link.e_detector}, f={link.f_ec}): maximum distance {curve.max_distance_km:.1f} km")
     for m, c in others.items():
@@ -179,8 +187,6 @@ def keyrate(distance_spec, decoy_method, preset, alpha_db_per_km, eta_bob, y0, e
         for p in c.points:
             click.echo(f"{p.distance_km:>8.1f} {p.rate:>18.4e} {p.length:>14,} {p.pulses:>10.3g} {p.q_key:>6.3f}")
     click.echo(f"({_footer(out['provenance'])})")
-    if plot_file:
-        click.echo(f"wrote {plot_file}")
 
 
 @click.command("decoy")

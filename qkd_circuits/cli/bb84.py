@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..exceptions import AbortReason, ConfigurationError
+from ..exceptions import ConfigurationError
 from .errors import EXIT_ABORTED, EXIT_OK, exit_codes
-from .options import json_option, round_kwargs, round_options
+from .options import json_option, output_file, round_kwargs, round_options
 from .report import echo_json, print_report
 
 __all__ = ["PROGRESS_MIN_EXCHANGES", "run"]
@@ -28,16 +28,27 @@ PROGRESS_MIN_EXCHANGES = 1 << 21
 @click.option("--attack", type=click.Choice(["tamper", "replay", "reorder", "drop"]), default=None,
               help="An active attacker on the classical channel.")
 @click.option("--mitm", is_flag=True, help="A classical man-in-the-middle between the parties.")
+@click.option("--no-authentication", "unauthenticated", is_flag=True,
+              help="With --mitm: the parties do not authenticate, so Eve's keys go unnoticed (a lesson).")
 @click.option("--store-a", type=click.Path(dir_okay=False), default=None,
               help="Put Alice's final key into this site key store (for 'qkd kme serve').")
 @click.option("--store-b", type=click.Path(dir_okay=False), default=None, help="The same for Bob's key.")
 @click.option("--link-id", default="A-B", show_default=True, help="Link name in the key IDs both sites derive.")
-@click.option("--save-record", type=click.Path(dir_okay=False), default=None,
+@click.option("--save-record", type=click.Path(dir_okay=False), default=None, callback=output_file,
               help="Write the measurement record (.npz; holds Alice's raw bits).")
+@click.option("--show-bits", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Print the first N pulses: Alice's bit and basis, Eve, Bob's basis and result, kept or not.")
+@click.option("--classroom", is_flag=True,
+              help="A lesson's round: sift, then compare every sifted bit in public (QBER, no key, by design).")
 @json_option()
-def run(exchanges, psk_file, pki_dir, attack, mitm, store_a, store_b, link_id, save_record, as_json,
-        **values) -> None:
-    """Run one BB84 round and print its report."""
+def run(exchanges, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, store_b, link_id, save_record,
+        show_bits, classroom, as_json, **values) -> None:
+    """Run one BB84 round and print its report.
+
+    For a lesson: --show-bits N prints the first N pulses, and --classroom compares every sifted
+    bit in public (the QBER of the whole sifted key; no key is left).  A short round says in its
+    report why it made no key and how many pulses one would need.
+    """
     from ..channel.pool import AuthKeyPool
     from ..session import run_bb84
 
@@ -45,11 +56,22 @@ def run(exchanges, psk_file, pki_dir, attack, mitm, store_a, store_b, link_id, s
         options = round_kwargs(values)
         if psk_file and pki_dir:
             raise ConfigurationError("choose one bootstrap: --psk FILE or --pki DIR")
+        if unauthenticated and not mitm:
+            raise ConfigurationError("--no-authentication only goes with --mitm (every other round authenticates)")
+        if (show_bits or classroom) and (store_a or store_b or psk_file or pki_dir):
+            raise ConfigurationError("--show-bits and --classroom print raw key material: they do not go with "
+                                     "--store-a/--store-b/--psk/--pki, whose keys are kept")
+        if show_bits and mitm:
+            raise ConfigurationError("--show-bits shows one link's pulses; a man-in-the-middle round has two")
+        if classroom and (mitm or attack):
+            raise ConfigurationError("--classroom runs no classical protocol to attack: drop --mitm/--attack")
+        if classroom:
+            _run_classroom(exchanges, options, show_bits or 16, save_record, as_json)
         pool = AuthKeyPool.load(psk_file) if psk_file else None
         if pki_dir:
             options.update(_pki_identities(pki_dir))
         if mitm:
-            _run_mitm(exchanges, options, pool, as_json)
+            _run_mitm(exchanges, options, pool, as_json, authenticated=not unauthenticated)
         if pool is not None:
             options.update(alice_pool=pool, bob_pool=pool.copy())
         if (store_a or store_b) and (options["seed"] is not None or (pool is not None and pool.simulation)):
@@ -74,14 +96,45 @@ def run(exchanges, psk_file, pki_dir, attack, mitm, store_a, store_b, link_id, s
     if (store_a or store_b) and not result.report.aborted:
         _store_keys(result, store_a, store_b, link_id, result.report.auth.get("round") if pool is not None else None,
                     pool.epoch if pool is not None else b"")
-    if save_record:
-        result.record.save(save_record)
-    report = result.report
+    _finish(result.report, result.record, show_bits, save_record, as_json)
+
+
+def _finish(report, record, show_bits, save_record, as_json) -> None:
+    """Print the report (and the pulse table), then save the record: a failed write loses no result."""
     if as_json:
-        echo_json(report.to_dict())
+        out = report.to_dict()
+        if show_bits:
+            from ..teaching import pulse_table
+
+            out["pulses"] = pulse_table(record, show_bits)
+        echo_json(out)
     else:
+        if show_bits:
+            from ..teaching import format_pulse_table, pulse_table
+
+            click.echo(format_pulse_table(pulse_table(record, show_bits)))
+            click.echo()
         print_report(report)
+    if save_record:
+        with exit_codes({OSError: (2, "cannot write the record: {exc}")}):
+            record.save(save_record)
     sys.exit(EXIT_ABORTED if report.aborted else EXIT_OK)
+
+
+def _run_classroom(exchanges, options, show_bits, save_record, as_json) -> None:
+    import time
+
+    from ..quantum.execution import submit
+    from ..session import classroom_report
+
+    config = options.pop("config")
+    t0 = time.perf_counter()
+    record = submit(exchanges, **options).result()
+    report = classroom_report(record, config, timings_s={"quantum": time.perf_counter() - t0})
+    if not as_json:
+        click.echo("Classroom round: Alice and Bob keep the pulses where their bases agreed, then compare every kept "
+                   "bit in public.")
+    _finish(report, record, show_bits, save_record, as_json)
 
 
 def _store_keys(result, store_a, store_b, link_id, round_number, epoch: bytes = b"") -> None:
@@ -100,27 +153,17 @@ def _store_keys(result, store_a, store_b, link_id, round_number, epoch: bytes = 
             click.echo(f"stored {stored} keys of 256 bits in {path}", err=True)
 
 
-def _run_mitm(exchanges, options, pool, as_json) -> None:
+def _run_mitm(exchanges, options, pool, as_json, *, authenticated: bool) -> None:
+    """``--mitm``: the report of Bob's leg in the schema of every round, with ``mitm`` (what Eve achieved)."""
     from ..session import run_mitm
 
     options = {k: v for k, v in options.items() if not k.endswith("_pki")}
     pools = {} if pool is None else {"alice_pool": pool, "bob_pool": pool.copy()}
-    result = run_mitm(exchanges, **pools, **options)
-    summary = {
-        "mitm": True, "authenticated": result.authenticated, "detected": result.detected,
-        "aborted": result.alice_key is None or result.bob_key is None,
-        "abort_reason": AbortReason.AUTHENTICATION_FAILED if result.detected else None,
-        "alice_failure": result.alice_failure, "bob_failure": result.bob_failure,
-        "alice_key_sha256": result.alice_key.sha256() if result.alice_key else None,
-        "bob_key_sha256": result.bob_key.sha256() if result.bob_key else None,
-    }
-    if as_json:
-        echo_json(summary)
-    else:
-        click.echo("Classical man-in-the-middle: Eve runs BB84 with Alice and with Bob separately.")
-        click.echo("  detected: the round aborted at both ends, no key was output" if result.detected
-                   else "  NOT detected: each party holds a key shared with Eve")
-    sys.exit(EXIT_ABORTED if summary["aborted"] else EXIT_OK)
+    result = run_mitm(exchanges, authenticated=authenticated, **pools, **options)
+    if not as_json:
+        click.echo("Classical man-in-the-middle: Eve runs BB84 with Alice and with Bob separately"
+                   + ("." if authenticated else ", and the parties do not authenticate."))
+    _finish(result.report, None, None, None, as_json)
 
 
 def _pki_identities(directory) -> dict:

@@ -17,7 +17,8 @@ import click
 
 from ..params import PARAMETERS
 
-__all__ = ["AliasedOption", "ROUND", "SHORT", "json_option", "param_option", "round_kwargs", "round_options"]
+__all__ = ["AliasedOption", "ROUND", "SHORT", "json_option", "output_file", "param_option", "round_kwargs",
+           "round_options"]
 
 #: The parameters of every round-running command, in ``--help`` order.
 ROUND = ("exchanges", "mode", "backend", "noise", "eve", "distance_km", "alpha_db_per_km", "detector_efficiency",
@@ -92,3 +93,28 @@ def round_kwargs(values: dict) -> dict:
             raise click.BadParameter(f"must be a whole number or 'device', got {lanes!r}", param_hint="--lanes")
         lanes = int(lanes)
     return dict(round_arguments(v), seed=v["seed"], lanes=lanes, schedule=v["schedule"])
+
+
+def output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Option callback for a file the command writes after its work (``--save-record``, ``--plot``).
+
+    Checks before any work that the path could be written: its folder exists and is a folder, and
+    the path is not itself a folder, so a typo costs a clear message (exit 2) instead of a
+    traceback at the end that loses the result.
+    """
+    if value is None:
+        return None
+    import os
+    from pathlib import Path
+
+    path = Path(value)
+    folder = path.parent
+    if path.is_dir():
+        raise click.BadParameter(f"{value!r} is a folder; give a file name in it", ctx=ctx, param=param)
+    if not folder.exists():
+        raise click.BadParameter(f"the folder {str(folder)!r} does not exist", ctx=ctx, param=param)
+    if not folder.is_dir():
+        raise click.BadParameter(f"{str(folder)!r} is not a folder", ctx=ctx, param=param)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"the folder {str(folder)!r} is not writable", ctx=ctx, param=param)
+    return value

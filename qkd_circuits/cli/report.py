@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-__all__ = ["echo_json", "json_default", "print_report"]
+__all__ = ["echo_json", "json_default", "print_report", "simulation_notice"]
 
 
 def json_default(value: Any) -> Any:
@@ -24,6 +24,37 @@ def echo_json(value: Any, **kwargs: Any) -> None:
 
 def _percent(value) -> str:
     return "n/a" if value is None else f"{value:.4%}"
+
+
+def simulation_notice(report) -> str:
+    """The closing line of a text report: who else can know this round's key.
+
+    A simulator's (``aer``, ``fake:``, ``braket-local``) operator knows every bit; on a cloud
+    device (``ibm:``, ``braket:``) the provider and anyone who can read the job results do.  An
+    aborted round made no key, so the line says what a key from it would have been.
+    """
+    backend = str(report.backend)
+    device = backend.partition(":")[2]
+    if backend.startswith("ibm:"):
+        who, verb = f"run on IBM Quantum hardware ({device}): IBM and anyone who can read the job results", "know"
+    elif backend.startswith("braket:"):
+        who, verb = f"run on Amazon Braket ({device}): Amazon and anyone who can read the task results", "know"
+    else:
+        who, verb = "simulated: the simulator's operator", "knows"
+    if report.aborted:
+        return f"  ({who} would know every bit of a key from this round)"
+    return f"  ({who} {verb} every bit of this key; for study, not for secrets)"
+
+
+def _abort_line(report) -> str:
+    q = report.qber
+    reason = str(report.abort_reason)
+    if report.abort_reason == "qber_too_high" and q.get("estimate") is not None and q["estimate"] <= q["threshold"]:
+        reason += (f" (the measured {q['estimate']:.2%} is fine: the sample was too small to bound the QBER below "
+                   f"{q['threshold']:.0%})")
+    elif report.abort_reason == "classroom_round":
+        reason += " (every sifted bit was compared in public)"
+    return f"  ABORTED: {reason}; no key was output"
 
 
 def print_report(report) -> None:
@@ -54,11 +85,17 @@ def print_report(report) -> None:
                      f"added {a['pool_bits_added']}, {closing}" + (f", FAILED ({a['failure']})" if a.get("failure") else ""))
     lines.append("  timings        " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings_s.items()))
     if report.aborted:
-        lines.append(f"  ABORTED: {report.abort_reason}; no key was output")
+        lines.append(_abort_line(report))
         if getattr(report, "abort_detail", None):
             lines.append(f"  why            {report.abort_detail}")
     else:
         lines.append(f"  final key      {report.final_key_bits:>12,} bits  (sha256 {report.alice_key_sha256[:16]}…, "
                      f"{'same at both ends' if report.alice_key_sha256 == report.bob_key_sha256 else 'KEYS DIFFER'})")
-    lines.append("  (simulated: the simulator's operator knows every bit of this key)")
+    if getattr(report, "mitm", None):
+        m = report.mitm
+        lines.append("  man-in-the-middle  " + (
+            "detected: the tags did not verify, both ends aborted" if m["detected"] else
+            "NOT detected: each party holds a key shared with Eve" if m["key_shared_with"] == "eve" else
+            "the round ended without a key"))
+    lines.append(simulation_notice(report))
     click.echo("\n".join(lines))

@@ -359,7 +359,7 @@ def explain_abort(config: PostProcessingConfig, reason, *, sifted: int, qber: QB
         >>> print(explain_abort(cfg, "qber_too_high", sifted=1_000, qber=estimate_qber(0, 100)))  # doctest: +NORMALIZE_WHITESPACE
         the sample of 100 bits had 0 errors (0.00%), but at qber_epsilon=1e-10 its upper bound is 20.6%,
         above abort_qber=11.0%: with no errors a sample needs at least 198 bits, i.e. about 1,980 sifted
-        bits at sample_fraction=0.1
+        bits at sample_fraction=0.1; and at 0.00% QBER a key needs at least 3,251 sifted bits
     """
     reason = None if reason is None else AbortReason(reason)
     if config.decoy is not None:  # a decoy round's sizes are set by its decoy bounds, not by a sample
@@ -389,10 +389,15 @@ def explain_abort(config: PostProcessingConfig, reason, *, sifted: int, qber: QB
         if qber.estimate > config.abort_qber:
             return (f"the sample's QBER {qber.estimate:.2%} ({qber.errors}/{qber.n}) is above abort_qber="
                     f"{config.abort_qber:.1%}: the channel is too noisy or someone is listening")
+        if qber.n >= k_min:  # the sample was large enough for a clean channel: the rate is near the threshold
+            return (f"the sample of {qber.n:,} bits had {qber.errors:,} errors ({qber.estimate:.2%}); at qber_epsilon="
+                    f"{config.qber_epsilon:g} its upper bound is {qber.upper:.1%}, above abort_qber="
+                    f"{config.abort_qber:.1%}: {needed(qber.estimate)}")
         return (f"the sample of {qber.n} bits had {qber.errors} errors ({qber.estimate:.2%}), but at qber_epsilon="
                 f"{config.qber_epsilon:g} its upper bound is {qber.upper:.1%}, above abort_qber="
                 f"{config.abort_qber:.1%}: with no errors a sample needs at least {k_min} bits, i.e. about "
-                f"{sifted_min:,} sifted bits at sample_fraction={config.sample_fraction:g}{pulses(sifted_min)}")
+                f"{sifted_min:,} sifted bits at sample_fraction={config.sample_fraction:g}{pulses(sifted_min)}; "
+                f"and {needed(qber.estimate)}")
     if reason is AbortReason.KEY_TOO_SHORT and qber is not None and qber.n:
         return f"this round had {sifted:,} sifted bits; {needed(qber.estimate)}"
     return None

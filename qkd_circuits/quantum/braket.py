@@ -399,26 +399,25 @@ def braket_task(device: Any, task_id: str, *, pubs: Iterable | None = None, shot
     from qiskit_braket_provider.providers.braket_primitive_task import BraketPrimitiveTask
 
     if pubs is None:
-        def untranslated(_result):
-            raise ConfigurationError(
-                f"task {task_id} was looked up without the pubs it ran; pass pubs= and shots= "
-                "to braket_task to read its results")
+        class Untranslated(BraketPrimitiveTask):
+            def result(self):
+                raise ConfigurationError(
+                    f"task {task_id} was looked up without the pubs it ran; pass pubs= and "
+                    "shots= to braket_task to read its results")
 
-        tasks = [lookup_task(arn, None) for arn in arns]
-        return BraketPrimitiveTask(tasks, untranslated, None, None)
-    program_set, translate = _program_set(device, pubs, shots)
-    limit = getattr(device, "_max_program_set_executables", None)
-    parts, index_map = program_set.split(limit) if limit else ([program_set], None)
+        return Untranslated([lookup_task(arn, None) for arn in arns], None, None, None)
+    program_set, translate, limit = _program_set(device, pubs, shots)
+    parts, index_map = program_set.split(limit)  # as qiskit-braket-provider splits for AWS
     if len(parts) != len(arns):
         raise ConfigurationError(
             f"these pubs make {len(parts)} Braket task(s) on {device.name}, but the id holds "
             f"{len(arns)} task ARN(s): they are not the pubs task {arns[0]} ran")
     tasks = [lookup_task(arn, part) for arn, part in zip(arns, parts)]
-    return BraketPrimitiveTask(tasks, translate, program_set, index_map if len(parts) > 1 else None)
+    return BraketPrimitiveTask(tasks, translate, program_set, index_map)
 
 
 def _program_set(device: Any, pubs: Iterable, shots: int | None):
-    """The program set and result translator ``BraketSampler(device).run(pubs, shots)`` makes.
+    """The program set, result translator and executables limit of ``BraketSampler(device).run``.
 
     Rebuilt from qiskit-braket-provider 0.27's own steps (``SamplerPub.coerce``, the sampler's
     ``_translate_pub`` and ``_translate_result``), so a resumed job reads its results exactly as
@@ -440,7 +439,8 @@ def _program_set(device: Any, pubs: Iterable, shots: int | None):
     bindings, indices = zip(*(sampler._translate_pub(pub) for pub in coerced))
     program_set = ProgramSet(list(bindings), shots_per_executable=per_executable)
     metadata = bs._JobMetadata(pubs=coerced, parameter_indices=list(indices), shots=per_executable)
-    return program_set, lambda result: bs.BraketSampler._translate_result(result, metadata)
+    return (program_set, lambda result: bs.BraketSampler._translate_result(result, metadata),
+            device._max_program_set_executables)
 
 
 # --------------------------------------------------------------------------------------------

@@ -152,13 +152,13 @@ def format_pulse_table(rows: list[dict]) -> str:
 
 
 def one_photon(bit: int, basis: str | int, bob_basis: str | int, *, eve_basis: str | int | None = None,
-               seed: int | None = None) -> list:
+               seed: int | None = None, eve_outcome: int | None = None) -> list:
     """One photon through BB84, step by step: a list of
     :class:`~qkd_circuits.quantum.photon.PhotonStep` (title, circuit so far, state vector,
     explanation, Z-measurement probabilities, outcome).  Alice prepares, Eve (if ``eve_basis``
     is given) measures and resends, Bob rotates into his basis, Bob measures.  ``seed`` seeds
-    Eve's outcome.  See :func:`qkd_circuits.quantum.photon.one_photon`; needs Qiskit (imported on
+    Eve's outcome; ``eve_outcome`` picks it (one branch of her measurement).  See :func:`qkd_circuits.quantum.photon.one_photon`; needs Qiskit (imported on
     the first call).
     """
     photon = importlib.import_module("qkd_circuits.quantum.photon")
-    return photon.one_photon(bit, basis, bob_basis, eve_basis=eve_basis, seed=seed)
+    return photon.one_photon(bit, basis, bob_basis, eve_basis=eve_basis, seed=seed, eve_outcome=eve_outcome)

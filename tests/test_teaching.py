@@ -164,3 +164,35 @@ def test_one_photon_breidbart():
 def test_one_photon_refuses_bad_input(args, kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         teaching.one_photon(*args, **kwargs)
+
+
+def _qber_of_full_intercept_resend(eve_basis_choices):
+    """Bob's error rate on kept pulses, Eve on every photon: exact, from the branches of her measurement."""
+    total = 0.0
+    cases = [(bit, a, e) for bit in (0, 1) for a in "+x" for e in eve_basis_choices]
+    for bit, a, e in cases:
+        for outcome in (0, 1):
+            first = teaching.one_photon(bit, a, a, eve_basis=e, seed=0)[1].outcome_probabilities
+            if first[outcome] == 0:
+                continue
+            steps = teaching.one_photon(bit, a, a, eve_basis=e, eve_outcome=outcome)
+            assert steps[1].outcome == outcome and steps[1].outcome_probabilities == first
+            total += first[outcome] * steps[-1].probabilities[1 - bit]
+    return total / len(cases)
+
+
+def test_one_photon_branches_give_the_intercept_resend_qber():
+    # Random Z/X: 1/4 (the f/4 line at f = 1); Breidbart: also 1/4 (c^4 + s^4 = 3/4 right).
+    assert _qber_of_full_intercept_resend("+x") == pytest.approx(0.25, abs=1e-12)
+    assert _qber_of_full_intercept_resend("B") == pytest.approx(0.25, abs=1e-12)
+    assert _qber_of_full_intercept_resend("+") == pytest.approx(0.25, abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"eve_outcome": 1}, "needs an eve_basis, got 1 without Eve"),
+    ({"eve_basis": "+", "eve_outcome": 2}, "eve_outcome must be 0 or 1"),
+    ({"eve_basis": "+", "eve_outcome": 1}, "Eve cannot get 1 here"),
+])
+def test_one_photon_refuses_bad_eve_outcomes(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        teaching.one_photon(0, "+", "+", **kwargs)

@@ -44,6 +44,8 @@ class PhotonStep:
         probabilities: ``(P(0), P(1))`` of a Z measurement of ``state`` (what Bob's detector
             reads after his rotation; for the earlier steps, what a Z measurement would read).
         outcome: the bit measured at this step (Eve's result on her step), else ``None``.
+        outcome_probabilities: on Eve's step, the Born probabilities ``(P(0), P(1))`` of her
+            result in her basis (before the collapse); else ``None``.
     """
 
     title: str
@@ -52,6 +54,7 @@ class PhotonStep:
     explanation: str
     probabilities: tuple[float, float]
     outcome: int | None = None
+    outcome_probabilities: tuple[float, float] | None = None
 
     def bloch_vector(self) -> tuple[float, float, float]:
         """The state's Bloch vector ``(⟨X⟩, ⟨Y⟩, ⟨Z⟩)``, each rounded to 12 decimals."""
@@ -81,7 +84,8 @@ def _fmt(p: float) -> str:
     return f"{p:.0%}" if abs(p * 100 - round(p * 100)) < 1e-9 else f"{p:.1%}"
 
 
-def one_photon(bit: int, basis, bob_basis, *, eve_basis=None, seed: int | None = None) -> list[PhotonStep]:
+def one_photon(bit: int, basis, bob_basis, *, eve_basis=None, seed: int | None = None,
+               eve_outcome: int | None = None) -> list[PhotonStep]:
     """Alice sends ``bit`` in ``basis``, Bob measures in ``bob_basis``; Eve, if ``eve_basis`` is
     given, intercepts and resends in hers.  Returns the steps in order: Alice prepares, (Eve
     measures and resends,) Bob rotates into his basis, Bob measures.
@@ -92,9 +96,13 @@ def one_photon(bit: int, basis, bob_basis, *, eve_basis=None, seed: int | None =
         eve_basis: ``None`` (no Eve), or Eve's basis: ``"+"``, ``"x"`` or ``"B"`` (Breidbart).
         seed: seeds the draw of Eve's outcome (``None``: a fresh draw each call).  Bob's outcome
             is not drawn: his step gives the probabilities.
+        eve_outcome: Eve's result, 0 or 1, chosen instead of drawn: to follow one branch of her
+            measurement (weigh it with that step's ``outcome_probabilities``).  A result of
+            probability 0 is refused.
 
     Raises:
-        ConfigurationError: a bit other than 0/1 or an unknown basis.
+        ConfigurationError: a bit other than 0/1, an unknown basis, or an ``eve_outcome`` without
+            Eve, other than 0/1, or impossible.
 
     Examples:
         >>> steps = one_photon(1, "x", "x")
@@ -108,13 +116,18 @@ def one_photon(bit: int, basis, bob_basis, *, eve_basis=None, seed: int | None =
     a = parse_basis(basis, who="Alice's basis")
     b = parse_basis(bob_basis, who="Bob's basis")
     e = None if eve_basis is None else parse_basis(eve_basis, who="Eve's basis", eve=True)
+    if eve_outcome is not None and (e is None or isinstance(eve_outcome, bool) or eve_outcome not in (0, 1)):
+        raise ConfigurationError(f"eve_outcome must be 0 or 1 and needs an eve_basis, got {eve_outcome!r}"
+                                 + ("" if e is not None else " without Eve"))
 
     photon = QuantumRegister(1, "photon")
     qc = QuantumCircuit(photon, name="one_photon")
     steps: list[PhotonStep] = []
 
-    def step(title: str, state: Statevector, explanation: str, outcome: int | None = None) -> None:
-        steps.append(PhotonStep(title, qc.copy(), state, explanation, _probabilities(state), outcome))
+    def step(title: str, state: Statevector, explanation: str, outcome: int | None = None,
+             outcome_probabilities: tuple[float, float] | None = None) -> None:
+        steps.append(PhotonStep(title, qc.copy(), state, explanation, _probabilities(state), outcome,
+                                outcome_probabilities))
 
     qc.ry(math.pi * bit + math.pi / 2 * a, 0)
     state = Statevector(qc)
@@ -130,8 +143,13 @@ def one_photon(bit: int, basis, bob_basis, *, eve_basis=None, seed: int | None =
             qc.ry(-angle, 0)
         rotated = state.evolve(_ry(-angle))
         p0, p1 = _probabilities(rotated)
-        rng = np.random.default_rng(seed)  # sim-rng: Eve's Born-rule outcome, for the lesson
-        outcome = int(rng.random() < p1)
+        if eve_outcome is None:
+            rng = np.random.default_rng(seed)  # sim-rng: Eve's Born-rule outcome, for the lesson
+            outcome = int(rng.random() < p1)
+        elif (p0, p1)[eve_outcome] == 0.0:
+            raise ConfigurationError(f"Eve cannot get {eve_outcome} here: in her basis its probability is 0")
+        else:
+            outcome = eve_outcome
         qc.measure(0, eve_bit[0])
         qc.reset(0)
         qc.ry(math.pi * outcome + angle, 0)
@@ -144,7 +162,7 @@ def one_photon(bit: int, basis, bob_basis, *, eve_basis=None, seed: int | None =
             why = "her basis is not Alice's: her result is a coin toss and the state she resends is not Alice's"
         step("Eve measures and resends", state,
              f"Eve measures in basis {_NAMES[e]}: P(0) = {_fmt(p0)}, P(1) = {_fmt(p1)}; she got {outcome} and "
-             f"resends it in her basis ({why}).", outcome)
+             f"resends it in her basis ({why}).", outcome, (p0, p1))
 
     bob_bit = ClassicalRegister(1, "bob_bit")
     qc.add_register(bob_bit)

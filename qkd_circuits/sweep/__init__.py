@@ -1,11 +1,15 @@
-"""Sweeps at scale: a grid of seeded BB84 sessions on Dask distributed, resumable.
+"""Sweeps at scale: a grid of seeded BB84 sessions, serially or on Dask distributed, resumable.
 
 ``qkd sweep SPEC.toml --output results.csv`` (or :func:`run_sweep`) runs one ``run_bb84`` session
 per grid point and seed, each an independent Dask task on a ``LocalCluster`` of single-threaded
-worker processes (or on a running scheduler, ``--scheduler tcp://HOST:PORT``), and appends one
-row per session to a CSV file or a Parquet dataset as sessions finish.  Rerun the same command
-after an interruption and only the missing sessions run.  Needs the ``sweep`` extra
-(``pip install 'qkd_circuits[sweep]'``).
+worker processes (or on a running scheduler, ``--scheduler tcp://HOST:PORT``), or one after
+another in this process (``--serial``; the default for at most 16 sessions to run or
+``--workers 1``: no cluster start-up), and appends one row per session to a CSV file or a
+Parquet dataset as sessions finish.  Beside the results go a copy of the spec and a run record
+(timestamps, command, spec digest, commit, versions).  Rerun the same command after an
+interruption and only the missing sessions run; another spec is refused.  Dask and Parquet
+need the ``sweep`` extra (``pip install 'qkd_circuits[sweep]'``, which brings pandas too).
+The format, the columns of each protocol and reading the results: ``docs/sweeps.md``.
 
 The spec (TOML)::
 
@@ -57,9 +61,10 @@ decoy_method          "lim2014"   decoy: "lim2014" or "rusca2018" (composable fi
 
 A decoy session reads ``exchanges`` as pulses, the fibre and detector parameters (noise may only
 be "misalignment:E"), ``eve`` "none" or "pns" (photon-number splitting tuned to the signal's
-honest click rate) and the post-processing parameters; it runs on "aer".  Its rows add
-decoy_rate, decoy_y1, decoy_e1, decoy_valid, gain_signal, gain_decoy and eve_known_fraction
-(the simulator's ground truth).  A BB84 task's id leaves the decoy-only parameters out.
+honest click rate) and the post-processing parameters; it runs on "aer" and does not read
+``mode``.  A spec runs one protocol (``protocol`` under ``[fixed]``) and may set only the
+parameters that protocol reads: BB84 specs no decoy parameters, decoy specs no ``mode``.  A
+BB84 task's id leaves the decoy-only parameters out.
 
 Any parameter goes under ``[fixed]`` (a value) or ``[grid]`` (a non-empty list without repeats),
 not both.  The whole spec is validated before anything runs (unknown keys, wrong types, empty
@@ -67,13 +72,18 @@ lists, values the channel / detector / Eve models refuse): :class:`~qkd_circuits
 names the key and the value.
 
 Each session is a task with a stable id, 16 hex digits of SHA-256 over its parameters and seed
-(:func:`task_id`), and gives one row (:data:`COLUMNS`): the task id, seed and every parameter;
-the report's figures (detected, sifted, sample_bits, qber_estimate / qber_upper /
-qber_true_sifted, aborted, abort_reason, final_key_bits, leaked_ec_bits, key_sha256,
-keys_match, quantum_s / postprocessing_s / wall_s and all timings as JSON); ``error`` (the
-exception, when the session raised instead of finishing); the worker, the git commit and the
-package versions (JSON).  An aborted session is an ordinary row.  Rows come in completion order.
-How CSV and Parquet outputs are written and resumed: :mod:`qkd_circuits.sweep.output`.
+(:func:`task_id`), and gives one row with its protocol's columns (:func:`columns`): the task id,
+seed and every parameter the protocol reads; the report's figures (detected, sifted,
+sample_bits, qber_estimate / qber_upper / qber_true_sifted, aborted, abort_reason,
+final_key_bits, leaked_ec_bits, key_sha256, keys_match); BB84: what Eve learned
+(attacked_fraction, right_basis_fraction, guess_error_right_basis as in the report's ``eve``
+part, and eve_known_fraction); decoy: decoy_rate, decoy_y1, decoy_e1, decoy_valid,
+gain_signal, gain_decoy and eve_known_fraction (the simulator's ground truth); then
+quantum_s / postprocessing_s / wall_s and all timings as JSON; ``error`` (the exception, when
+the session raised instead of finishing); the worker, the git commit and the package versions
+(JSON).  An aborted session is an ordinary row.  Rows come in completion order.  How CSV and
+Parquet outputs, the spec copy and the run record are written and resumed:
+:mod:`qkd_circuits.sweep.output`; :func:`read_results` reads them back as dicts.
 
 Examples:
     >>> spec = parse_spec({"seeds": {"count": 3},
@@ -84,9 +94,9 @@ Examples:
     (0.0, 0)
 """
 
-from .output import COLUMNS, read_results
+from .output import COLUMNS, columns, read_results, sidecars
 from .runner import SweepSummary, run_sweep, run_task
 from .spec import PARAMETERS, SweepSpec, Task, expand, load_spec, parse_spec, task_id
 
-__all__ = ["COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "expand", "load_spec", "parse_spec",
-           "read_results", "run_sweep", "run_task", "task_id"]
+__all__ = ["COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "columns", "expand", "load_spec",
+           "parse_spec", "read_results", "run_sweep", "run_task", "sidecars", "task_id"]

@@ -1,11 +1,18 @@
-"""Running a sweep on Dask distributed: one task per session, each row written as it finishes.
+"""Running a sweep: one task per session, each row written as it finishes, serially or on Dask.
 
-The driver (this process) reads the output to find what is done, starts a ``LocalCluster`` of
-single-threaded worker processes (or connects to a scheduler), keeps a window of tasks
-submitted, and appends each row as its task completes (``as_completed``).  A session runs in a
-worker as one ``run_bb84`` call: its circuits on the simulator, both parties' post-processing,
-seeded.  Dask is imported here only when a sweep runs, so ``import qkd_circuits`` and the CLI
-stay fast and work without the ``sweep`` extra.
+The driver (this process) reads the output to find what is done, checks that the output was
+started with the same spec (its digest, in ``<output>.meta.json``), then runs the missing tasks:
+
+* serially, in this process, one after another (``serial=True``; chosen by default for at most
+  :data:`SERIAL_MAX_TASKS` tasks to run, or ``workers=1``): no cluster to start, no Dask needed;
+* on Dask distributed: it starts a ``LocalCluster`` of single-threaded worker processes (or
+  connects to a scheduler), keeps a window of tasks submitted, and appends each row as its task
+  completes (``as_completed``).
+
+A session runs as one ``run_bb84`` (or ``run_decoy_session``) call: its circuits on the
+simulator, both parties' post-processing, seeded, so a task gives the same row serially and on
+any worker.  Dask is imported here only when a Dask sweep runs, so ``import qkd_circuits`` and
+the CLI stay fast and work without the ``sweep`` extra.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import contextlib
 import itertools
 import json
 import os
+import platform
+import shlex
 import signal
 import socket
 import sys
@@ -24,7 +33,7 @@ from typing import Callable
 
 from .. import _provenance
 from ..exceptions import ConfigurationError, MissingExtraError
-from .output import COLUMNS, open_output
+from .output import _utc_now, columns, open_output, read_meta, sidecars, write_meta, write_spec_copy
 from .spec import SweepSpec, Task, expand, load_spec, session_options
 
 __all__ = ["SweepSummary", "run_sweep", "run_task"]
@@ -38,6 +47,11 @@ WORKER_WAIT_S = 60.0
 INTERRUPTED_WORKER_STOP_S = 0.5
 #: ... and how long the rest of the cluster (its scheduler, in this process) gets to close.
 INTERRUPTED_CLOSE_S = 5.0
+#: A sweep with at most this many tasks left to run runs serially unless told otherwise: a local
+#: cluster takes seconds to start (4-31 s measured on the 2-core machine, benchmarks/sweep.py),
+#: the time of ten to a hundred small sessions.
+SERIAL_MAX_TASKS = 16
+META_FORMAT = "qkd_circuits.sweep.meta/1"
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,8 @@ class SweepSummary:
     submitted to the last row written, with the workers already started and warm (their imports
     done); ``startup_s`` is everything before that, ``wall_s`` the whole call.  ``None`` when no
     task ran.  ``scheduler`` is the address given, or ``None`` for a cluster started here.
+    ``serial``: the tasks ran in this process, without Dask (``workers`` is then 1 if any ran);
+    ``meta``: the run record beside the output (:func:`~qkd_circuits.sweep.output.sidecars`).
     """
 
     spec: str
@@ -64,6 +80,9 @@ class SweepSummary:
     compute_s: float
     wall_s: float
     sessions_per_s: float | None
+    serial: bool = False
+    protocol: str = "bb84"
+    meta: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,8 +97,23 @@ def _one_line(error: BaseException) -> str:
 
 
 def _row(task: Task) -> dict:
-    return {**dict.fromkeys(COLUMNS), "task_id": task.task_id, "seed": task.seed, **task.parameters,
+    schema = columns(task.parameters.get("protocol", "bb84"))
+    return {**dict.fromkeys(schema), "task_id": task.task_id, "seed": task.seed,
+            **{k: v for k, v in task.parameters.items() if k in schema},
             "commit": _provenance.commit(), "versions": json.dumps(_provenance.versions(), sort_keys=True)}
+
+
+def _eve_columns(report) -> dict:
+    """What Eve learned in a BB84 session: the report's ``eve`` part and eve_known_fraction, the
+    share of sifted bits her result matched where her basis was the right one (0.0 without Eve)."""
+    e = report.eve
+    if e is None:
+        return dict(eve_known_fraction=0.0)
+    known = None
+    if e.right_basis_fraction is not None:
+        known = 0.0 if e.guess_error_right_basis is None else e.right_basis_fraction * (1 - e.guess_error_right_basis)
+    return dict(attacked_fraction=e.attacked_fraction, right_basis_fraction=e.right_basis_fraction,
+                guess_error_right_basis=e.guess_error_right_basis, eve_known_fraction=known)
 
 
 def run_task(task: Task) -> dict:
@@ -109,6 +143,7 @@ def run_task(task: Task) -> dict:
             from ..session import run_bb84
 
             result = run_bb84(task.parameters["exchanges"], seed=task.seed, **options)
+            row.update(_eve_columns(result.report))
     except Exception as exc:  # noqa: BLE001 -- one failing session must not end the sweep
         row.update(error=_one_line(exc), wall_s=time.perf_counter() - t0)
         return row
@@ -210,13 +245,80 @@ def _workers_ignore_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
-def _check_usage(workers, scheduler) -> None:
+def _check_usage(workers, scheduler, serial) -> None:
     if workers is not None and scheduler is not None:
         raise ConfigurationError("give workers (a local cluster) or a scheduler address, not both")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigurationError(f"workers must be a whole number >= 1, got {workers!r}")
     if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
         raise ConfigurationError(f"the scheduler address must look like tcp://HOST:PORT, got {scheduler!r}")
+    if serial is not None and not isinstance(serial, bool):
+        raise ConfigurationError(f"serial must be True, False or None (decide by the number of tasks), got {serial!r}")
+    if serial and (scheduler is not None or (workers or 1) > 1):
+        raise ConfigurationError("a serial sweep runs in this process: give serial, or workers > 1 / a scheduler "
+                                 "(Dask), not both")
+
+
+def _use_serial(serial: bool | None, workers: int | None, scheduler: str | None, pending: int) -> bool:
+    """Serial when asked, else for ``workers=1`` or at most SERIAL_MAX_TASKS tasks with neither
+    workers nor a scheduler given."""
+    if serial is not None:
+        return serial
+    if scheduler is not None:
+        return False
+    return workers == 1 or (workers is None and pending <= SERIAL_MAX_TASKS)
+
+
+def _check_meta(output, meta: dict | None, spec: SweepSpec, done: set[str], tasks: list[Task], extend: bool) -> None:
+    """Refuse to add rows to an output another spec started (unless extending it, see run_sweep)."""
+    spec_copy, meta_path = sidecars(output)
+    if meta is None:
+        if done:
+            raise ConfigurationError(f"{output} has rows but no run record {meta_path.name} beside it: which spec wrote "
+                                     "them is unknown; write this sweep to a new output")
+        return
+    if meta.get("spec_digest") == spec.digest():
+        return
+    if not extend:
+        raise ConfigurationError(
+            f"{output} was started by another spec (digest {meta.get('spec_digest')}; its copy: {spec_copy}) and this "
+            f"one differs ({spec.digest()}): rerun that spec to resume, write to a new output, or extend the sweep "
+            "(extend=True, qkd sweep --extend) when the new spec keeps every task already done")
+    strays = len(done - {t.task_id for t in tasks})
+    if strays:
+        raise ConfigurationError(f"cannot extend {output}: {strays} of its {len(done)} rows are not tasks of the new "
+                                 "spec (extending only adds tasks); write this sweep to a new output")
+
+
+def _spec_text(source, spec: SweepSpec) -> str:
+    """The spec copy's text: the spec file as written, or the canonical TOML of a parsed spec."""
+    digest = f"# spec digest {spec.digest()}, copied by qkd_circuits.sweep at {_utc_now()}"
+    if source is not None:
+        return f"# The spec of this sweep: {Path(source).resolve()}\n{digest}\n" + Path(source).read_text(encoding="utf-8")
+    return f"# The spec of this sweep, as parsed (SweepSpec.to_toml)\n{digest}\n" + spec.to_toml()
+
+
+def _start_meta(output, meta: dict | None, spec: SweepSpec, source, n_tasks: int, run: dict) -> dict:
+    """Write the spec copy and the run record with this run started; return the record."""
+    if meta is None or meta.get("spec_digest") != spec.digest():
+        write_spec_copy(output, _spec_text(source, spec))
+    previous = [] if meta is None else meta.get("previous_spec_digests", [])
+    if meta is not None and meta.get("spec_digest") != spec.digest():
+        previous = [*previous, meta.get("spec_digest")]
+    meta = {"format": META_FORMAT, "spec_name": spec.name, "protocol": spec.protocol, "spec_digest": spec.digest(),
+            "spec_copy": sidecars(output)[0].name, "previous_spec_digests": previous,
+            "columns": list(columns(spec.protocol)), "tasks": n_tasks,
+            "started_utc": run["started_utc"] if meta is None else meta["started_utc"], "finished_utc": None,
+            "complete": False, "runs": [*([] if meta is None else meta.get("runs", [])), run]}
+    write_meta(output, meta)
+    return meta
+
+
+def _finish_meta(output, meta: dict, counts: dict, *, complete: bool, interrupted: bool) -> None:
+    finished = _utc_now()
+    meta["runs"][-1].update(finished_utc=finished, interrupted=interrupted, **counts)
+    meta.update(finished_utc=finished, complete=complete)
+    write_meta(output, meta)
 
 
 def _check_backends(tasks: list[Task]) -> None:
@@ -254,8 +356,9 @@ class _Progress:
 
 def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int | None = None,
               scheduler: str | None = None,
-              progress: bool | Callable[[int, int], None] | None = None) -> SweepSummary:
-    """Run every task of ``spec`` not yet in ``output`` on Dask and append their rows.
+              progress: bool | Callable[[int, int], None] | None = None,
+              serial: bool | None = None, extend: bool = False, command: str | None = None) -> SweepSummary:
+    """Run every task of ``spec`` not yet in ``output`` and append their rows.
 
     Args:
         spec: a :class:`SweepSpec` or the path of a TOML spec.
@@ -265,38 +368,69 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int 
         scheduler: ``tcp://HOST:PORT`` of a running Dask scheduler to use instead; its workers
             need this version of qkd_circuits installed.
         progress: ``True`` draws a bar on stderr; a callable gets ``(done, total)`` per row.
+        serial: ``True``: run the tasks one after another in this process, without Dask (no
+            cluster start-up; ``workers`` > 1 and ``scheduler`` are then refused); ``False``: on
+            Dask; ``None`` (default): serially when ``workers=1``, or when neither workers nor a
+            scheduler is given and at most :data:`SERIAL_MAX_TASKS` tasks are left to run.
+        extend: accept a spec other than the one the output was started with, if every row
+            already there is one of its tasks (e.g. more seeds, another grid value); the spec
+            copy is replaced and the run record keeps the earlier digests.
+        command: the command line to put in the run record (default: this process's argv).
+
+    Beside the output it writes a copy of the spec and a run record (timestamps, command,
+    digest, commit, versions; :func:`~qkd_circuits.sweep.output.sidecars`) before the first task.
 
     Returns:
         A :class:`SweepSummary`.  Tasks that raised are rows with ``error`` and count as done
         (delete their lines to retry them); aborted sessions are ordinary rows.
 
     Raises:
-        ConfigurationError: a bad spec, bad arguments, or an output of another format.
+        ConfigurationError: a bad spec, bad arguments, an output of another format or protocol,
+            or one started by another spec.
         MissingExtraError: dask (or, for Parquet, pyarrow) is not installed.
         ConnectionError: the scheduler cannot be reached, has no workers, or lost the tasks.
         KeyboardInterrupt: after closing the output (rows written so far stay) and the cluster.
     """
     t0 = time.perf_counter()
-    _check_usage(workers, scheduler)
-    distributed = _distributed()
+    _check_usage(workers, scheduler, serial)
+    source = None if isinstance(spec, SweepSpec) else spec
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     tasks = expand(spec)
-    sink = open_output(output)
+    sink = open_output(output, spec.protocol)
     done = sink.recover()
+    meta = read_meta(output)
+    _check_meta(output, meta, spec, done, tasks, extend)
     pending = [t for t in tasks if t.task_id not in done]
+    in_process = _use_serial(serial, workers, scheduler, len(pending))
     counts = dict(run=0, failed=0, aborted=0, keys=0)
     n_workers, compute_s, t_compute = 0, 0.0, time.perf_counter()
     if pending:
+        distributed = None if in_process else _distributed()
         _check_backends(pending)
-        client, cluster = _connect(distributed, workers, scheduler)
-        bar, interrupted = None, False
+        run = {"started_utc": _utc_now(), "finished_utc": None, "interrupted": None,
+               "command": command if command is not None else shlex.join(sys.argv),
+               "executor": "serial" if in_process else "dask", "workers": None, "scheduler": scheduler,
+               "skipped": len(tasks) - len(pending), "commit": _provenance.commit(), "versions": _provenance.versions(),
+               "python": platform.python_version(), "host": socket.gethostname()}
+        client = cluster = None
+        bar, interrupted, started = None, False, None
         try:
-            client.run(_warm_up)
-            n_workers = len(client.scheduler_info()["workers"])
+            if in_process:
+                n_workers = 1
+            else:
+                client, cluster = _connect(distributed, workers, scheduler)
+                client.run(_warm_up)
+                n_workers = len(client.scheduler_info()["workers"])
+            run["workers"] = n_workers
+            started = _start_meta(output, meta, spec, source, len(tasks), run)
             sink.open()
             bar = _Progress(progress, len(pending))
             t_compute = time.perf_counter()
-            _run(distributed, client, pending, sink, bar, counts, window=TASKS_PER_WORKER_IN_FLIGHT * max(n_workers, 4))
+            if in_process:
+                _run_serial(pending, sink, bar, counts)
+            else:
+                _run(distributed, client, pending, sink, bar, counts,
+                     window=TASKS_PER_WORKER_IN_FLIGHT * max(n_workers, 4))
             compute_s = time.perf_counter() - t_compute
         except KeyboardInterrupt:
             interrupted = True
@@ -305,13 +439,33 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int 
             if bar is not None:
                 bar.close()
             sink.close()
-            client.close()
+            if client is not None:
+                client.close()
             if cluster is not None:
                 _close_cluster(cluster, interrupted=interrupted)
+            if started is not None:
+                _finish_meta(output, started, counts,
+                             complete=not interrupted and counts["run"] == len(pending), interrupted=interrupted)
     return SweepSummary(
         spec=spec.name, output=str(output), tasks=len(tasks), skipped=len(tasks) - len(pending), **counts,
         workers=n_workers, scheduler=scheduler, startup_s=t_compute - t0, compute_s=compute_s,
-        wall_s=time.perf_counter() - t0, sessions_per_s=counts["run"] / compute_s if counts["run"] else None)
+        wall_s=time.perf_counter() - t0, sessions_per_s=counts["run"] / compute_s if counts["run"] else None,
+        serial=bool(pending) and in_process, protocol=spec.protocol, meta=str(sidecars(output)[1]))
+
+
+def _count(counts: dict, row: dict) -> None:
+    counts["run"] += 1
+    counts["failed"] += row.get("error") is not None
+    counts["aborted"] += bool(row.get("aborted"))
+    counts["keys"] += (row.get("final_key_bits") or 0) > 0
+
+
+def _run_serial(pending: list[Task], sink, bar: _Progress, counts: dict) -> None:
+    for task in pending:
+        row = run_task(task)
+        sink.write(row)
+        _count(counts, row)
+        bar.step()
 
 
 def _run(distributed, client, pending: list[Task], sink, bar: _Progress, counts: dict, *, window: int) -> None:
@@ -335,10 +489,7 @@ def _run(distributed, client, pending: list[Task], sink, bar: _Progress, counts:
                                   "rerun the same sweep to resume")
         future.release()
         sink.write(row)
-        counts["run"] += 1
-        counts["failed"] += row.get("error") is not None
-        counts["aborted"] += bool(row.get("aborted"))
-        counts["keys"] += (row.get("final_key_bits") or 0) > 0
+        _count(counts, row)
         bar.step()
         following = next(queue, None)
         if following is not None:

@@ -118,7 +118,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eps_sec": _number,
     "eps_cor": _number,
     # Decoy-state sessions on weak coherent pulses (``qkd decoy``'s options and defaults).
-    "protocol": _choice("bb84", "decoy"),
+    "protocol": _choice("bb84", "decoy"),  # _PROTOCOL_NAMES
     "mu": _number,
     "nu": _number,
     "p_signal": _number,
@@ -136,6 +136,16 @@ PARAMETERS: dict[str, _Parameter] = {
 }
 #: Parameters only decoy sessions read; a BB84 task's id leaves them out (so it does not change).
 DECOY_ONLY = ("protocol", "mu", "nu", "p_signal", "p_decoy", "u_alpha", "decoy_method")
+#: Parameters only BB84 sessions read (a decoy session simulates its weak coherent pulses directly).
+BB84_ONLY = ("mode",)
+_PROTOCOL_NAMES = ("bb84", "decoy")
+
+
+def _protocol_parameters(protocol: str) -> list[str]:
+    """The parameters a ``protocol`` session reads, in :data:`PARAMETERS` order: its rows' parameter
+    columns (``protocol`` is one of them)."""
+    foreign = BB84_ONLY if protocol == "decoy" else tuple(n for n in DECOY_ONLY if n != "protocol")
+    return [n for n in PARAMETERS if n not in foreign]
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,36 @@ class SweepSpec:
     def __len__(self) -> int:
         return self.points * len(self.seeds)
 
+    @property
+    def protocol(self) -> str:
+        """The one protocol every session of this spec runs (``"bb84"`` or ``"decoy"``)."""
+        if "protocol" in self.grid:
+            return self.grid["protocol"][0]
+        return self.fixed.get("protocol", PARAMETERS["protocol"].default)
+
+    def digest(self) -> str:
+        """``sha256:`` and 64 hex digits over what decides the tasks: fixed values, grid lists (in
+        order) and seeds, canonical (``10`` and ``10.0`` alike); ``name`` and ``description`` are
+        not in it.  A resumed sweep compares it with the one its output was started with."""
+        canonical = json.dumps({"version": TASK_ID_VERSION, "fixed": dict(self.fixed),
+                                "grid": {n: list(v) for n, v in self.grid.items()}, "seeds": list(self.seeds)},
+                               sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_toml(self) -> str:
+        """The spec as TOML, canonical values: :func:`parse_spec` of it gives the same :meth:`digest`."""
+        lines = [f"name = {_toml_value(self.name)}"]
+        if self.description:
+            lines.append(f"description = {_toml_value(self.description)}")
+        seeds = list(self.seeds)
+        if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+            lines.append(f"seeds = {{start = {seeds[0]}, count = {len(seeds)}}}")
+        else:
+            lines.append(f"seeds = {_toml_value(seeds)}")
+        for table, values in (("fixed", self.fixed), ("grid", self.grid)):
+            lines += ["", f"[{table}]"] + [f"{n} = {_toml_value(v)}" for n, v in values.items()]
+        return "\n".join(lines) + "\n"
+
     def grid_points(self):
         """Every grid point as a full parameter dict, in expansion order."""
         names = [n for n in PARAMETERS if n in self.grid]
@@ -163,6 +203,17 @@ class SweepSpec:
             point = {n: self.fixed.get(n, PARAMETERS[n].default) for n in PARAMETERS}
             point.update(zip(names, values))
             yield point
+
+
+def _toml_value(value: Any) -> str:
+    """A canonical spec value as TOML: strings (JSON's escapes are TOML's), finite numbers, lists."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -301,6 +352,7 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
             raise ConfigurationError(f"grid.{n} repeats a value: {list(canonical)}")
         grid[n] = canonical
     spec = SweepSpec(name=name, fixed=fixed, grid=grid, seeds=_seeds(data.get("seeds")), description=description)
+    _check_protocol(spec)
     for point in spec.grid_points():
         try:
             session_options(point)
@@ -308,6 +360,22 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
             varying = ", ".join(f"{n}={point[n]!r}" for n in grid)
             raise ConfigurationError(f"grid point ({varying}): {exc}" if varying else str(exc)) from None
     return spec
+
+
+def _check_protocol(spec: SweepSpec) -> None:
+    """One protocol per sweep (its output has that protocol's columns), and only its parameters."""
+    if len(spec.grid.get("protocol", ())) > 1:
+        raise ConfigurationError(
+            f"grid.protocol lists {list(spec.grid['protocol'])}: a sweep runs one protocol (its output holds "
+            "that protocol's columns); put protocol under [fixed] and run one sweep per protocol, each to its own file")
+    protocol, given = spec.protocol, [*spec.fixed, *spec.grid]
+    foreign = [n for n in given if n not in _protocol_parameters(protocol)]
+    if foreign:
+        if protocol == "decoy":
+            raise ConfigurationError(f"{', '.join(foreign)}: read by BB84 sessions only (a decoy session simulates "
+                                     "weak coherent pulses directly); remove it from the decoy spec")
+        raise ConfigurationError(f"{', '.join(foreign)}: read by decoy sessions only; set protocol = 'decoy' "
+                                 "under [fixed], or remove it")
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -211,7 +211,8 @@ def test_published_limits_are_read_from_the_device_properties():
         "executionWindows": [{"executionDay": "Everyday", "windowStartHour": "00:00",
                               "windowEndHour": "23:59"}],
         "shotsRange": [1, 100000]})
-    fake = SimpleNamespace(name="Garnet", num_qubits=20, _device=SimpleNamespace(properties=SimpleNamespace(service=service)))
+    properties = SimpleNamespace(service=service)
+    fake = SimpleNamespace(name="Garnet", num_qubits=20, _device=SimpleNamespace(properties=properties))
     fields = qb.resolve_braket("braket:Garnet", "Garnet",
                                provider=SimpleNamespace(get_backend=lambda name=None, arns=None: fake))
     assert (fields["name"], fields["num_qubits"], fields["max_shots"]) == ("Garnet", 20, 100000)

@@ -263,6 +263,22 @@ def test_lookup_failures_say_which(exc, error, match):
         qb.resolve_braket("braket:sv1", "sv1", provider=_raising(exc))
 
 
+def test_regions_that_refuse_the_search_are_named():
+    import warnings
+
+    def get_backend(name=None, arns=None):  # what AwsDevice.get_devices does on AccessDenied
+        for region in ("us-east-1", "eu-north-1"):
+            warnings.warn(f"AccessDeniedException: Unable to search region '{region}' for devices."
+                          " Please check your settings or try again later.", stacklevel=1)
+        raise QiskitBackendNotFoundError("No backend matches the criteria")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the folded-in warnings are not warned again
+        with pytest.raises(qkd.BackendError, match=r"AWS refused the device search in eu-north-1 "
+                           r"\(AccessDeniedException\), us-east-1 \(AccessDeniedException\)"):
+            qb.resolve_braket("braket:Garnet", "Garnet", provider=SimpleNamespace(get_backend=get_backend))
+
+
 @pytest.fixture
 def no_aws_account(monkeypatch, tmp_path):
     """An environment where boto3 can find no credentials without asking anything over the network."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -73,6 +74,8 @@ _UNBOUNDED_SHOTS = 1 << 62
 _CREDENTIAL_CODES = {"UnrecognizedClientException", "InvalidSignatureException", "ExpiredToken",
                      "ExpiredTokenException", "InvalidClientTokenId", "AccessDeniedException"}
 _NOT_FOUND_CODES = {"ResourceNotFoundException", "ValidationException"}
+#: What braket's AwsDevice.get_devices warns (and otherwise swallows) when a region refuses a search.
+_REGION_REFUSED = re.compile(r"(?P<code>\w+): Unable to search region '(?P<region>[\w-]+)' for devices")
 
 
 def _require(module: str, purpose: str):
@@ -153,16 +156,30 @@ def resolve_braket(spec: str, name: str | None, *, provider: Any = None) -> dict
                 "arn:aws:braket:us-east-1::device/qpu/<provider>/<device> or "
                 "arn:aws:braket:::device/quantum-simulator/amazon/sv1)")
         arn = name
-    try:
-        device = lookup.get_backend(arns=[arn]) if arn else lookup.get_backend(name)
-    except Exception as exc:
-        raise _lookup_error(spec, name, arn, exc, lookup) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            device = lookup.get_backend(arns=[arn]) if arn else lookup.get_backend(name)
+        except Exception as exc:
+            refused = _refused_regions(caught)
+            raise _lookup_error(spec, name, arn, exc, lookup, refused) from None
+        finally:
+            for w in caught:  # pass on what the lookup warned about, except the folded-in refusals
+                if not _REGION_REFUSED.match(str(w.message)):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return {"kind": "braket", "name": device.name, "num_qubits": getattr(device, "num_qubits", None),
             "runs_noise_instructions": False, "resumable": True, "max_shots": _max_shots(device),
             "_device": device}
 
 
-def _lookup_error(spec: str, name: str, arn: str | None, exc: Exception, lookup) -> Exception:
+def _refused_regions(caught) -> dict[str, str]:
+    """Region -> error code, for each region that refused the device search."""
+    found = (_REGION_REFUSED.match(str(w.message)) for w in caught)
+    return {m["region"]: m["code"] for m in found if m}
+
+
+def _lookup_error(spec: str, name: str, arn: str | None, exc: Exception, lookup,
+                  refused: dict[str, str] | None = None) -> Exception:
     """The typed error for a failed device lookup (never the credentials themselves)."""
     from botocore import exceptions as boto
 
@@ -172,6 +189,10 @@ def _lookup_error(spec: str, name: str, arn: str | None, exc: Exception, lookup)
     if isinstance(exc, QiskitBackendNotFoundError):
         if "More than one" in str(exc):
             return ConfigurationError(f"more than one Braket device is called {name!r}; give its ARN")
+        if refused:  # the search failed there, so "not found" may only mean "not searched"
+            regions = ", ".join(f"{region} ({code})" for region, code in sorted(refused.items()))
+            return BackendError(f"could not find {where}: AWS refused the device search in {regions}; "
+                                "check the credentials boto3 found and their Braket permissions")
         return ConfigurationError(f"unknown {where}{_known_devices(lookup)}")
     if isinstance(exc, boto.NoCredentialsError):
         return BackendError(

@@ -385,6 +385,26 @@ def test_a_new_process_collects_a_split_job_by_its_task_ids(local):
     assert aws.cancelled == task_id.split(";")
 
 
+@pytest.mark.parametrize("mode", ["prepared", "qrng"])
+def test_a_braket_round_collected_from_its_handle(local, mode, monkeypatch, tmp_path):
+    """submit on braket:sv1 -> handle file -> fresh objects from the file -> the same record.
+
+    AWS is replaced at the two lookups only: the device (qb._AwsLookup.get_backend) and the
+    task by ARN (qb._aws_task); everything from the handle onwards is the real code path."""
+    aws = StandInAws(local)
+    monkeypatch.setattr(qb._AwsLookup, "get_backend", lambda self, name=None, *, arns=None: aws)
+    monkeypatch.setattr(qb, "_aws_task", aws.task)
+    pending = qkd.submit(300, mode=mode, backend="braket:sv1")
+    assert all(arn.startswith("arn:aws:braket:") for job in pending.job_ids for arn in job.split(";"))
+    handle = pending.save(tmp_path / "round.npz")
+    resumed = qkd.PendingExchange.load(handle)
+    assert resumed.job_ids == pending.job_ids and resumed.status() == ["DONE"] * len(pending.job_ids)
+    before, after = pending.result(), resumed.result()
+    for name in ("alice_bits", "alice_bases", "bob_bases", "bob_results", "detected"):
+        assert np.array_equal(getattr(before, name), getattr(after, name)), name
+    assert after.provenance.backend == "braket:sv1" and len(after) == 300
+
+
 def test_task_ids_that_do_not_fit(local):
     aws = StandInAws(local)
     pub, _ = _rotations(8)

@@ -88,7 +88,7 @@ def _startup(args, ctx: dict) -> None:
         startup[label] = statistics.median(r.startup_s for r in runs)
         wall = statistics.median(r.wall_s for r in runs)
         for figure, value in (("startup_s", startup[label]), ("wall_s", wall)):
-            emit({"benchmark": "sweep", "figure": f"{label}_{figure}", "value": round(value, 3), "unit": "s",
+            emit({"benchmark": "sweep", "figure": f"{label}_{figure}", "value": round(value, 4), "unit": "s",
                   "min": round(min(getattr(r, figure) for r in runs), 3),
                   "max": round(max(getattr(r, figure) for r in runs), 3),
                   "params": {**params, "serial": serial}, **ctx}, as_json=args.json,

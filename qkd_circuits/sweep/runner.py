@@ -48,8 +48,9 @@ INTERRUPTED_WORKER_STOP_S = 0.5
 #: ... and how long the rest of the cluster (its scheduler, in this process) gets to close.
 INTERRUPTED_CLOSE_S = 5.0
 #: A sweep with at most this many tasks left to run runs serially unless told otherwise: a local
-#: cluster takes seconds to start (4-31 s measured on the 2-core machine, benchmarks/sweep.py),
-#: the time of ten to a hundred small sessions.
+#: cluster takes seconds to start (median 7.7 s, 4.9-10.0 s, on the shared 2-core machine:
+#: benchmarks/sweep.py --part startup), the time of some 60 sessions of 0.3 s or 5 of 4 s on 2
+#: workers (docs/sweeps.md, "Serial or Dask").
 SERIAL_MAX_TASKS = 16
 META_FORMAT = "qkd_circuits.sweep.meta/1"
 

@@ -4,6 +4,7 @@
 module                 commands
 =====================  ==================================================================
 :mod:`.bb84`           ``qkd run`` (one round in this process; ``--mitm``, ``--store-a/-b``)
+:mod:`.cloud`          ``qkd submit``, ``qkd status``, ``qkd collect``, ``qkd cancel`` (a round's jobs via a handle)
 :mod:`.party`          ``qkd alice``, ``qkd bob`` (one party per process, over TCP)
 :mod:`.analysis`       ``qkd keyrate``, ``qkd decoy`` (the plot and provenance line in :mod:`.keyrate_plot`)
 :mod:`.auth`           ``qkd psk ...``, ``qkd pki ...``
@@ -25,6 +26,7 @@ import click
 from .analysis import decoy_command, keyrate
 from .auth import pki_group, psk
 from .bb84 import run
+from .cloud import cancel, collect, status, submit
 from .errors import EXIT_ABORTED, EXIT_BACKEND, EXIT_OK, EXIT_USAGE
 from .kme import kme
 from .node import node_group
@@ -43,5 +45,5 @@ def main() -> None:
     """
 
 
-for _command in (run, alice, bob, keyrate, decoy_command, pki_group, psk, kme, sweep_command, node_group):
+for _command in (run, submit, status, collect, cancel, alice, bob, keyrate, decoy_command, pki_group, psk, kme, sweep_command, node_group):
     main.add_command(_command)

@@ -35,16 +35,24 @@ import numpy as np
 from ..exceptions import BackendError, ConfigurationError, RecordError
 from ..records import MeasurementRecord, Provenance
 from ..secretfile import write_secret_file
-from .backends import (DENSITY_MATRIX_MAX_QUBITS, SIMULATOR_SEED_BITS, Backend, draw_simulator_seed,
-                       resolve_backend)
+from .backends import (DENSITY_MATRIX_MAX_QUBITS, SIMULATOR_SEED_BITS, Backend, ExecutionOptions,
+                       draw_simulator_seed, resolve_backend)
 from .circuits import ExchangeTemplate, build_exchange_circuit
 from .models import Channel, Detector, Eavesdropper, EntanglingProbe, InterceptResend
 
-__all__ = ["PartyChoices", "PendingExchange", "draw_choices", "run_exchanges", "submit"]
+__all__ = ["PartyChoices", "PendingExchange", "StoredJob", "SubmissionPlan", "draw_choices", "plan_submission",
+           "run_exchanges", "submit"]
 
 SCHEDULES = ("grouped", "sequential")
 HANDLE_FORMAT = "qkd_circuits.PendingExchange"
-HANDLE_VERSION = 1
+HANDLE_VERSION = 2
+#: Handle versions :meth:`PendingExchange.load` reads (1: job ids and choices; 2 adds the
+#: post-processing configuration, the plan, the execution options and, for local jobs, samples).
+HANDLE_VERSIONS_READ = (1, 2)
+#: The post-processing settings a handle carries (``qkd submit`` takes them; ``qkd collect`` uses them).
+POSTPROCESSING_FIELDS = ("sample_fraction", "abort_qber", "cascade", "eps_sec", "eps_cor")
+#: Job statuses after which a job no longer runs (IBM Runtime and Braket spellings).
+FINAL_STATUSES = ("DONE", "COMPLETED", "CANCELLED", "ERROR", "FAILED")
 #: Exchanges per job: bounds memory and gives the progress bar something to count.
 DEFAULT_CHUNK = 1 << 20
 SEQUENTIAL_CHUNK = 4096
@@ -119,15 +127,62 @@ class _Chunk:
     stop: int
     shots: int
     settings: np.ndarray | None  # grouped prepared mode: setting index per exchange
+    bindings: int = 1  # parameter bindings of the chunk's pub (8 grouped, one per shot sequential)
+
+    @property
+    def executions(self) -> int:
+        """Circuit executions of the chunk's pub: shots x parameter bindings."""
+        return self.shots * self.bindings
+
+
+class StoredJob:
+    """A finished local job whose samples were read back from a job handle.
+
+    Answers what :class:`PendingExchange` asks of a provider's job (``job_id``, ``status``,
+    ``result``, ``cancel``), so a record is assembled from a handle by the same code as from live
+    jobs.  ``result()`` gives one pub result holding the stored bit arrays.
+    """
+
+    def __init__(self, job_id: str, registers: dict) -> None:
+        self._job_id = job_id
+        self._registers = registers  # name -> qiskit BitArray
+
+    def __repr__(self) -> str:
+        return f"StoredJob({self._job_id!r})"
+
+    def job_id(self) -> str:
+        return self._job_id
+
+    def status(self) -> str:
+        return "DONE"
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        from qiskit.primitives.containers import DataBin, SamplerPubResult
+
+        shape = next(iter(self._registers.values())).shape
+        return [SamplerPubResult(DataBin(**self._registers, shape=shape))]
+
+    def cancel(self):
+        raise BackendError(f"job {self._job_id} ran in the submitting process and has finished (its samples "
+                           "are in the handle): there is nothing to cancel; collect it instead")
 
 
 class PendingExchange:
-    """Submitted BB84 jobs; :meth:`result` collects them into a :class:`MeasurementRecord`."""
+    """Submitted BB84 jobs; :meth:`result` collects them into a :class:`MeasurementRecord`.
+
+    ``postprocessing`` is the post-processing configuration a handle carries (the fields of
+    :data:`POSTPROCESSING_FIELDS`) or ``None``; ``plan`` the public summary of the submission
+    (:meth:`SubmissionPlan.summary`).
+    """
 
     def __init__(self, *, backend: Backend, template: ExchangeTemplate, exchanges: int,
                  schedule: str, seed: int | None, models: dict, choices: PartyChoices | None,
                  chunks: list[_Chunk], jobs: list, circuit_info: dict,
-                 simulator_seed_bits: int | None = None) -> None:
+                 simulator_seed_bits: int | None = None, postprocessing: dict | None = None,
+                 plan: dict | None = None) -> None:
         self.backend = backend
         self.template = template
         self.exchanges = exchanges
@@ -139,6 +194,8 @@ class PendingExchange:
         self.jobs = jobs
         self.circuit_info = circuit_info
         self.simulator_seed_bits = simulator_seed_bits
+        self.postprocessing = postprocessing
+        self.plan = plan or {}
 
     def __repr__(self) -> str:
         return (f"PendingExchange(exchanges={self.exchanges}, backend={self.backend.spec!r}, "
@@ -148,20 +205,56 @@ class PendingExchange:
     def job_ids(self) -> tuple[str, ...]:
         return tuple(job.job_id() for job in self.jobs)
 
+    @property
+    def stored(self) -> bool:
+        """Whether the jobs' samples came from a handle (local jobs, finished at submission)."""
+        return bool(self.jobs) and all(isinstance(job, StoredJob) for job in self.jobs)
+
     def status(self) -> list[str]:
-        """Each job's status as the provider reports it."""
-        return [str(job.status()) for job in self.jobs]
+        """Each job's status as the provider reports it (``"DONE"`` for samples kept in a handle)."""
+        out = []
+        for job in self.jobs:
+            try:
+                out.append(str(getattr(job.status(), "name", job.status())))
+            except Exception as exc:  # providers raise their own types for network problems
+                raise BackendError(f"could not get the status of job {job.job_id()} on {self.backend.spec}: "
+                                   f"{exc}") from None
+        return out
+
+    def cancel(self) -> list[str]:
+        """Cancel every job still queued or running (IBM jobs, Braket tasks); returns their statuses after.
+
+        Raises:
+            BackendError: the jobs ran in the submitting process (nothing to cancel), or the
+                provider refused.
+        """
+        if self.stored or not self.backend.resumable:
+            raise BackendError(
+                f"the jobs of this handle ran on {self.backend.spec!r} in the submitting process and have "
+                "finished (their samples are in the handle): there is nothing to cancel; collect them instead")
+        for job, status in zip(self.jobs, self.status()):
+            if status.upper() in FINAL_STATUSES:
+                continue
+            try:
+                job.cancel()
+            except Exception as exc:
+                raise BackendError(f"{self.backend.spec} refused to cancel job {job.job_id()}: {exc}") from None
+        return self.status()
+
+    def _pub_results(self):
+        for chunk, job in zip(self.chunks, self.jobs):
+            try:
+                pub = job.result()[0]
+            except Exception as exc:  # providers raise their own types for failed jobs
+                raise BackendError(f"job {job.job_id()} on {self.backend.spec} failed: {exc}") from None
+            yield chunk, pub
 
     def result(self, *, progress: Callable[[int, int], None] | None = None) -> MeasurementRecord:
         """Wait for every job and assemble the record (pulses in send order)."""
         n = self.exchanges
         columns: dict[str, np.ndarray] = {}
         total_shots = 0
-        for chunk, job in zip(self.chunks, self.jobs):
-            try:
-                pub = job.result()[0]
-            except Exception as exc:  # providers raise their own types for failed jobs
-                raise BackendError(f"job {job.job_id()} on {self.backend.spec} failed: {exc}") from None
+        for chunk, pub in self._pub_results():
             size = chunk.stop - chunk.start
             bindings = 8 if chunk.settings is not None else max(1, int(np.prod(pub.data.shape)))
             total_shots += chunk.shots * bindings
@@ -199,16 +292,28 @@ class PendingExchange:
             bob_results=columns.pop("bob_result"), detected=detected, provenance=provenance, **eve,
         )
 
-    def save(self, path: str | Path) -> Path:
-        """Write a handle from which :meth:`load` can collect the jobs later (IBM only).
+    def save(self, path: str | Path, *, postprocessing: Any = None, samples: bool = False) -> Path:
+        """Write a job handle from which :meth:`load` collects the jobs later, in another process.
 
-        In prepared mode the file holds Alice's and Bob's choices: it is written as a secret
-        file (mode 0600, atomic, no symlink followed; an existing file is replaced).
+        Args:
+            path: the handle file (an ``.npz`` archive: a JSON header and arrays).
+            postprocessing: the round's post-processing configuration (a
+                :class:`~qkd_circuits.PostProcessingConfig` or a dict of
+                :data:`POSTPROCESSING_FIELDS`), kept so that ``qkd collect`` needs no options.
+            samples: wait for the jobs and keep their samples (every pub's bit arrays) in the
+                handle.  Jobs that run in this process (``aer``, ``fake:``, ``braket-local``)
+                need it to be collected elsewhere; without it only ``ibm:``/``braket:`` jobs,
+                looked up again by id, can be saved.
+
+        The file holds Alice's and Bob's choices (prepared mode) or, with ``samples``, every raw
+        bit: it is written as a secret file (mode 0600, atomic, no symlink followed; an existing
+        file is replaced).  Handles are written as version 2; :meth:`load` reads versions 1 and 2.
         """
-        if not self.backend.resumable:
+        if not samples and not self.backend.resumable:
             raise BackendError(
-                f"jobs on {self.backend.spec!r} live in this process; call result() instead of "
-                "saving a handle (only ibm:<name> jobs can be collected later)"
+                f"jobs on {self.backend.spec!r} live in this process; call result() instead of saving a "
+                "handle, or save(path, samples=True) to keep their samples in it (as qkd submit does): "
+                "only ibm:<name> and braket:<device> jobs can be looked up again by id"
             )
         header = {
             "format": HANDLE_FORMAT, "version": HANDLE_VERSION, "backend": self.backend.spec,
@@ -217,11 +322,22 @@ class PendingExchange:
             "job_ids": list(self.job_ids), "circuit": self.circuit_info,
             "chunks": [[c.start, c.stop, c.shots] for c in self.chunks],
             "simulator_seed_bits": self.simulator_seed_bits,
+            "backend_info": self.backend.public_info(), "execution": self.backend.options.to_dict(),
+            "postprocessing": _postprocessing_dict(postprocessing), "plan": self.plan,
+            "jobs": [{"job_id": job_id, "exchanges": c.stop - c.start, "shots": c.shots, "bindings": c.bindings,
+                      "executions": c.executions} for job_id, c in zip(self.job_ids, self.chunks)],
+            "samples": bool(samples), "sample_bits": {},
         }
         arrays = {}
         if self.choices is not None:
             arrays = {"alice_bits": self.choices.alice_bits, "alice_bases": self.choices.alice_bases,
                       "bob_bases": self.choices.bob_bases}
+        if samples:
+            for i, (_, pub) in enumerate(self._pub_results()):
+                for name in self.template.registers:
+                    bit_array = getattr(pub.data, name)
+                    arrays[f"sample_{i}_{name}"] = bit_array.array
+                    header["sample_bits"][name] = int(bit_array.num_bits)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
         with buffer.getbuffer() as data:
@@ -229,7 +345,15 @@ class PendingExchange:
 
     @classmethod
     def load(cls, path: str | Path, *, service: Any = None) -> PendingExchange:
-        """Reopen a saved handle; ``service`` overrides the default ``QiskitRuntimeService``."""
+        """Reopen a saved handle (version 1 or 2); ``service`` overrides the default ``QiskitRuntimeService``.
+
+        A handle with samples needs no service and no device: its jobs come back as
+        :class:`StoredJob`.  Otherwise the backend is resolved and every job looked up by id.
+
+        Raises:
+            RecordError: no file, not a job handle, an unknown version, or inconsistent contents.
+            BackendError: the service could not be reached or a job id is unknown to it.
+        """
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -237,25 +361,111 @@ class PendingExchange:
                 arrays = {k: npz[k] for k in npz.files if k != "header"}
         except FileNotFoundError:
             raise RecordError(f"no job handle at {path}") from None
+        except IsADirectoryError:
+            raise RecordError(f"{path} is a folder, not a job handle") from None
         except Exception as exc:
             raise RecordError(f"{path} is not a readable job handle: {exc}") from None
-        if header.get("format") != HANDLE_FORMAT or header.get("version") != HANDLE_VERSION:
-            raise RecordError(f"{path} is not a version-{HANDLE_VERSION} qkd_circuits job handle")
+        if not isinstance(header, dict) or header.get("format") != HANDLE_FORMAT:
+            raise RecordError(f"{path} is not a qkd_circuits job handle")
+        if header.get("version") not in HANDLE_VERSIONS_READ:
+            raise RecordError(f"{path} is a version-{header.get('version')} job handle; this version of "
+                              f"qkd_circuits reads versions {', '.join(map(str, HANDLE_VERSIONS_READ))}")
+        try:
+            return cls._from_header(path, header, arrays, service)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RecordError(f"{path} is a damaged job handle: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_header(cls, path: Path, header: dict, arrays: dict, service: Any) -> PendingExchange:
         models = header["models"]
         channel, detector, eve = _models_from_dict(models)
         template = build_exchange_circuit(header["mode"], channel=channel, detector=detector,
                                           eve=eve, lanes=header["lanes"])
-        choices = PartyChoices(**arrays) if arrays else None
-        backend = resolve_backend(header["backend"], service=service)
+        choice_names = ("alice_bits", "alice_bases", "bob_bases")
+        choices = PartyChoices(**{k: arrays[k] for k in choice_names}) if "alice_bits" in arrays else None
+        if choices is not None and any(len(getattr(choices, k)) != header["exchanges"] for k in choice_names):
+            raise RecordError(f"{path}: the parties' choices do not hold {header['exchanges']} pulses")
+        if (choices is None) != (header["mode"] == "qrng"):
+            raise RecordError(f"{path}: a {header['mode']}-mode handle {'with' if choices else 'without'} choices")
         chunks = []
-        for start, stop, shots in header["chunks"]:
+        jobs_info = header.get("jobs") or [{} for _ in header["chunks"]]
+        for (start, stop, shots), info in zip(header["chunks"], jobs_info, strict=True):
             settings = _settings(choices, start, stop) if header["schedule"] == "grouped" and choices else None
-            chunks.append(_Chunk(start, stop, shots, settings))
-        jobs = [backend.job(job_id) for job_id in header["job_ids"]]
+            chunks.append(_Chunk(start, stop, shots, settings,
+                                 _bindings(template, header["schedule"], settings, stop - start)))
+        if header.get("samples"):
+            backend = _stored_backend(header["backend_info"], header.get("execution") or {})
+            jobs = []
+            for i, (job_id, chunk) in enumerate(zip(header["job_ids"], chunks, strict=True)):
+                registers = {name: _bit_array(arrays[f"sample_{i}_{name}"], header["sample_bits"][name], chunk, path)
+                             for name in template.registers}
+                jobs.append(StoredJob(job_id, registers))
+        else:
+            instance = (header.get("backend_info") or {}).get("instance")
+            backend = resolve_backend(header["backend"], service=service,
+                                      **({"instance": instance} if instance else {}))
+            circuit = backend.prepare(template.circuit) if backend.kind == "braket" else None
+            jobs = [backend.job(job_id, **({} if circuit is None else {
+                        "pubs": [_pub_for(template, circuit, choices, header["schedule"], chunk)],
+                        "shots": chunk.shots}))
+                    for job_id, chunk in zip(header["job_ids"], chunks, strict=True)]
+        if len(jobs) != len(chunks):
+            raise RecordError(f"{path}: {len(jobs)} job ids for {len(chunks)} chunks")
         return cls(backend=backend, template=template, exchanges=header["exchanges"],
                    schedule=header["schedule"], seed=header["seed"], models=models,
                    choices=choices, chunks=chunks, jobs=jobs, circuit_info=header["circuit"],
-                   simulator_seed_bits=header.get("simulator_seed_bits"))
+                   simulator_seed_bits=header.get("simulator_seed_bits"),
+                   postprocessing=header.get("postprocessing"), plan=header.get("plan"))
+
+
+def _bindings(template: ExchangeTemplate, schedule: str, settings: np.ndarray | None, size: int) -> int:
+    """Parameter bindings of a chunk's pub: 8 grouped, one per shot sequential, none in qrng mode."""
+    if template.mode == "qrng":
+        return 1
+    if settings is not None:
+        return 8
+    return math.ceil(size / template.lanes)
+
+
+def _bit_array(array: np.ndarray, num_bits: int, chunk: _Chunk, path: Path):
+    """A stored register's ``BitArray``, checked against the chunk it belongs to."""
+    from qiskit.primitives.containers import BitArray
+
+    if array.dtype != np.uint8 or array.ndim < 2:
+        raise RecordError(f"{path}: a stored sample array is not packed bits")
+    bits = BitArray(array, int(num_bits))
+    if bits.num_shots != chunk.shots or int(np.prod(bits.shape, dtype=np.int64)) != chunk.bindings:
+        raise RecordError(f"{path}: stored samples of {bits.num_shots} shots x {bits.shape} bindings do not "
+                          f"match their job ({chunk.shots} shots x {chunk.bindings} bindings)")
+    return bits
+
+
+def _stored_backend(info: dict, execution: dict) -> Backend:
+    """The backend a handle's samples came from, without its device (labels the record only)."""
+    return Backend(info["spec"], info["kind"], info["name"], info["num_qubits"], bool(info["runs_noise_instructions"]),
+                   False, max_shots=info.get("max_shots"), options=ExecutionOptions(**execution),
+                   instance=info.get("instance"))
+
+
+def _postprocessing_dict(config: Any) -> dict | None:
+    """The :data:`POSTPROCESSING_FIELDS` of a post-processing configuration, for a handle."""
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        unknown = sorted(set(config) - set(POSTPROCESSING_FIELDS))
+        if unknown:
+            raise ConfigurationError(f"a job handle keeps the post-processing fields {', '.join(POSTPROCESSING_FIELDS)}; "
+                                     f"not {unknown}")
+        return dict(config)
+    from dataclasses import fields
+
+    default = type(config)()
+    others = [f.name for f in fields(config)
+              if f.name not in POSTPROCESSING_FIELDS and getattr(config, f.name) != getattr(default, f.name)]
+    if others:
+        raise ConfigurationError(f"a job handle keeps only {', '.join(POSTPROCESSING_FIELDS)} of the post-processing "
+                                 f"configuration; {', '.join(others)} differ from their defaults")
+    return {name: getattr(config, name) for name in POSTPROCESSING_FIELDS}
 
 
 def _unscramble(bits: np.ndarray, chunk: _Chunk, size: int) -> np.ndarray:
@@ -351,6 +561,102 @@ def submit(
         chunk: exchanges per job (default 2^20; 4096 for the sequential schedule).
         choices: prepared mode only: use these choices instead of drawing them.
     """
+    return plan_submission(exchanges, mode=mode, backend=backend, channel=channel, detector=detector, eve=eve,
+                           seed=seed, lanes=lanes, schedule=schedule, chunk=chunk, choices=choices).submit()
+
+
+class SubmissionPlan:
+    """What :func:`submit` will send, worked out before anything is sent (``qkd submit --dry-run``).
+
+    Holds the transpiled circuit, the parties' choices (prepared mode: secret), the chunks (one
+    job each, split below the backend's ``max_shots``), a usage estimate and any warnings.
+    :meth:`summary` is the public part (no choices, no seeds); :meth:`submit` sends the jobs, once.
+    """
+
+    def __init__(self, *, backend: Backend, template: ExchangeTemplate, circuit, circuit_info: dict, exchanges: int,
+                 schedule: str, seed: int | None, models: dict, choices: PartyChoices | None, chunks: list[_Chunk],
+                 simulator_seed_bits: int | None) -> None:
+        from .usage import plan_warnings, usage_estimate
+
+        self.backend, self.template, self.circuit, self.circuit_info = backend, template, circuit, circuit_info
+        self.exchanges, self.schedule, self.seed, self.models = exchanges, schedule, seed, models
+        self.choices, self.chunks, self.simulator_seed_bits = choices, chunks, simulator_seed_bits
+        self.estimate = usage_estimate(backend, circuit, template.circuit.num_qubits, [c.executions for c in chunks])
+        self.warnings = plan_warnings(backend, template.circuit.num_qubits, self.estimate)
+        self._submitted = False
+
+    def __repr__(self) -> str:
+        return f"SubmissionPlan(exchanges={self.exchanges}, backend={self.backend.spec!r}, jobs={len(self.chunks)})"
+
+    @property
+    def executions(self) -> int:
+        """Circuit executions of every job together (shots x bindings)."""
+        return sum(c.executions for c in self.chunks)
+
+    def summary(self) -> dict:
+        """The plan's public facts (JSON-ready; nothing secret)."""
+        return {
+            "backend": self.backend.spec, "backend_name": self.backend.name, "mode": self.template.mode,
+            "schedule": self.schedule, "lanes": self.template.lanes, "exchanges": self.exchanges,
+            "qubits": self.template.circuit.num_qubits, "depth": self.circuit_info["depth"],
+            "physical_qubits": self.circuit_info.get("physical_qubits"),
+            "excluded_qubits": self.circuit_info.get("excluded_qubits", []),
+            "max_shots": self.backend.max_shots, "execution": self.backend.options.to_dict(),
+            "jobs": [{"exchanges": c.stop - c.start, "shots": c.shots, "bindings": c.bindings,
+                      "executions": c.executions} for c in self.chunks],
+            "executions": self.executions, "estimate": self.estimate,
+        }
+
+    def submit(self) -> PendingExchange:
+        """Send the jobs (at once: nothing waits for them) and return the :class:`PendingExchange`."""
+        if self._submitted:
+            raise ConfigurationError("this plan was submitted already; plan again for another round "
+                                     "(its choices must not be used twice)")
+        self._submitted = True
+        backend, circuit = self.backend, self.circuit
+        seeds = (np.random.SeedSequence(self.seed).generate_state(len(self.chunks)).tolist()
+                 if self.seed is not None else None)
+        per_job = backend.takes_simulator_seed
+        sampler = None if per_job else backend.sampler(seed=None, num_qubits=circuit.num_qubits)
+        jobs = []
+        for i, c in enumerate(self.chunks):
+            pub = _pub_for(self.template, circuit, self.choices, self.schedule, c)
+            if per_job:  # one sampler per job: each job gets its own seed
+                job_seed = int(seeds[i]) if seeds is not None else draw_simulator_seed()
+                sampler = backend.sampler(seed=job_seed, num_qubits=circuit.num_qubits)  # the seed goes nowhere else
+            try:
+                jobs.append(sampler.run([pub], shots=c.shots))
+            except Exception as exc:
+                raise BackendError(f"{backend.spec} refused the job: {exc}") from None
+        backend.close_batch()
+        return PendingExchange(backend=backend, template=self.template, exchanges=self.exchanges,
+                               schedule=self.schedule, seed=self.seed, models=self.models, choices=self.choices,
+                               chunks=self.chunks, jobs=jobs, circuit_info=self.circuit_info,
+                               simulator_seed_bits=self.simulator_seed_bits, plan=self.summary())
+
+
+def plan_submission(
+    exchanges: int,
+    *,
+    mode: str = "qrng",
+    backend: str | Backend = "aer",
+    channel: Channel | None = None,
+    detector: Detector | None = None,
+    eve: Eavesdropper | None = None,
+    seed: int | None = None,
+    lanes: int | str | None = None,
+    schedule: str = "grouped",
+    chunk: int | None = None,
+    choices: PartyChoices | None = None,
+) -> SubmissionPlan:
+    """Everything :func:`submit` does but sending: the circuit, transpiled, the choices and the jobs.
+
+    Same arguments as :func:`submit`.  The jobs are split so that no pub exceeds the backend's
+    :attr:`~.backends.Backend.max_shots` executions (shots x parameter bindings: the conservative
+    reading of a device's limit): ``qrng`` mode and the ``sequential`` schedule cut every
+    ``max_shots x lanes`` exchanges, the ``grouped`` schedule where one of its 8 settings would
+    pass ``max_shots // 8`` shots.  Without a limit the chunks are those of ``chunk`` alone.
+    """
     exchanges = _check_count("exchanges", exchanges)
     if seed is not None:
         seed = _check_count("seed", seed, minimum=0)
@@ -365,25 +671,31 @@ def submit(
             f"{backend.spec!r} cannot run them (its own device noise is the channel there). "
             "Use --backend aer, or keep only loss, dark counts and misalignment"
         )
+    per_lane = _qubits_per_lane(mode, channel, detector, eve)
     if lanes is None:
         lanes = 1 if schedule == "sequential" else _default_lanes(backend, mode, channel, detector, eve)
     elif lanes == "device":
         if backend.num_qubits is None:
             raise ConfigurationError(f"lanes='device' needs a device backend, not {backend.spec!r}")
-        per_lane = _qubits_per_lane(mode, channel, detector, eve)
-        lanes = max(1, backend.num_qubits // (2 * per_lane))
-        if backend.kind == "fake":  # simulated here: keep the joint state small enough to run
-            lanes = max(1, min(lanes, FAKE_MAX_QUBITS // per_lane))
+        lanes = _device_lanes(backend, per_lane)
     lanes = _check_count("lanes", lanes)
-    if backend.kind == "fake" and lanes * _qubits_per_lane(mode, channel, detector, eve) > FAKE_MAX_QUBITS:
+    if backend.kind == "fake" and lanes * per_lane > FAKE_MAX_QUBITS:
         raise ConfigurationError(
-            f"{lanes} lanes need {lanes * _qubits_per_lane(mode, channel, detector, eve)} qubits; a fake device is "
+            f"{lanes} lanes need {lanes * per_lane} qubits; a fake device is "
             f"simulated on this machine as one joint state (memory exponential in the qubits), so at most "
             f"{FAKE_MAX_QUBITS} qubits run here: use fewer lanes, or lanes='device'")
     template = build_exchange_circuit(mode, channel=channel, detector=detector, eve=eve, lanes=lanes)
     circuit = backend.prepare(template.circuit)
     circuit_info = {"num_qubits": template.circuit.num_qubits, "depth": circuit.depth(),
                     "ops": {k: int(v) for k, v in circuit.count_ops().items()}}
+    if backend.kind in ("fake", "ibm"):
+        from .backends import used_qubits
+
+        circuit_info["physical_qubits"] = used_qubits(circuit)
+        if backend.options.exclude_worst_qubits:
+            circuit_info["excluded_qubits"] = list(backend.excluded_qubits)
+        if not backend.options.is_default:
+            circuit_info["execution"] = backend.options.to_dict()
 
     if mode == "prepared":
         if choices is None:
@@ -396,31 +708,52 @@ def submit(
     if chunk is None:
         chunk = SEQUENTIAL_CHUNK * lanes if (mode, schedule) == ("prepared", "sequential") else DEFAULT_CHUNK
     chunk = _check_count("chunk", chunk)
-    seeds = (np.random.SeedSequence(seed).generate_state(math.ceil(exchanges / chunk)).tolist()
-             if seed is not None else None)
-    seed_bits = simulator_seed_bits(backend, seed)  # what the record's provenance will say
-    sampler = None if backend.takes_simulator_seed else backend.sampler(seed=None, num_qubits=circuit.num_qubits)
-    chunks, jobs = [], []
-    for i, start in enumerate(range(0, exchanges, chunk)):
+    chunks = [_chunk_for(template, choices, schedule, start, stop)
+              for start, stop in _chunk_bounds(exchanges, chunk, template, choices, schedule, backend.max_shots)]
+    return SubmissionPlan(backend=backend, template=template, circuit=circuit, circuit_info=circuit_info,
+                          exchanges=exchanges, schedule=schedule, seed=seed,
+                          models=_models_dict(channel, detector, eve), choices=choices, chunks=chunks,
+                          simulator_seed_bits=simulator_seed_bits(backend, seed))
+
+
+def _device_lanes(backend: Backend, per_lane: int) -> int:
+    """``lanes='device'``: half the usable qubits (room for routing); a fake device at most
+    :data:`FAKE_MAX_QUBITS` qubits (it is simulated here as one joint state)."""
+    lanes = max(1, backend.usable_qubits // (2 * per_lane))
+    if backend.kind == "fake":
+        lanes = max(1, min(lanes, FAKE_MAX_QUBITS // per_lane))
+    return lanes
+
+
+def _chunk_bounds(exchanges: int, chunk: int, template: ExchangeTemplate, choices: PartyChoices | None,
+                  schedule: str, max_shots: int | None) -> list[tuple[int, int]]:
+    """Where the jobs start and stop: every ``chunk`` exchanges, and sooner where a pub would pass
+    ``max_shots`` executions (see :func:`plan_submission`)."""
+    lanes = template.lanes
+    if max_shots is None or template.mode == "qrng" or schedule == "sequential":
+        step = chunk if max_shots is None else min(chunk, max_shots * lanes)
+        return [(start, min(start + step, exchanges)) for start in range(0, exchanges, step)]
+    per_setting = (max_shots // 8) * lanes  # grouped: 8 bindings of ceil(count / lanes) shots each
+    if per_setting < 1:
+        raise ConfigurationError(f"max_shots {max_shots} is below 8: the grouped schedule runs 8 settings per pub; "
+                                 "use schedule='sequential' or a larger limit")
+    bounds, start = [], 0
+    while start < exchanges:
         stop = min(start + chunk, exchanges)
-        c, pub = _plan_chunk(template, circuit, choices, schedule, start, stop)
-        if backend.takes_simulator_seed:  # one sampler per job: each job gets its own seed
-            job_seed = int(seeds[i]) if seeds is not None else draw_simulator_seed()
-            sampler = backend.sampler(seed=job_seed, num_qubits=circuit.num_qubits)  # the seed goes nowhere else
-        try:
-            jobs.append(sampler.run([pub], shots=c.shots))
-        except Exception as exc:
-            raise BackendError(f"{backend.spec} refused the job: {exc}") from None
-        chunks.append(c)
-    backend.close_batch()
-    return PendingExchange(backend=backend, template=template, exchanges=exchanges,
-                           schedule=schedule, seed=seed, models=_models_dict(channel, detector, eve),
-                           choices=choices, chunks=chunks, jobs=jobs, circuit_info=circuit_info,
-                           simulator_seed_bits=seed_bits)
+        settings = _settings(choices, start, stop)
+        for k in range(8):
+            hits = np.flatnonzero(settings == k)
+            if hits.size > per_setting:  # stop before the setting's (per_setting + 1)-th pulse
+                stop = min(stop, start + int(hits[per_setting]))
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def _default_lanes(backend: Backend, mode: str, channel: Channel, detector: Detector, eve) -> int:
     """``submit``'s lanes when none are given (see its docstring for the measurements)."""
+    if backend.kind == "ibm":  # what the device holds: one shot runs every lane at once
+        return _device_lanes(backend, _qubits_per_lane(mode, channel, detector, eve))
     if backend.kind != "aer":
         return 1
     noisy = channel.has_noise_instructions or detector.has_noise_instructions
@@ -434,26 +767,38 @@ def _default_lanes(backend: Backend, mode: str, channel: Channel, detector: Dete
     return next((n for n in AER_LANE_CHOICES if fast(n * per_lane)), 1)
 
 
-def _plan_chunk(template, circuit, choices, schedule, start, stop):
+def _chunk_for(template: ExchangeTemplate, choices: PartyChoices | None, schedule: str, start: int,
+               stop: int) -> _Chunk:
+    """The job of exchanges ``start:stop``: its shots and (grouped) each exchange's setting."""
     lanes, size = template.lanes, stop - start
     if template.mode == "qrng":
-        return _Chunk(start, stop, math.ceil(size / lanes), None), (circuit,)
-    s = slice(start, stop)
+        return _Chunk(start, stop, math.ceil(size / lanes), None, 1)
     if schedule == "grouped":
         settings = _settings(choices, start, stop)
         counts = np.bincount(settings, minlength=8)
+        shots = max(1, math.ceil(int(counts.max()) / lanes))
+        return _Chunk(start, stop, shots, settings, 8)
+    return _Chunk(start, stop, 1, None, math.ceil(size / lanes))
+
+
+def _pub_for(template: ExchangeTemplate, circuit, choices: PartyChoices | None, schedule: str, chunk: _Chunk):
+    """The chunk's pub: the circuit alone (qrng), or with its parameter bindings."""
+    lanes = template.lanes
+    if template.mode == "qrng":
+        return (circuit,)
+    if schedule == "grouped":
         k = np.arange(8)
         theta_a, theta_b = _thetas(k >> 2 & 1, k >> 1 & 1, k & 1)
         values = {tuple(template.alice_theta): np.repeat(theta_a[:, None], lanes, axis=1),
                   tuple(template.bob_theta): np.repeat(theta_b[:, None], lanes, axis=1)}
-        shots = max(1, math.ceil(int(counts.max()) / lanes))
-        return _Chunk(start, stop, shots, settings), (circuit, values)
-    bindings = math.ceil(size / lanes)
-    pad = bindings * lanes - size
+        return (circuit, values)
+    s = slice(chunk.start, chunk.stop)
+    bindings = chunk.bindings
+    pad = bindings * lanes - (chunk.stop - chunk.start)
     theta_a, theta_b = _thetas(choices.alice_bits[s], choices.alice_bases[s], choices.bob_bases[s])
     theta_a, theta_b = (np.pad(t, (0, pad)).reshape(bindings, lanes) for t in (theta_a, theta_b))
     values = {tuple(template.alice_theta): theta_a, tuple(template.bob_theta): theta_b}
-    return _Chunk(start, stop, 1, None), (circuit, values)
+    return (circuit, values)
 
 
 def run_exchanges(exchanges: int, *, progress: Callable[[int, int], None] | None = None,

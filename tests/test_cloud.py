@@ -329,9 +329,9 @@ def test_cancel_of_finished_local_jobs_and_dry_run(tmp_path):
         PendingExchange.load(handle).cancel()
 
     dry = tmp_path / "dry.npz"
-    out = qkd_cli("submit", "-n", "100000", "--mode", "prepared", "--backend", "fake:brisbane", "--lanes", "device",
-                  "--dry-run", "--handle", str(dry))
-    assert out.returncode == 0, out.stderr
+    out = runner.invoke(main, ["submit", "-n", "100000", "--mode", "prepared", "--backend", "fake:brisbane",
+                               "--lanes", "device", "--dry-run", "--handle", str(dry)])
+    assert out.exit_code == 0, out.output
     assert not dry.exists() and "dry run: nothing was submitted" in out.stdout
     assert "estimated QPU time" in out.stdout and "executions x (circuit" in out.stdout
     assert "WARNING: fake:brisbane is simulated on this machine" in out.stderr and "expect about" in out.stderr

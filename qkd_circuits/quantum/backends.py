@@ -199,8 +199,15 @@ class Backend:
                                                   seed_transpiler=self.options.seed_transpiler)
                 return pm.run(circuit)
             coupling, layout = _layout_avoiding(circuit, self._device, excluded)
-            pm = generate_preset_pass_manager(backend=self._device, optimization_level=1, coupling_map=coupling,
-                                              initial_layout=layout, seed_transpiler=self.options.seed_transpiler)
+            import warnings
+
+            with warnings.catch_warnings():
+                # Qiskit warns that a coupling map beside the backend drops the target's error rates
+                # and durations from the pass manager: meant here (the layout is ours, not VF2's;
+                # the usage estimate reads durations from the device's own target).
+                warnings.filterwarnings("ignore", message="Providing `coupling_map`", category=UserWarning)
+                pm = generate_preset_pass_manager(backend=self._device, optimization_level=1, coupling_map=coupling,
+                                                  initial_layout=layout, seed_transpiler=self.options.seed_transpiler)
             isa = pm.run(circuit)
             hit = sorted(set(used_qubits(isa)) & set(excluded))
             if hit:  # routing is confined to the kept edges, so this is a bug, not a user error

@@ -118,7 +118,7 @@ def test_psk_bootstrap_attacks_and_mitm_from_the_command_line(tmp_path):
     proc = qkd_cli("run", "--json", "-n", "100000", "--seed", "2", "--psk", str(sim), "--store-a", str(tmp_path / "a.db"))
     assert proc.returncode == 2 and "never goes into a key store" in proc.stderr
     proc = qkd_cli("run", "--json", "-n", "60000", "--seed", "2", "--mitm")
-    assert proc.returncode == 3 and json.loads(proc.stdout)["detected"] is True
+    assert proc.returncode == 3 and json.loads(proc.stdout)["mitm"]["detected"] is True
     proc = qkd_cli("run", "--json", "-n", "60000", "--seed", "2")
     assert json.loads(proc.stdout)["auth"]["bootstrap"] == "demo-psk"  # said so in the report
     status = json.loads(qkd_cli("psk", "status", str(psk), "--json").stdout)

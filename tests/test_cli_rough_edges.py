@@ -1,4 +1,4 @@
-"""The rough edges new users hit with ``qkd run`` and ``qkd keyrate`` (issue 14), one test each.
+"""The rough edges new users hit with ``qkd run`` and ``qkd keyrate``, one test each.
 
 Each test failed before its fix: an output path that cannot be written ended in a traceback after
 the work (and the report was lost); ``--mitm --json`` printed an object of its own without the

@@ -61,7 +61,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
        aliases=("--pulses",)),
     _P("mode", "qrng", str, "prepared: the parties' CSPRNG choices drive the circuit; qrng: the choices come from "
        "Hadamard-measured qubits in the circuit.", choices=("prepared", "qrng")),
-    _P("backend", "aer", str, "aer | fake:<name> | ibm:<name> | braket-local"),
+    _P("backend", "aer", str, "aer | fake:<name> | ibm:<name> | braket-local | braket:<device or ARN>"),
     _P("noise", "none", str, "depolarizing:P, dephasing:P, bit_flip:P, misalignment:P, readout:P; "
        "several joined by '+' (or the option repeated)."),
     _P("eve", "none", str, "intercept-resend:F[:random|Z|X|breidbart], probe:STRENGTH, or pns (decoy rounds)."),

@@ -368,6 +368,25 @@ def test_the_spec_copy_and_run_record_beside_the_output(spec_file, tmp_path):
         run_sweep(small, output)
 
 
+def test_an_interrupted_serial_sweep_keeps_its_rows_and_its_record_says_so(tmp_path):
+    spec = parse_spec({"seeds": {"count": 5}, "fixed": {"mode": "prepared", "exchanges": 1000}})
+    output = tmp_path / "stopped.csv"
+
+    def ctrl_c_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, output, progress=ctrl_c_after_two)
+    assert len(read_results(output)) == 2
+    meta = json.loads(sidecars(output)[1].read_text())
+    assert (meta["complete"], meta["runs"][0]["interrupted"], meta["runs"][0]["run"]) == (False, True, 2)
+    summary = run_sweep(spec, output)
+    assert (summary.skipped, summary.run, summary.serial) == (2, 3, True)
+    meta = json.loads(sidecars(output)[1].read_text())
+    assert meta["complete"] and [(r["interrupted"], r["run"]) for r in meta["runs"]] == [(True, 2), (False, 3)]
+
+
 def test_old_files_read_and_other_protocols_files_are_refused(tmp_path):
     legacy = tmp_path / "legacy.csv"
     values = {n: "" for n in LEGACY_COLUMNS} | {"task_id": "abc", "seed": "3", "mu": "0.5", "sifted": "120",
@@ -389,21 +408,23 @@ def test_old_files_read_and_other_protocols_files_are_refused(tmp_path):
         read_results(unknown)
 
 
-def test_the_command_line(spec_file, tmp_path, scheduler):
+def test_the_command_line(tmp_path, scheduler):
     runner = CliRunner()
+    spec_file = tmp_path / "cli.toml"  # 4 sessions of 2,000 pulses
+    spec_file.write_text('seeds = [1, 2]\n[fixed]\nexchanges = 2000\n[grid]\neve = ["none", "intercept-resend:1"]\n')
     output = tmp_path / "cli.csv"
     result = runner.invoke(main, ["sweep", str(spec_file), "--output", str(output), "--serial", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)  # one JSON object, nothing else
     assert (summary["tasks"], summary["run"], summary["failed"], summary["workers"], summary["serial"]) == (
-        12, 12, 0, 1, True)
-    assert summary["sessions_per_s"] > 0 and len(read_results(output)) == 12
+        4, 4, 0, 1, True)
+    assert summary["sessions_per_s"] > 0 and len(read_results(output)) == 4
     assert summary["meta"] == str(sidecars(output)[1]) and summary["protocol"] == "bb84"
     meta = json.loads(sidecars(output)[1].read_text())
     assert meta["runs"][0]["command"] == f"qkd sweep {spec_file} --output {output} --serial"
 
     again = runner.invoke(main, ["sweep", str(spec_file), "-o", str(output), "--scheduler", scheduler])
-    assert again.exit_code == 0 and "12 tasks, 12 already in" in again.stdout
+    assert again.exit_code == 0 and "4 tasks, 4 already in" in again.stdout
 
     bad = tmp_path / "bad.toml"
     bad.write_text('seeds = [1]\n[grid]\neve = ["intercept:0.2"]\n')

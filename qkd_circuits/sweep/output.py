@@ -193,7 +193,7 @@ def _replace_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def read_meta(path: str | Path) -> dict | None:
+def _read_meta(path: str | Path) -> dict | None:
     """The run record beside the output ``path`` (:func:`sidecars`), or ``None`` if there is none."""
     meta = sidecars(path)[1]
     try:
@@ -204,11 +204,11 @@ def read_meta(path: str | Path) -> dict | None:
         raise ConfigurationError(f"cannot read the sweep's run record {meta}: {exc}") from None
 
 
-def write_meta(path: str | Path, meta: dict) -> None:
+def _write_meta(path: str | Path, meta: dict) -> None:
     _replace_text(sidecars(path)[1], json.dumps(meta, indent=2, sort_keys=False) + "\n")
 
 
-def write_spec_copy(path: str | Path, text: str) -> None:
+def _write_spec_copy(path: str | Path, text: str) -> None:
     _replace_text(sidecars(path)[0], text)
 
 

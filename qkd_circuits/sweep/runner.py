@@ -33,7 +33,7 @@ from typing import Callable
 
 from .. import _provenance
 from ..exceptions import ConfigurationError, MissingExtraError
-from .output import _utc_now, columns, open_output, read_meta, sidecars, write_meta, write_spec_copy
+from .output import _read_meta, _utc_now, _write_meta, _write_spec_copy, columns, open_output, sidecars
 from .spec import SweepSpec, Task, expand, load_spec, session_options
 
 __all__ = ["SweepSummary", "run_sweep", "run_task"]
@@ -48,7 +48,7 @@ INTERRUPTED_WORKER_STOP_S = 0.5
 #: ... and how long the rest of the cluster (its scheduler, in this process) gets to close.
 INTERRUPTED_CLOSE_S = 5.0
 #: A sweep with at most this many tasks left to run runs serially unless told otherwise: a local
-#: cluster takes seconds to start (median 7.7 s, 4.9-10.0 s, on the shared 2-core machine:
+#: cluster takes seconds to start (median 7.7 s, 6.6-9.1 s, on the shared 2-core machine:
 #: benchmarks/sweep.py --part startup), the time of some 60 sessions of 0.3 s or 5 of 4 s on 2
 #: workers (docs/sweeps.md, "Serial or Dask").
 SERIAL_MAX_TASKS = 16
@@ -302,7 +302,7 @@ def _spec_text(source, spec: SweepSpec) -> str:
 def _start_meta(output, meta: dict | None, spec: SweepSpec, source, n_tasks: int, run: dict) -> dict:
     """Write the spec copy and the run record with this run started; return the record."""
     if meta is None or meta.get("spec_digest") != spec.digest():
-        write_spec_copy(output, _spec_text(source, spec))
+        _write_spec_copy(output, _spec_text(source, spec))
     previous = [] if meta is None else meta.get("previous_spec_digests", [])
     if meta is not None and meta.get("spec_digest") != spec.digest():
         previous = [*previous, meta.get("spec_digest")]
@@ -311,7 +311,7 @@ def _start_meta(output, meta: dict | None, spec: SweepSpec, source, n_tasks: int
             "columns": list(columns(spec.protocol)), "tasks": n_tasks,
             "started_utc": run["started_utc"] if meta is None else meta["started_utc"], "finished_utc": None,
             "complete": False, "runs": [*([] if meta is None else meta.get("runs", [])), run]}
-    write_meta(output, meta)
+    _write_meta(output, meta)
     return meta
 
 
@@ -319,7 +319,7 @@ def _finish_meta(output, meta: dict, counts: dict, *, complete: bool, interrupte
     finished = _utc_now()
     meta["runs"][-1].update(finished_utc=finished, interrupted=interrupted, **counts)
     meta.update(finished_utc=finished, complete=complete)
-    write_meta(output, meta)
+    _write_meta(output, meta)
 
 
 def _check_backends(tasks: list[Task]) -> None:
@@ -399,7 +399,7 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path, *, workers: int 
     tasks = expand(spec)
     sink = open_output(output, spec.protocol)
     done = sink.recover()
-    meta = read_meta(output)
+    meta = _read_meta(output)
     _check_meta(output, meta, spec, done, tasks, extend)
     pending = [t for t in tasks if t.task_id not in done]
     in_process = _use_serial(serial, workers, scheduler, len(pending))

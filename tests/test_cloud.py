@@ -100,17 +100,19 @@ def test_collect_prints_the_text_report_of_qkd_run_and_keeps_the_postprocessing_
     assert without_timings(col.output) == without_timings(run.output)
 
 
-def test_braket_local_handle_round_trip_equals_a_direct_seeded_run(tmp_path):
+def test_braket_local_submit_and_collect_in_new_processes_gives_the_report_of_qkd_run(tmp_path):
     pytest.importorskip("qiskit_braket_provider")
-    plan = plan_submission(200, mode="prepared", backend="braket-local", seed=3)
-    assert plan.backend.takes_simulator_seed and plan.simulator_seed_bits == 0
-    pending = plan.submit()
-    path = pending.save(tmp_path / "b.npz", samples=True)
-    collected = PendingExchange.load(path).result()
-    direct = qkd.submit(200, mode="prepared", backend="braket-local", seed=3).result()
-    for name in ("alice_bits", "alice_bases", "bob_bases", "bob_results", "detected"):
-        np.testing.assert_array_equal(getattr(collected, name), getattr(direct, name))
-    assert collected.provenance.backend == "braket-local"
+    options = ["-n", "400", "--mode", "prepared", "--backend", "braket-local", "--seed", "3"]
+    handle = tmp_path / "braket.npz"
+    sub = qkd_cli("submit", *options, "--handle", str(handle), "--json")
+    assert sub.returncode == 0, sub.stderr
+    assert json.loads(sub.stdout)["samples_in_handle"]
+    col = qkd_cli("collect", str(handle), "--json")
+    run = CliRunner().invoke(main, ["run", *options, "--json"])
+    assert col.returncode == run.exit_code, col.stderr
+    collected = json.loads(col.stdout)
+    assert comparable(collected) == comparable(json.loads(run.output))
+    assert collected["backend"] == "braket-local" and collected["provenance"]["simulator_seed_bits"] == 0
 
 
 # ---- max_shots --------------------------------------------------------------------------------
@@ -338,3 +340,52 @@ def test_cancel_of_finished_local_jobs_and_dry_run(tmp_path):
 
     misuse = runner.invoke(main, ["submit", "-n", "100", "--dd", "XY4", "--handle", str(dry)])
     assert misuse.exit_code == 2 and "IBM Runtime settings" in misuse.output and not dry.exists()
+
+
+def test_a_handle_is_collected_once_per_pool(tmp_path):
+    runner = CliRunner()
+    pool, handle = tmp_path / "pool.psk", tmp_path / "h.npz"
+    assert runner.invoke(main, ["psk", "init", str(pool)]).exit_code == 0
+    assert runner.invoke(main, ["submit", "-n", "2000", "--mode", "prepared", "--handle", str(handle)]).exit_code == 0
+    first = runner.invoke(main, ["collect", str(handle), "--psk", str(pool), "--json"])
+    assert first.exit_code in (0, 3), first.output
+    again = runner.invoke(main, ["collect", str(handle), "--psk", str(pool)])
+    assert again.exit_code == 2 and "post-processed with this pool before" in again.output
+
+
+class QueuedJob:
+    """An IBM job still in the queue, as the service's ``job(id)`` hands it back."""
+
+    def __init__(self, job_id):
+        self._id, self.state = job_id, "QUEUED"
+
+    def job_id(self):
+        return self._id
+
+    def status(self):
+        return self.state
+
+    def cancel(self):
+        self.state = "CANCELLED"
+
+    def result(self):
+        raise RuntimeError(f"job {self._id} was {self.state.lower()}")
+
+
+def test_cancel_cancels_queued_ibm_jobs_and_leaves_finished_ones(tmp_path, monkeypatch):
+    import qiskit_ibm_runtime
+
+    service = RuntimeServiceStandIn()
+    pending = qkd.submit(3000, mode="prepared", backend=qkd.resolve_backend("ibm:fake_nairobi", service=service),
+                         chunk=1000, seed=8)
+    service.remember(pending)
+    pending.jobs[0].result()  # the first job has finished
+    first, *queued = pending.job_ids
+    service.jobs.update((job_id, QueuedJob(job_id)) for job_id in queued)
+    path = pending.save(tmp_path / "ibm.npz")
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", lambda **kw: service)
+    out = CliRunner().invoke(main, ["cancel", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    assert [j["status"] for j in json.loads(out.output)["jobs"]] == ["DONE", "CANCELLED", "CANCELLED"]
+    failed = CliRunner().invoke(main, ["collect", str(path)])
+    assert failed.exit_code == 1 and "failed" in failed.output

@@ -89,8 +89,8 @@ def _startup(args, ctx: dict) -> None:
         wall = statistics.median(r.wall_s for r in runs)
         for figure, value in (("startup_s", startup[label]), ("wall_s", wall)):
             emit({"benchmark": "sweep", "figure": f"{label}_{figure}", "value": round(value, 4), "unit": "s",
-                  "min": round(min(getattr(r, figure) for r in runs), 3),
-                  "max": round(max(getattr(r, figure) for r in runs), 3),
+                  "min": round(min(getattr(r, figure) for r in runs), 4),
+                  "max": round(max(getattr(r, figure) for r in runs), 4),
                   "params": {**params, "serial": serial}, **ctx}, as_json=args.json,
                  text=f"{label}: {figure.split('_')[0]} {value:.2f} s (median of {args.repeats}; "
                       f"{min(getattr(r, figure) for r in runs):.2f}-{max(getattr(r, figure) for r in runs):.2f} s) "

@@ -48,9 +48,9 @@ INTERRUPTED_WORKER_STOP_S = 0.5
 #: ... and how long the rest of the cluster (its scheduler, in this process) gets to close.
 INTERRUPTED_CLOSE_S = 5.0
 #: A sweep with at most this many tasks left to run runs serially unless told otherwise: a local
-#: cluster takes seconds to start (median 7.7 s, 6.6-9.1 s, on the shared 2-core machine:
-#: benchmarks/sweep.py --part startup), the time of some 60 sessions of 0.3 s or 5 of 4 s on 2
-#: workers (docs/sweeps.md, "Serial or Dask").
+#: cluster takes seconds to start (medians 1.7 s and 7.7 s on the shared 2-core machine, quiet
+#: and busy: benchmarks/sweep.py --part startup), the time of some 14 (quiet) to 60 (busy)
+#: sessions of 0.3 s on 2 workers (docs/sweeps.md, "Serial or Dask").
 SERIAL_MAX_TASKS = 16
 META_FORMAT = "qkd_circuits.sweep.meta/1"
 

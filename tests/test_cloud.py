@@ -389,3 +389,31 @@ def test_cancel_cancels_queued_ibm_jobs_and_leaves_finished_ones(tmp_path, monke
     assert [j["status"] for j in json.loads(out.output)["jobs"]] == ["DONE", "CANCELLED", "CANCELLED"]
     failed = CliRunner().invoke(main, ["collect", str(path)])
     assert failed.exit_code == 1 and "failed" in failed.output
+
+
+def test_readout_mitigation_is_a_study_figure_beside_an_unchanged_report(tmp_path):
+    from qiskit_ibm_runtime.fake_provider import FakeNairobiV2
+
+    runner = CliRunner()
+    handle = tmp_path / "m.npz"
+    sub = runner.invoke(main, ["submit", *ROUND, "--readout-mitigation", "--handle", str(handle)])
+    assert sub.exit_code == 0, sub.output
+    assert "readout calibration: 1 more job, |0> and |1> on Bob's qubits [0], 8,192 shots each" in sub.output
+    col = runner.invoke(main, ["collect", str(handle), "--json"])
+    run = runner.invoke(main, ["run", *ROUND, "--json"])
+    collected, direct = json.loads(col.output), json.loads(run.output)
+    m = collected.pop("readout_mitigation")
+    assert comparable(collected) == comparable(direct)  # the key length never sees the calibration
+    # Qubit 0 of fake_nairobi reads wrong 5.8% of the time (its calibration); the round's QBER is
+    # mostly that, and inverting the calibrated confusion leaves the gates' share, under 2%.
+    readout = FakeNairobiV2().target["measure"][(0,)].error
+    assert abs((m["readout_error_0to1"][0] + m["readout_error_1to0"][0]) / 2 - readout) < 0.01
+    assert m["qber_measured"] == pytest.approx(collected["qber"]["true_sifted"])
+    assert m["qber_measured"] > 0.04 and m["qber_mitigated"] < 0.02
+    text = runner.invoke(main, ["collect", str(handle)])
+    assert "readout-mitigated QBER" in text.output and "not used for the key length" in text.output
+
+    for bad, match in ((["--backend", "aer", "--readout-mitigation"], "calibrates a device's qubits"),
+                       (["--calibration-shots", "100"], "--calibration-shots needs --readout-mitigation")):
+        out = runner.invoke(main, ["submit", "-n", "100", *bad, "--handle", str(tmp_path / "x.npz")])
+        assert out.exit_code == 2 and match in out.output

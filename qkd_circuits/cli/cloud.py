@@ -43,13 +43,19 @@ _HANDLE = click.argument("handle", type=click.Path(dir_okay=True))
               help="Leave out the K qubits worst by calibration (readout error, then T1).")
 @click.option("--max-shots", type=click.IntRange(min=1), default=None, metavar="N",
               help="Split jobs below N executions per pub (default: the device's limit).")
+@click.option("--readout-mitigation", is_flag=True,
+              help="Add a calibration job on Bob's qubits; 'qkd collect' then reports a readout-mitigated QBER "
+                   "(a study figure, never used for the key length).")
+@click.option("--calibration-shots", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Shots per calibration circuit (|0> and |1>) with --readout-mitigation  [default: 8192].")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the usage estimate; submit nothing.")
 @json_option("Print one JSON object (the plan, the estimate, the job ids) and nothing else.")
 def submit(exchanges, handle, sampler_mode, dd, twirling, instance, seed_transpiler, exclude_worst_qubits,
-           max_shots, dry_run, as_json, **values) -> None:
+           max_shots, readout_mitigation, calibration_shots, dry_run, as_json, **values) -> None:
     """Submit one BB84 round's jobs, print their ids and write a handle for 'qkd collect'."""
     from ..quantum.backends import ExecutionOptions, resolve_backend
     from ..quantum.execution import plan_submission
+    from ..quantum.mitigation import DEFAULT_CALIBRATION_SHOTS
 
     with exit_codes():
         options = round_kwargs(values)
@@ -63,7 +69,10 @@ def submit(exchanges, handle, sampler_mode, dd, twirling, instance, seed_transpi
                                      f"are IBM Runtime settings; {spec!r} is not an ibm: or fake: backend")
         backend = resolve_backend(spec, instance=instance, max_shots=max_shots,
                                   options=execution if ibm_like else None)
-        plan = plan_submission(exchanges, backend=backend, **options)
+        if calibration_shots is not None and not readout_mitigation:
+            raise ConfigurationError("--calibration-shots needs --readout-mitigation")
+        shots = (calibration_shots or DEFAULT_CALIBRATION_SHOTS) if readout_mitigation else None
+        plan = plan_submission(exchanges, backend=backend, readout_calibration_shots=shots, **options)
         summary = plan.summary()
         for warning in plan.warnings:
             click.echo(f"WARNING: {warning}", err=True)
@@ -77,11 +86,12 @@ def submit(exchanges, handle, sampler_mode, dd, twirling, instance, seed_transpi
                 click.echo("dry run: nothing was submitted")
             sys.exit(EXIT_OK)
         pending = plan.submit()
-        if not as_json:
-            click.echo("submitted: " + ", ".join(pending.job_ids), nl=True)
-            sys.stdout.flush()
         local = not backend.resumable
+        # The handle first, then the ids: output that fails (a closed terminal, a broken pipe) must
+        # not lose jobs already queued.  Cloud jobs are not waited for; local ones finish here.
         path = pending.save(handle, postprocessing=config, samples=local)
+        if not as_json:
+            click.echo("submitted: " + ", ".join(pending.job_ids))
     if as_json:
         echo_json({"dry_run": False, "handle": str(path), "plan": summary, "warnings": plan.warnings,
                    "job_ids": list(pending.job_ids), "samples_in_handle": local})
@@ -100,6 +110,10 @@ def _print_plan(summary: dict) -> None:
     if summary.get("physical_qubits") is not None:
         excluded = f"; left out {summary['excluded_qubits']}" if summary["excluded_qubits"] else ""
         click.echo(f"  physical qubits {summary['physical_qubits']}{excluded}")
+    if summary.get("readout_calibration"):
+        cal = summary["readout_calibration"]
+        click.echo(f"  readout calibration: 1 more job, |0> and |1> on Bob's qubits {cal['qubits']}, "
+                   f"{cal['shots']:,} shots each")
     e = summary["estimate"]
     if not e:
         return
@@ -165,13 +179,19 @@ def collect(handle, psk_file, as_json) -> None:
         t0 = time.perf_counter()
         record = pending.result()
         result = postprocess(record, config, **pools, timings_s={"quantum": time.perf_counter() - t0})
+        mitigation = pending.readout_mitigation(record)
     if pool is not None:
         pools["bob_pool"].save(psk_file)  # Bob's view decides, as in 'qkd run'
     report = result.report
     if as_json:
-        echo_json(report.to_dict())
+        echo_json(report.to_dict() if mitigation is None else {**report.to_dict(), "readout_mitigation": mitigation})
     else:
         print_report(report)
+        if mitigation is not None:
+            m = mitigation
+            click.echo(f"  readout-mitigated QBER {m['qber_mitigated']:.4%} (measured {m['qber_measured']:.4%} over "
+                       f"{m['sifted_bits']:,} sifted bits; qubits {m['qubits']}, {m['calibration_shots']:,} calibration "
+                       "shots each): a study figure, not used for the key length")
     sys.exit(EXIT_ABORTED if report.aborted else EXIT_OK)
 
 

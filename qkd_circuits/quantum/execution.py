@@ -148,9 +148,9 @@ class StoredJob:
     jobs.  ``result()`` gives one pub result holding the stored bit arrays.
     """
 
-    def __init__(self, job_id: str, registers: dict) -> None:
+    def __init__(self, job_id: str, registers: dict | list[dict]) -> None:
         self._job_id = job_id
-        self._registers = registers  # name -> qiskit BitArray
+        self._pubs = [registers] if isinstance(registers, dict) else list(registers)  # name -> BitArray, per pub
 
     def __repr__(self) -> str:
         return f"StoredJob({self._job_id!r})"
@@ -167,8 +167,7 @@ class StoredJob:
     def result(self):
         from qiskit.primitives.containers import DataBin, SamplerPubResult
 
-        shape = next(iter(self._registers.values())).shape
-        return [SamplerPubResult(DataBin(**self._registers, shape=shape))]
+        return [SamplerPubResult(DataBin(**pub, shape=next(iter(pub.values())).shape)) for pub in self._pubs]
 
     def cancel(self):
         raise BackendError(f"job {self._job_id} ran in the submitting process and has finished (its samples "
@@ -187,7 +186,7 @@ class PendingExchange:
                  schedule: str, seed: int | None, models: dict, choices: PartyChoices | None,
                  chunks: list[_Chunk], jobs: list, circuit_info: dict,
                  simulator_seed_bits: int | None = None, postprocessing: dict | None = None,
-                 plan: dict | None = None) -> None:
+                 plan: dict | None = None, calibration: dict | None = None) -> None:
         self.backend = backend
         self.template = template
         self.exchanges = exchanges
@@ -201,6 +200,7 @@ class PendingExchange:
         self.simulator_seed_bits = simulator_seed_bits
         self.postprocessing = postprocessing
         self.plan = plan or {}
+        self.calibration = calibration  # readout calibration: {"qubits", "shots", "job"} or None
 
     def __repr__(self) -> str:
         return (f"PendingExchange(exchanges={self.exchanges}, backend={self.backend.spec!r}, "
@@ -209,6 +209,35 @@ class PendingExchange:
     @property
     def job_ids(self) -> tuple[str, ...]:
         return tuple(job.job_id() for job in self.jobs)
+
+    def lane_of_pulse(self) -> np.ndarray:
+        """Which lane (circuit slot, so which physical qubit) each pulse ran in."""
+        lanes = self.template.lanes
+        out = np.empty(self.exchanges, dtype=np.int32)
+        for c in self.chunks:
+            if c.settings is None:  # qrng and sequential: the pub's bits in send order, lanes fastest
+                out[c.start:c.stop] = np.arange(c.stop - c.start) % lanes
+            else:  # grouped: the j-th pulse of a setting is shot j // lanes, lane j % lanes
+                for k in range(8):
+                    idx = np.flatnonzero(c.settings == k)
+                    out[c.start + idx] = np.arange(idx.size) % lanes
+        return out
+
+    def readout_mitigation(self, record: MeasurementRecord) -> dict | None:
+        """The readout-mitigated QBER of ``record`` (a study figure, :mod:`.mitigation`), or ``None``
+        when no calibration was submitted."""
+        if self.calibration is None:
+            return None
+        from .mitigation import confusion, mitigated_qber
+
+        job = self.calibration["job"]
+        try:
+            pubs = list(job.result())
+        except Exception as exc:
+            raise BackendError(f"calibration job {job.job_id()} on {self.backend.spec} failed: {exc}") from None
+        e0, e1 = confusion(pubs)
+        return {"qubits": list(self.calibration["qubits"]), "calibration_shots": self.calibration["shots"],
+                "calibration_job_id": job.job_id(), **mitigated_qber(record, self.lane_of_pulse(), e0, e1)}
 
     @property
     def stored(self) -> bool:
@@ -333,6 +362,9 @@ class PendingExchange:
             "jobs": [{"job_id": job_id, "exchanges": c.stop - c.start, "shots": c.shots, "bindings": c.bindings,
                       "executions": c.executions} for job_id, c in zip(self.job_ids, self.chunks)],
             "samples": bool(samples), "sample_bits": {},
+            "calibration": None if self.calibration is None else {
+                "qubits": list(self.calibration["qubits"]), "shots": self.calibration["shots"],
+                "job_id": self.calibration["job"].job_id()},
         }
         arrays = {}
         if self.choices is not None:
@@ -344,6 +376,9 @@ class PendingExchange:
                     bit_array = getattr(pub.data, name)
                     arrays[f"sample_{i}_{name}"] = bit_array.array
                     header["sample_bits"][name] = int(bit_array.num_bits)
+            if self.calibration is not None:
+                for k, pub in enumerate(self.calibration["job"].result()):
+                    arrays[f"calibration_{k}"] = pub.data.cal.array
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
         with buffer.getbuffer() as data:
@@ -394,8 +429,7 @@ class PendingExchange:
         if (choices is None) != (header["mode"] == "qrng"):
             raise RecordError(f"{path}: a {header['mode']}-mode handle {'with' if choices else 'without'} choices")
         chunks = []
-        jobs_info = header.get("jobs") or [{} for _ in header["chunks"]]
-        for (start, stop, shots), info in zip(header["chunks"], jobs_info, strict=True):
+        for start, stop, shots in header["chunks"]:
             settings = _settings(choices, start, stop) if header["schedule"] == "grouped" and choices else None
             chunks.append(_Chunk(start, stop, shots, settings,
                                  _bindings(template, header["schedule"], settings, stop - start)))
@@ -406,6 +440,12 @@ class PendingExchange:
                 registers = {name: _bit_array(arrays[f"sample_{i}_{name}"], header["sample_bits"][name], chunk, path)
                              for name in template.registers}
                 jobs.append(StoredJob(job_id, registers))
+            calibration = header.get("calibration")
+            if calibration:
+                from qiskit.primitives.containers import BitArray
+
+                calibration = dict(calibration, job=StoredJob(calibration["job_id"], [
+                    {"cal": BitArray(arrays[f"calibration_{k}"], len(calibration["qubits"]))} for k in (0, 1)]))
         else:
             instance = (header.get("backend_info") or {}).get("instance")
             backend = resolve_backend(header["backend"], service=service,
@@ -415,13 +455,17 @@ class PendingExchange:
                         "pubs": [_pub_for(template, circuit, choices, header["schedule"], chunk)],
                         "shots": chunk.shots}))
                     for job_id, chunk in zip(header["job_ids"], chunks, strict=True)]
+            calibration = header.get("calibration")
+            if calibration:
+                calibration = dict(calibration, job=backend.job(calibration["job_id"]))
         if len(jobs) != len(chunks):
             raise RecordError(f"{path}: {len(jobs)} job ids for {len(chunks)} chunks")
         return cls(backend=backend, template=template, exchanges=header["exchanges"],
                    schedule=header["schedule"], seed=header["seed"], models=models,
                    choices=choices, chunks=chunks, jobs=jobs, circuit_info=header["circuit"],
                    simulator_seed_bits=header.get("simulator_seed_bits"),
-                   postprocessing=header.get("postprocessing"), plan=header.get("plan"))
+                   postprocessing=header.get("postprocessing"), plan=header.get("plan"),
+                   calibration=calibration or None)
 
 
 def _bindings(template: ExchangeTemplate, schedule: str, settings: np.ndarray | None, size: int) -> int:
@@ -584,13 +628,15 @@ class SubmissionPlan:
 
     def __init__(self, *, backend: Backend, template: ExchangeTemplate, circuit, circuit_info: dict, exchanges: int,
                  schedule: str, seed: int | None, models: dict, choices: PartyChoices | None, chunks: list[_Chunk],
-                 simulator_seed_bits: int | None) -> None:
+                 simulator_seed_bits: int | None, calibration: dict | None = None) -> None:
         from .usage import plan_warnings, usage_estimate
 
         self.backend, self.template, self.circuit, self.circuit_info = backend, template, circuit, circuit_info
         self.exchanges, self.schedule, self.seed, self.models = exchanges, schedule, seed, models
         self.choices, self.chunks, self.simulator_seed_bits = choices, chunks, simulator_seed_bits
-        self.estimate = usage_estimate(backend, circuit, template.circuit.num_qubits, [c.executions for c in chunks])
+        self.calibration = calibration  # {"qubits", "shots", "circuits"}: the readout calibration job
+        executions = [c.executions for c in chunks] + ([2 * calibration["shots"]] if calibration else [])
+        self.estimate = usage_estimate(backend, circuit, template.circuit.num_qubits, executions)
         self.warnings = plan_warnings(backend, template.circuit.num_qubits, self.estimate)
         self._submitted = False
 
@@ -614,6 +660,9 @@ class SubmissionPlan:
             "jobs": [{"exchanges": c.stop - c.start, "shots": c.shots, "bindings": c.bindings,
                       "executions": c.executions} for c in self.chunks],
             "executions": self.executions, "estimate": self.estimate,
+            "readout_calibration": None if self.calibration is None else {
+                "qubits": self.calibration["qubits"], "shots": self.calibration["shots"], "executions":
+                2 * self.calibration["shots"]},
         }
 
     def submit(self) -> PendingExchange:
@@ -637,11 +686,23 @@ class SubmissionPlan:
                 jobs.append(sampler.run([pub], shots=c.shots))
             except Exception as exc:
                 raise BackendError(f"{backend.spec} refused the job: {exc}") from None
+        calibration = None
+        if self.calibration is not None:
+            if per_job:
+                cal_seed = (int(np.random.SeedSequence((self.seed, 1)).generate_state(1)[0])
+                            if self.seed is not None else draw_simulator_seed())
+                sampler = backend.sampler(seed=cal_seed, num_qubits=circuit.num_qubits)
+            try:
+                job = sampler.run([(c,) for c in self.calibration["circuits"]], shots=self.calibration["shots"])
+            except Exception as exc:
+                raise BackendError(f"{backend.spec} refused the readout calibration job: {exc}") from None
+            calibration = {"qubits": self.calibration["qubits"], "shots": self.calibration["shots"], "job": job}
         backend.close_batch()
         return PendingExchange(backend=backend, template=self.template, exchanges=self.exchanges,
                                schedule=self.schedule, seed=self.seed, models=self.models, choices=self.choices,
                                chunks=self.chunks, jobs=jobs, circuit_info=self.circuit_info,
-                               simulator_seed_bits=self.simulator_seed_bits, plan=self.summary())
+                               simulator_seed_bits=self.simulator_seed_bits, plan=self.summary(),
+                               calibration=calibration)
 
 
 def plan_submission(
@@ -657,6 +718,7 @@ def plan_submission(
     schedule: str = "grouped",
     chunk: int | None = None,
     choices: PartyChoices | None = None,
+    readout_calibration_shots: int | None = None,
 ) -> SubmissionPlan:
     """Everything :func:`submit` does but sending: the circuit, transpiled, the choices and the jobs.
 
@@ -665,6 +727,10 @@ def plan_submission(
     reading of a device's limit): ``qrng`` mode and the ``sequential`` schedule cut every
     ``max_shots x lanes`` exchanges, the ``grouped`` schedule where one of its 8 settings would
     pass ``max_shots // 8`` shots.  Without a limit the chunks are those of ``chunk`` alone.
+
+    ``readout_calibration_shots`` (``ibm:`` and ``fake:`` only) adds one job measuring the
+    qubits Bob reads after preparing |0> and |1>, that many shots each, for the readout-mitigated
+    QBER of :meth:`PendingExchange.readout_mitigation` (a study figure, :mod:`.mitigation`).
     """
     exchanges = _check_count("exchanges", exchanges)
     if seed is not None:
@@ -719,10 +785,23 @@ def plan_submission(
     chunk = _check_count("chunk", chunk)
     chunks = [_chunk_for(template, choices, schedule, start, stop)
               for start, stop in _chunk_bounds(exchanges, chunk, template, choices, schedule, backend.max_shots)]
+    calibration = None
+    if readout_calibration_shots is not None:
+        from .mitigation import bob_qubits, calibration_circuits
+
+        shots = _check_count("readout_calibration_shots", readout_calibration_shots)
+        if backend.kind not in ("fake", "ibm"):
+            raise ConfigurationError(f"readout mitigation calibrates a device's qubits; {backend.spec!r} has none "
+                                     "(use ibm:<name> or fake:<name>)")
+        if backend.max_shots is not None and 2 * shots > backend.max_shots:
+            raise ConfigurationError(f"the readout calibration's 2 x {shots:,} executions pass {backend.name}'s "
+                                     f"limit of {backend.max_shots:,} per job")
+        qubits = bob_qubits(circuit)
+        calibration = {"qubits": qubits, "shots": shots, "circuits": calibration_circuits(backend._device, qubits)}
     return SubmissionPlan(backend=backend, template=template, circuit=circuit, circuit_info=circuit_info,
                           exchanges=exchanges, schedule=schedule, seed=seed,
                           models=_models_dict(channel, detector, eve), choices=choices, chunks=chunks,
-                          simulator_seed_bits=simulator_seed_bits(backend, seed))
+                          simulator_seed_bits=simulator_seed_bits(backend, seed), calibration=calibration)
 
 
 def _device_lanes(backend: Backend, per_lane: int) -> int:

@@ -417,3 +417,19 @@ def test_readout_mitigation_is_a_study_figure_beside_an_unchanged_report(tmp_pat
                        (["--calibration-shots", "100"], "--calibration-shots needs --readout-mitigation")):
         out = runner.invoke(main, ["submit", "-n", "100", *bad, "--handle", str(tmp_path / "x.npz")])
         assert out.exit_code == 2 and match in out.output
+
+
+def test_submit_reports_a_slow_fake_run_before_it_starts():
+    class Stop(Exception):
+        pass
+
+    def stop(warning):  # the warning comes before any job is sent: stopping here sends none
+        raise Stop(warning)
+
+    with pytest.raises(Stop, match=r"fake:brisbane is simulated on this machine .* expect about 1\d\d s"):
+        qkd.submit(100_000, mode="prepared", backend="fake:brisbane", lanes="device", on_warning=stop)
+    quick = plan_submission(2_000, mode="prepared", backend="fake:nairobi", seed=1)
+    assert quick.warnings == [] and quick.estimate["local_seconds"] < 10
+    seen = []
+    qkd.submit(200, mode="prepared", backend="fake:nairobi", seed=1, on_warning=seen.append).result()
+    assert seen == []

@@ -569,6 +569,7 @@ def submit(
     schedule: str = "grouped",
     chunk: int | None = None,
     choices: PartyChoices | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> PendingExchange:
     """Build, transpile and submit ``exchanges`` BB84 pulses; returns without waiting.
 
@@ -613,9 +614,16 @@ def submit(
         schedule: ``"grouped"`` or ``"sequential"`` (prepared mode; see the module docstring).
         chunk: exchanges per job (default 2^20; 4096 for the sequential schedule).
         choices: prepared mode only: use these choices instead of drawing them.
+        on_warning: called with each of the plan's warnings (:attr:`SubmissionPlan.warnings`,
+            e.g. a fake-device run expected to take minutes) before anything is sent; the
+            command line prints them on stderr.
     """
-    return plan_submission(exchanges, mode=mode, backend=backend, channel=channel, detector=detector, eve=eve,
-                           seed=seed, lanes=lanes, schedule=schedule, chunk=chunk, choices=choices).submit()
+    plan = plan_submission(exchanges, mode=mode, backend=backend, channel=channel, detector=detector, eve=eve,
+                           seed=seed, lanes=lanes, schedule=schedule, chunk=chunk, choices=choices)
+    if on_warning is not None:
+        for warning in plan.warnings:
+            on_warning(warning)
+    return plan.submit()
 
 
 class SubmissionPlan:

@@ -154,3 +154,14 @@ def test_decoy_round_json_lines():
                        signed=("decoy_round_key_length",))
     assert len(rows) == 1 and rows[0]["unit"] == "bits" and rows[0]["params"]["method"] == "lim2014"
     assert rows[0]["value"] == 0 and rows[0]["abort_reason"] == "decoy_check_failed"
+
+
+@pytest.mark.slow  # starts a Dask LocalCluster (6 s on 2 cores); make test-all runs it
+def test_sweep_startup_json_lines():
+    # One session serially, one on a fresh 2-worker LocalCluster: the cluster's start-up is the cost.
+    rows = _json_lines("sweep.py", "--part", "startup", "--repeats", "1", "--startup-sessions", "1",
+                       signed=("startup_saved_by_serial_s",))
+    assert [row["figure"] for row in rows] == ["serial_startup_s", "serial_wall_s", "dask_startup_s",
+                                               "dask_wall_s", "startup_saved_by_serial_s"]
+    assert all(row["unit"] == "s" and row["params"]["sessions"] == 1 for row in rows)
+    assert [row["params"]["serial"] for row in rows[:4]] == [True, True, False, False]

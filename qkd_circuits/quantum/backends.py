@@ -51,7 +51,7 @@ from qiskit import QuantumCircuit, transpile
 
 from ..exceptions import BackendError, ConfigurationError, MissingExtraError
 
-__all__ = ["Backend", "ExecutionOptions", "resolve_backend", "draw_simulator_seed", "worst_qubits",
+__all__ = ["Backend", "ExecutionOptions", "resolve_backend", "draw_simulator_seed", "used_qubits", "worst_qubits",
            "DENSITY_MATRIX_MAX_QUBITS", "SAMPLER_MODES", "DD_SEQUENCES", "SIMULATOR_SEED_BITS"]
 
 #: Above this many qubits the density matrix (4^n entries) gets too large; Aer then picks its

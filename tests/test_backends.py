@@ -92,11 +92,15 @@ def test_missing_extra_names_the_extra(monkeypatch):
         qkd.resolve_backend("braket-local")
 
 
-def test_local_jobs_cannot_be_saved_for_later(tmp_path):
+def test_local_jobs_are_saved_for_later_only_with_their_samples(tmp_path):
     pending = qkd.submit(100, backend="aer", seed=1)
-    with pytest.raises(qkd.BackendError, match="live in this process"):
+    with pytest.raises(qkd.BackendError, match=r"live in this process.*save\(path, samples=True\)"):
         pending.save(tmp_path / "h.npz")
-    assert len(pending.result()) == 100
+    record = pending.result()
+    assert len(record) == 100
+    resumed = qkd.PendingExchange.load(pending.save(tmp_path / "h.npz", samples=True))
+    assert resumed.status() == ["DONE"] and resumed.job_ids == pending.job_ids
+    np.testing.assert_array_equal(resumed.result().bob_results, record.bob_results)
 
 
 class _RuntimeServiceStandIn:

@@ -325,6 +325,8 @@ def test_cancel_of_finished_local_jobs_and_dry_run(tmp_path):
     runner = CliRunner()
     handle = tmp_path / "local.npz"
     assert runner.invoke(main, ["submit", "-n", "500", "--seed", "1", "--handle", str(handle)]).exit_code == 0
+    again = runner.invoke(main, ["submit", "-n", "500", "--handle", str(handle)])
+    assert again.exit_code == 2 and "a handle is never overwritten" in again.output
     cancel = runner.invoke(main, ["cancel", str(handle)])
     assert cancel.exit_code == 1 and "nothing to cancel" in cancel.output
     with pytest.raises(qkd.BackendError, match="nothing to cancel"):
@@ -340,6 +342,9 @@ def test_cancel_of_finished_local_jobs_and_dry_run(tmp_path):
 
     misuse = runner.invoke(main, ["submit", "-n", "100", "--dd", "XY4", "--handle", str(dry)])
     assert misuse.exit_code == 2 and "IBM Runtime settings" in misuse.output and not dry.exists()
+    # A handle that could not be written is refused before any job is sent.
+    nowhere = runner.invoke(main, ["submit", "-n", "100", "--handle", str(tmp_path / "no" / "h.npz")])
+    assert nowhere.exit_code == 2 and "does not exist" in nowhere.output and "submitted" not in nowhere.output
 
 
 def test_a_handle_is_collected_once_per_pool(tmp_path):

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from ..exceptions import ConfigurationError
 from .errors import EXIT_ABORTED, EXIT_OK, exit_codes
-from .options import json_option, round_kwargs, round_options
+from .options import json_option, output_file, round_kwargs, round_options
 from .report import echo_json, print_report
 
 __all__ = ["cancel", "collect", "status", "submit"]
@@ -29,7 +30,7 @@ _HANDLE = click.argument("handle", type=click.Path(dir_okay=True))
 
 @click.command()
 @round_options()
-@click.option("--handle", "handle", type=click.Path(dir_okay=False), required=True,
+@click.option("--handle", "handle", type=click.Path(dir_okay=False), required=True, callback=output_file,
               help="Write the job handle here (0600; holds the parties' choices: keep it as secret as a key).")
 @click.option("--sampler-mode", type=click.Choice(["batch", "session", "job"]), default="batch", show_default=True,
               help="IBM Runtime execution mode: a Batch, a Session, or plain jobs.")
@@ -58,6 +59,9 @@ def submit(exchanges, handle, sampler_mode, dd, twirling, instance, seed_transpi
     from ..quantum.mitigation import DEFAULT_CALIBRATION_SHOTS
 
     with exit_codes():
+        if not dry_run and Path(handle).exists():
+            raise ConfigurationError(f"{handle} exists (another round's handle?): a handle is never overwritten, "
+                                     "since its jobs could not be collected without it; choose another path")
         options = round_kwargs(values)
         config = options.pop("config")
         spec = options.pop("backend")

@@ -49,7 +49,7 @@ def test_draw_simulator_seed_covers_the_signed_64_bit_range(monkeypatch):
 
 
 def test_which_backends_take_a_simulator_seed():
-    kinds = {"aer": True, "fake": True, "ibm": False, "braket-local": False}
+    kinds = {"aer": True, "fake": True, "ibm": False, "braket-local": True, "braket": False}
     for kind, takes in kinds.items():
         assert Backend(kind, kind, kind, None, False, False).takes_simulator_seed is takes
 

@@ -54,6 +54,7 @@ def run(exchanges, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, st
 
     with exit_codes():
         options = round_kwargs(values)
+        options["on_warning"] = lambda warning: click.echo(f"WARNING: {warning}", err=True)  # before any job is sent
         if psk_file and pki_dir:
             raise ConfigurationError("choose one bootstrap: --psk FILE or --pki DIR")
         if unauthenticated and not mitm:

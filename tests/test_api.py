@@ -96,6 +96,9 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.cli.auth": {
         "pki_group", "psk"
     },
+    "qkd_circuits.cli.cloud": {
+        "cancel", "collect", "status", "submit"
+    },
     "qkd_circuits.cli.keyrate_plot": {
         "finite_label", "footer", "plot_keyrate", "provenance"
     },
@@ -116,13 +119,14 @@ NAMESPACES: dict[str, set[str]] = {
         "node_group"
     },
     "qkd_circuits.cli.options": {
-        "AliasedOption", "ROUND", "SHORT", "json_option", "param_option", "round_kwargs", "round_options"
+        "AliasedOption", "ROUND", "SHORT", "json_option", "output_file", "param_option", "round_kwargs",
+        "round_options"
     },
     "qkd_circuits.cli.party": {
         "alice", "bob"
     },
     "qkd_circuits.cli.report": {
-        "echo_json", "json_default", "print_report"
+        "echo_json", "json_default", "print_report", "simulation_notice"
     },
     "qkd_circuits.cli.sweep": {
         "sweep_command"
@@ -240,16 +244,28 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.quantum": set(),  # the names live in its modules, so that the package loads no qiskit
     "qkd_circuits.quantum.backends": {
-        "Backend", "DENSITY_MATRIX_MAX_QUBITS", "SIMULATOR_SEED_BITS", "draw_simulator_seed", "resolve_backend"
+        "Backend", "DD_SEQUENCES", "DENSITY_MATRIX_MAX_QUBITS", "ExecutionOptions", "SAMPLER_MODES",
+        "SIMULATOR_SEED_BITS", "draw_simulator_seed", "resolve_backend", "used_qubits", "worst_qubits"
+    },
+    "qkd_circuits.quantum.braket": {
+        "LOCAL_SEED_BITS", "MANAGED_SIMULATORS", "SeededLocalSampler", "braket_cost_estimate", "braket_sampler",
+        "braket_task", "describe_cost", "resolve_braket"
     },
     "qkd_circuits.quantum.circuits": {
         "ExchangeTemplate", "MODES", "build_exchange_circuit"
     },
     "qkd_circuits.quantum.execution": {
-        "PartyChoices", "PendingExchange", "draw_choices", "run_exchanges", "submit"
+        "PartyChoices", "PendingExchange", "StoredJob", "SubmissionPlan", "draw_choices", "plan_submission",
+        "run_exchanges", "submit"
+    },
+    "qkd_circuits.quantum.mitigation": {
+        "DEFAULT_CALIBRATION_SHOTS", "bob_qubits", "calibration_circuits", "confusion", "mitigated_qber"
     },
     "qkd_circuits.quantum.models": {
         "Channel", "Detector", "Eavesdropper", "EntanglingProbe", "InterceptResend", "parse_eve", "parse_noise"
+    },
+    "qkd_circuits.quantum.usage": {
+        "FAKE_SECONDS_PER_EXECUTION", "SLOW_RUN_SECONDS", "fake_run_seconds", "plan_warnings", "usage_estimate"
     },
     "qkd_circuits.quantum.wcp": {
         "PhotonNumberSplitting", "WcpRecord", "WeakCoherentSource", "build_pulse_circuit", "run_wcp_exchanges"
@@ -263,14 +279,15 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.session": {
         "BB84Result", "CascadeSummary", "EveSummary", "KeyLengthSummary", "MitmResult", "QberSummary", "Report",
-        "RoundAuthSummary", "VerificationSummary", "postprocess", "round_arguments", "run_bb84", "run_mitm"
+        "RoundAuthSummary", "VerificationSummary", "classroom_report", "postprocess", "round_arguments", "run_bb84",
+        "run_mitm"
     },
     "qkd_circuits.sweep": {
-        "COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "expand", "load_spec", "parse_spec",
-        "read_results", "run_sweep", "run_task", "task_id"
+        "COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "columns", "expand", "load_spec",
+        "parse_spec", "read_results", "run_sweep", "run_task", "sidecars", "task_id"
     },
     "qkd_circuits.sweep.output": {
-        "COLUMNS", "open_output", "read_results"
+        "COLUMNS", "LEGACY_COLUMNS", "columns", "open_output", "read_results", "sidecars"
     },
     "qkd_circuits.sweep.runner": {
         "SweepSummary", "run_sweep", "run_task"

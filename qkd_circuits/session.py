@@ -411,6 +411,12 @@ def _abort_detail(record: MeasurementRecord, config: PostProcessingConfig, ends:
     per_pulse = ob.sifted_bits / len(record) if len(record) and ob.sifted_bits else None
     detail = explain_abort(config, reason, sifted=ob.sifted_bits, qber=ob.qber, sifted_per_pulse=per_pulse)
     p = record.provenance
+    if reason is AbortReason.NO_KEY_LEFT_AFTER_REPLENISHMENT and ob.key_length is not None:
+        refill = ends.bob_end.replenish_bits
+        per_pulse = ob.key_length.length / len(record) if len(record) else 0
+        more = f" (about {math.ceil(refill / per_pulse):,} pulses at this round's rate)" if per_pulse else ""
+        detail = (f"the round's {ob.key_length.length:,}-bit key went whole into the authentication pool, which takes "
+                  f"the first {refill:,} bits of every key: a key is delivered once a round makes more than that{more}")
     if reason is AbortReason.QBER_TOO_HIGH and p.mode == "qrng" and not p.backend.startswith("aer"):
         # qrng draws the choices on the device with Hadamards and controlled rotations: on a device
         # their gate errors alone add percents of QBER (8.8% measured on fake:nairobi).

@@ -162,3 +162,10 @@ def test_a_classroom_round_compares_every_sifted_bit_and_claims_no_key(tmp_path)
     assert clean["qber"]["estimate"] == 0.0 and "a key needs a round of at least" in clean["abort_detail"]
     refused = qkd_cli("run", "--classroom", "-n", "600", "--store-a", str(tmp_path / "a.db"))
     assert refused.returncode == 2 and "raw key material" in refused.stderr
+
+
+def test_a_key_the_pool_refill_took_whole_says_so():
+    """It printed the reason and no why: 12,000 prepared pulses make an 815-bit key, shorter than the 1,024-bit refill."""
+    report = json.loads(qkd_cli("run", "--json", "-n", "12000", "--seed", "11", "--mode", "prepared").stdout)
+    assert report["abort_reason"] == "no_key_left_after_replenishment"
+    assert "went whole into the authentication pool" in report["abort_detail"] and "1,024" in report["abort_detail"]

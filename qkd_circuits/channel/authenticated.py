@@ -319,6 +319,12 @@ class _End:
         self.summary = AuthSummary(pool.bootstrap if pool is not None else "pki", 0)
         self._eps = {"tag_bob": 0.0, "tag_alice": 0.0, "confirm": 0.0, "pad_sources": 0.0}
 
+
+    @property
+    def replenish_bits(self) -> int:
+        """The bits at the head of every released key that refill the pool (the rest is delivered)."""
+        return self._replenish_bits
+
     def _charge(self, name: str, bound: float) -> None:
         """Count one tag's forgery bound, for this round and in the link's lifetime ledger."""
         self._eps[name] = bound

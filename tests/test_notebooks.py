@@ -67,10 +67,23 @@ def _record(path: Path, nb, wall_s: float, outcome: str) -> None:
         timings_file.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
 
 
-def _widget_errors(nb) -> list[dict]:
+def _widget_outputs(nb) -> list[list[dict]]:
+    """The outputs of every Output widget model in the executed notebook's widget state."""
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return [o for model in state.values() for o in model.get("state", {}).get("outputs", [])
-            if o.get("output_type") == "error"]
+    return [model["state"].get("outputs", []) for model in state.values() if model.get("model_name") == "OutputModel"]
+
+
+def _check(nb) -> None:
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert errors == []
+    widget_outputs = _widget_outputs(nb)
+    assert [o for outputs in widget_outputs for o in outputs if o.get("output_type") == "error"] == []
+    # Each widget ran once at its default values, so that a static copy shows something.
+    assert all(widget_outputs), "a widget's Output stayed empty: its default values did not run"
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert all(c.cell_type == "code" and c.execution_count and c.outputs for c in solutions), (
+        "every solution cell runs and shows its answer")
 
 
 def _run_notebook(path: Path):
@@ -78,19 +91,14 @@ def _run_notebook(path: Path):
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
                                      resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
-    outcome = "failed"
+    wall_s, outcome = None, "failed"
     try:
         client.execute()
+        wall_s = time.perf_counter() - t0  # the execution only, not the checks
+        _check(nb)
         outcome = "passed"
     finally:
-        _record(path, nb, time.perf_counter() - t0, outcome)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert errors == []
-    assert _widget_errors(nb) == []
-    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
-    assert all(c.cell_type == "code" and c.execution_count and c.outputs for c in solutions), (
-        "every solution cell runs and shows its answer")
+        _record(path, nb, time.perf_counter() - t0 if wall_s is None else wall_s, outcome)
     return nb
 
 
@@ -139,6 +147,7 @@ def test_exercises_have_solutions_that_run_in_the_test():
     exercises = [c for c in nb.cells if c.cell_type == "markdown" and re.search(r"\*\*Exercise \d", c.source)]
     solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
     assert len(exercises) == len(solutions) >= 3
+    assert any(c.cell_type == "code" and "ipywidgets" in c.source for c in nb.cells)
     assert all("<details><summary>Solution</summary>" in c.source for c in exercises)
     assert all(c.cell_type == "code" and c.metadata["jupyter"]["source_hidden"] for c in solutions)
 
@@ -154,3 +163,21 @@ def test_the_recorder_merges_timings_and_writes_html(tmp_path, monkeypatch):
     assert timings == {"aa": {"wall_s": 1.23, "outcome": "passed", "slowest_cells": []},
                        "bb": {"wall_s": 1.23, "outcome": "passed", "slowest_cells": []}}
     assert "notebook aa" in (tmp_path / "aa.html").read_text()
+
+
+def test_an_error_inside_a_widget_fails_the_run(tmp_path, monkeypatch):
+    # ipywidgets catches a callback's exception and prints it into the Output widget: the cell
+    # itself succeeds, so the runner must read the widget state to see it.
+    monkeypatch.setattr(sys.modules[__name__], "BUILD", tmp_path / "build")
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = tmp_path / "broken_widget.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(
+        "import ipywidgets as w\n"
+        "def f(x):\n"
+        "    raise ValueError('the default value breaks the round')\n"
+        "display(w.interactive_output(f, {'x': w.IntSlider(value=1)}))")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    with pytest.raises(AssertionError, match="ValueError"):
+        _run_notebook(path)
+    assert json.loads((tmp_path / "build" / "timings.json").read_text())["broken_widget"]["outcome"] == "failed"

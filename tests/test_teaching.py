@@ -196,3 +196,15 @@ def test_one_photon_branches_give_the_intercept_resend_qber():
 def test_one_photon_refuses_bad_eve_outcomes(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         teaching.one_photon(0, "+", "+", **kwargs)
+
+
+def test_pulse_table_of_a_weak_coherent_pulse_record():
+    from qkd_circuits import WcpRecord, WeakCoherentSource
+
+    rec = WcpRecord(np.array(ALICE_BITS), np.array(ALICE_BASES), np.array(BOB_BASES), np.array(BOB_RESULTS),
+                    np.array(DETECTED), PROV, intensity=np.array([0, 1, 2, 0, 0, 1]),
+                    source=WeakCoherentSource.vacuum_weak(mu=0.5, nu=0.1), photons=np.array([1, 0, 0, 2, 1, 0]))
+    rows = teaching.pulse_table(rec, 3)
+    assert [r["intensity"] for r in rows] == ["signal", "decoy", "vacuum"]
+    assert "photons" not in rows[0]  # the simulator's ground truth stays out of the table
+    assert teaching.format_pulse_table(rows).splitlines()[0].split()[:2] == ["pulse", "intensity"]

@@ -413,10 +413,10 @@ def _abort_detail(record: MeasurementRecord, config: PostProcessingConfig, ends:
     p = record.provenance
     if reason is AbortReason.NO_KEY_LEFT_AFTER_REPLENISHMENT and ob.key_length is not None:
         refill = ends.bob_end.replenish_bits
-        per_pulse = ob.key_length.length / len(record) if len(record) else 0
-        more = f" (about {math.ceil(refill / per_pulse):,} pulses at this round's rate)" if per_pulse else ""
+        need = _delivery_needs(ob.qber.estimate if ob.qber is not None else 0.0, config, refill,
+                               ob.sifted_bits / len(record) if len(record) else None)
         detail = (f"the round's {ob.key_length.length:,}-bit key went whole into the authentication pool, which takes "
-                  f"the first {refill:,} bits of every key: a key is delivered once a round makes more than that{more}")
+                  f"the first {refill:,} bits of every key: {need}")
     if reason is AbortReason.QBER_TOO_HIGH and p.mode == "qrng" and not p.backend.startswith("aer"):
         # qrng draws the choices on the device with Hadamards and controlled rotations: on a device
         # their gate errors alone add percents of QBER (8.8% measured on fake:nairobi).
@@ -424,6 +424,25 @@ def _abort_detail(record: MeasurementRecord, config: PostProcessingConfig, ends:
             f"in qrng mode the parties' random choices are drawn on {p.backend} with entangling gates, whose errors "
             "add to the QBER: try --mode prepared (one qubit per pulse, choices from this machine's CSPRNG)")
     return detail
+
+
+def _delivery_needs(qber: float, config: PostProcessingConfig, refill_bits: int, sifted_per_pulse: float | None) -> str:
+    """The smallest round that delivers a key after the pool refill, in sifted bits and pulses.
+
+    The finite-key length at ``qber`` (the round's sample fraction and ε's, error correction at the
+    design efficiency) must exceed the tag bits *and* the ``refill_bits`` the pool takes first:
+    :func:`~qkd_circuits.analysis.finite_key.minimum_sifted_bits` with those as extra leakage.
+    """
+    from .analysis.finite_key import minimum_sifted_bits
+    from .postprocessing.protocol import DESIGN_F_EC, TAG_BITS
+
+    n = minimum_sifted_bits(min(qber, 0.499), sample_fraction=config.sample_fraction, f_ec=DESIGN_F_EC,
+                            extra_leak=TAG_BITS + refill_bits, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+    if n is None:
+        return f"at {qber:.2%} QBER no round size delivers a key"
+    pulses = f" (about {math.ceil(n / sifted_per_pulse):,} pulses at this round's sifting rate)" \
+        if sifted_per_pulse else ""
+    return f"at {qber:.2%} QBER a round delivers a key from about {n:,} sifted bits{pulses}"
 
 
 def _abort_reason(ends: _Ends, ob: PartyOutcome, failure: str | None) -> AbortReason | None:
@@ -491,9 +510,11 @@ def classroom_report(record: MeasurementRecord, config: PostProcessingConfig | N
         per_pulse = n / len(record)
         detail = (f"Alice and Bob compared all {n:,} sifted bits in public ({errors} differed, "
                   f"{measured.estimate:.2%}): nothing is left for a key. ") + (
-            f"At this QBER a key needs a round of at least {need:,} sifted bits (about "
-            f"{math.ceil(need / per_pulse):,} pulses here), of which only a share "
-            f"(sample_fraction={config.sample_fraction:g}) is disclosed" if need is not None
+            f"A real round discloses only a sample (sample_fraction={config.sample_fraction:g}); at this QBER its "
+            f"key needs at least {need:,} sifted bits (about {math.ceil(need / per_pulse):,} pulses here), and "
+            + _delivery_needs(measured.estimate, config, DEFAULT_REPLENISH_BITS, per_pulse).split(" QBER ", 1)[1]
+            + f" once the first {DEFAULT_REPLENISH_BITS:,} bits have refilled the authentication pool"
+            if need is not None
             else f"At {measured.estimate:.2%} QBER no round size gives a key: the channel is too noisy or someone "
                  "is listening")
     p = record.provenance

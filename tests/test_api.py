@@ -22,9 +22,10 @@ PUBLIC = {
     "PostProcessingConfig", "ProtocolAborted", "ProtocolError", "Provenance", "QBEREstimate", "QBERTooHigh",
     "QKDError", "RecordError", "Report", "WcpRecord", "WeakCoherentSource", "__version__", "attacks",
     "binary_entropy", "build_exchange_circuit", "build_pulse_circuit", "clopper_pearson", "create_psk_file",
-    "decoy", "decoy_key_length", "draw_choices", "drive", "estimate_qber", "finite_key_length", "hybrid",
-    "keyrate", "load_record", "postprocess", "resolve_backend", "run_bb84", "run_exchanges", "run_mitm",
-    "run_wcp_exchanges", "shor_preskill_rate", "sift_mask", "submit", "variable_key_length",
+    "decoy", "decoy_key_length", "draw_choices", "drive", "estimate_qber", "finite_key_length",
+    "format_pulse_table", "hybrid", "keyrate", "load_record", "one_photon", "postprocess", "pulse_table",
+    "resolve_backend", "run_bb84", "run_exchanges", "run_mitm", "run_wcp_exchanges", "shor_preskill_rate",
+    "sift_mask", "submit", "teaching", "variable_key_length",
 }
 
 # Every public namespace (each package and module without a leading underscore) and the names its
@@ -264,6 +265,9 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.quantum.models": {
         "Channel", "Detector", "Eavesdropper", "EntanglingProbe", "InterceptResend", "parse_eve", "parse_noise"
     },
+    "qkd_circuits.quantum.photon": {
+        "PhotonStep", "one_photon", "parse_basis"
+    },
     "qkd_circuits.quantum.usage": {
         "FAKE_SECONDS_PER_EXECUTION", "SLOW_RUN_SECONDS", "fake_run_seconds", "plan_warnings", "usage_estimate"
     },
@@ -294,6 +298,9 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.sweep.spec": {
         "PARAMETERS", "SweepSpec", "Task", "expand", "load_spec", "parse_spec", "session_options", "task_id"
+    },
+    "qkd_circuits.teaching": {
+        "BASIS_SYMBOLS", "EVE_BASIS_SYMBOLS", "format_pulse_table", "one_photon", "pulse_table"
     },
 }
 

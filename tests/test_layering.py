@@ -35,7 +35,7 @@ LAYERS: dict[str, int] = {
     "quantum": 3, "channel": 3,
     # 4: whole rounds and what stores their keys: session recipes, decoy rounds, the two-process
     #    link, the post-quantum hybrid, the key store
-    "keystore": 4, "session": 4, "decoy": 4, "hybrid": 4, "network": 4,
+    "keystore": 4, "session": 4, "decoy": 4, "hybrid": 4, "network": 4, "teaching": 4,
     # 5: the facade, qkd_circuits/__init__.py: re-exports of layers 0-4 (so `import qkd_circuits`
     #    loads no service)
     "": 5,

@@ -159,7 +159,7 @@ def test_a_classroom_round_compares_every_sifted_bit_and_claims_no_key(tmp_path)
     assert "no round size gives a key" in report["abort_detail"]
     assert len(report["pulses"]) == 16 and {"kept", "error"} <= set(report["pulses"][0])
     clean = json.loads(qkd_cli("run", "--classroom", "--json", "-n", "600", "--seed", "1", "--mode", "prepared").stdout)
-    assert clean["qber"]["estimate"] == 0.0 and "a key needs a round of at least" in clean["abort_detail"]
+    assert clean["qber"]["estimate"] == 0.0 and "a round delivers a key from about" in clean["abort_detail"]
     refused = qkd_cli("run", "--classroom", "-n", "600", "--store-a", str(tmp_path / "a.db"))
     assert refused.returncode == 2 and "raw key material" in refused.stderr
 

@@ -121,12 +121,17 @@ def build_exchange_circuit(
     qc = QuantumCircuit(name=f"bb84_{mode}")
     roles: list[str] = []
 
-    def register(name: str, *, measured: bool = True) -> QuantumRegister:
-        qreg = QuantumRegister(lanes, name)
+    measured_from: dict[str, QuantumRegister] = {}
+
+    def register(name: str, *, measured: bool = True, wire: str | None = None) -> QuantumRegister:
+        # ``wire``: the quantum register's name where it differs from the classical one (the pulse
+        # is drawn as "photon" and measured into "bob_result", Bob's bit).
+        qreg = QuantumRegister(lanes, wire or name)
         qc.add_register(qreg)
         if measured:
             qc.add_register(ClassicalRegister(lanes, name))
             roles.append(name)
+            measured_from[name] = qreg
         return qreg
 
     # Registers are declared in the order they are measured into records.
@@ -136,7 +141,7 @@ def build_exchange_circuit(
     else:
         alice_theta = ParameterVector("alice_theta", lanes)
         bob_theta = ParameterVector("bob_theta", lanes)
-    signal = register("bob_result")
+    signal = register("bob_result", wire="photon")  # the pulse; Bob's measured bit is bob_result
 
     eve_fixed_basis = None
     if isinstance(eve, InterceptResend):
@@ -207,7 +212,7 @@ def build_exchange_circuit(
             qc.cswap(dark[lane], q, dark_bit[lane])
 
     for name in roles:
-        qc.measure(qc.qregs[[r.name for r in qc.qregs].index(name)], qc.cregs[roles.index(name)])
+        qc.measure(measured_from[name], qc.cregs[roles.index(name)])
 
     return ExchangeTemplate(
         circuit=qc,

@@ -257,7 +257,7 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.quantum.execution": {
         "PartyChoices", "PendingExchange", "StoredJob", "SubmissionPlan", "draw_choices", "plan_submission",
-        "run_exchanges", "submit"
+        "run_exchanges", "sample_circuit", "submit"
     },
     "qkd_circuits.quantum.mitigation": {
         "DEFAULT_CALIBRATION_SHOTS", "bob_qubits", "calibration_circuits", "confusion", "mitigated_qber"

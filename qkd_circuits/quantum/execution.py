@@ -46,7 +46,7 @@ from .circuits import ExchangeTemplate, build_exchange_circuit
 from .models import Channel, Detector, Eavesdropper, EntanglingProbe, InterceptResend
 
 __all__ = ["PartyChoices", "PendingExchange", "StoredJob", "SubmissionPlan", "draw_choices", "plan_submission",
-           "run_exchanges", "submit"]
+           "run_exchanges", "sample_circuit", "submit"]
 
 SCHEDULES = ("grouped", "sequential")
 HANDLE_FORMAT = "qkd_circuits.PendingExchange"
@@ -901,3 +901,60 @@ def run_exchanges(exchanges: int, *, progress: Callable[[int, int], None] | None
                   **kwargs) -> MeasurementRecord:
     """:func:`submit` and wait: returns the :class:`MeasurementRecord` (same arguments)."""
     return submit(exchanges, **kwargs).result(progress=progress)
+
+
+def sample_circuit(circuit, shots: int, *, backend: str | Backend = "aer", seed: int | None = None,
+                   parameter_values: Any = None) -> dict[str, np.ndarray]:
+    """Run any circuit on ``backend`` and return each classical register's bits.
+
+    The generic runner under every protocol's circuits (BBM92, six-state, E91, ...): the circuit
+    is transpiled with :meth:`Backend.prepare` and sent as one pub, on one sampler built for this
+    job, with the same seed discipline as :func:`submit`: on backends that take a simulator seed
+    (``aer``, ``fake:``, ``braket-local``) a user ``seed`` is passed on as given (a public,
+    reproducible simulation), and ``seed=None`` draws a fresh 64-bit secret seed for the job
+    (:func:`~.backends.draw_simulator_seed`, never recorded).
+
+    Args:
+        circuit: a ``QuantumCircuit`` with named classical registers.
+        shots: executions per parameter binding (>= 1).
+        backend: a spec string or a resolved :class:`Backend`.
+        seed: simulation seed (>= 0), or ``None`` for a secret one.
+        parameter_values: the pub's parameter values, as a Qiskit ``SamplerV2`` pub takes them
+            (e.g. ``{(theta_0, theta_1): array of shape (bindings..., 2)}``); ``None`` for a
+            circuit without parameters.
+
+    Returns:
+        ``{register name: bool array of shape (bindings..., shots, register size)}``, bit ``j`` of
+        the last axis being the register's clbit ``j`` (little-endian, as :class:`PendingExchange`
+        reads its registers).  A circuit without parameters has no binding axes.
+
+    Raises:
+        ConfigurationError: a bad shot count or seed, a circuit without classical registers, or
+            one wider than the backend.
+        BackendError: the backend refused the job or the job failed.
+    """
+    shots = _check_count("shots", shots)
+    if seed is not None:
+        seed = _check_count("seed", seed, minimum=0)
+    names = [reg.name for reg in getattr(circuit, "cregs", ())]
+    if not names:
+        raise ConfigurationError("sample_circuit needs a circuit with at least one named classical register")
+    backend = resolve_backend(backend)
+    prepared = backend.prepare(circuit)
+    if backend.takes_simulator_seed:
+        job_seed = draw_simulator_seed() if seed is None else seed  # the secret seed goes nowhere else
+        sampler = backend.sampler(seed=job_seed, num_qubits=prepared.num_qubits)
+    else:
+        sampler = backend.sampler(seed=None, num_qubits=prepared.num_qubits)
+    pub = (prepared,) if parameter_values is None else (prepared, parameter_values)
+    try:
+        job = sampler.run([pub], shots=shots)
+    except Exception as exc:
+        raise BackendError(f"{backend.spec} refused the job: {exc}") from None
+    finally:
+        backend.close_batch()
+    try:
+        result = job.result()[0]
+    except Exception as exc:  # providers raise their own types for failed jobs
+        raise BackendError(f"job {job.job_id()} on {backend.spec} failed: {exc}") from None
+    return {name: getattr(result.data, name).to_bool_array(order="little") for name in names}

@@ -1,0 +1,353 @@
+"""E91 (Ekert 1991) with the CHSH test, as Qiskit circuits.
+
+Each pulse is one Bell pair |Φ+> = (|00> + |11>)/√2 made at the source (H then CNOT; the source
+sits at Alice), whose second qubit travels to Bob.  Alice and Bob each pick one of three
+measurement angles per pulse (:data:`~qkd_circuits.analysis.chsh.ALICE_ANGLES` = {0, π/4, π/2},
+:data:`~qkd_circuits.analysis.chsh.BOB_ANGLES` = {π/4, π/2, 3π/4}, Bloch angles in the X–Z
+plane) and measure the observable cos θ·Z + sin θ·X, i.e. RY(−θ) then Z.  The convention, the
+test and key pairs and the theory of S under noise and intercept-resend are in
+:mod:`qkd_circuits.analysis.chsh`.
+
+The choices are *inputs*, as in the prepared mode of :mod:`.circuits`: two circuit parameters per
+lane, ``alice_theta[l] = −a`` and ``bob_theta[l] = −b``, bound from the parties' settings (drawn
+from :mod:`secrets`, or from a seeded generator in a simulation).  A round runs as one pub of 9
+bindings, one per setting pair (Alice's setting, Bob's setting), each pulse taking the next unused
+shot and lane of its pair's binding (the ``grouped`` schedule of :mod:`.execution`): every pulse is
+still one shot of the circuit its parties' settings select.
+
+Bob's arm carries the channel and the eavesdropper (the source is at Alice):
+
+* intercept-resend (:class:`~.models.InterceptResend`): Eve rotates Bob's qubit into her basis,
+  copies it onto her ancilla with a (flag-controlled) CNOT and rotates back: measure and resend,
+  by deferred measurement, as in :mod:`.circuits`;
+* misalignment: a coherent RY(2·asin√e) on Bob's qubit (runs on hardware too);
+* depolarizing, dephasing, bit flip: Aer noise instructions on Bob's qubit (Aer only: on a fake
+  or real device the device's noise is the channel).
+
+Loss and Bob's detector are not modelled here: every pair is detected (the fair-sampling
+assumption; a device-independent claim with lossy detectors needs the detection loophole closed).
+
+Executed with :func:`.execution.sample_circuit`.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+from qiskit.circuit import ParameterVector
+
+from ..analysis.chsh import ALICE_ANGLES, BOB_ANGLES, KEY_PAIRS, CHSH_TERMS, CHSHEstimate, estimate_chsh
+from ..exceptions import ConfigurationError
+from .backends import Backend, resolve_backend
+from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _into_eve_basis, _noise_instructions, \
+    _ry_for_probability
+from .models import Channel, InterceptResend
+
+__all__ = ["E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit", "draw_e91_choices", "run_e91"]
+
+#: The 9 setting pairs (Alice's setting, Bob's setting) in binding order: pair k = 3·i + j.
+PAIRS = tuple((i, j) for i in range(3) for j in range(3))
+#: Widest circuit Aer runs fast here (a density matrix; the measurement is in :mod:`.execution`).
+_AER_FAST_QUBITS = 10
+_AER_LANE_CHOICES = (8, 4, 2, 1)
+
+
+@dataclass(frozen=True)
+class E91Template:
+    """An E91 circuit of ``lanes`` pairs side by side and what it measures.
+
+    Attributes:
+        circuit: the logical circuit (not transpiled), one classical register per role.
+        lanes: pairs per shot.
+        registers: the classical registers, in measurement order (``alice_result``,
+            ``bob_result``, then Eve's ``eve_active``, ``eve_basis`` (random basis only),
+            ``eve_result`` when she runs).
+        alice_theta, bob_theta: the parameter vectors (−angle per lane).
+        eve_fixed_basis: Eve's basis code when it is not drawn in the circuit, else ``None``.
+    """
+
+    circuit: QuantumCircuit
+    lanes: int
+    registers: tuple[str, ...]
+    alice_theta: ParameterVector
+    bob_theta: ParameterVector
+    eve_fixed_basis: int | None
+
+
+def _check_channel(channel: Channel) -> Channel:
+    if not isinstance(channel, Channel):
+        raise TypeError(f"channel must be a Channel, got {type(channel)!r}")
+    if channel.transmittance < 1.0:
+        raise ConfigurationError("E91 here models no loss (every pair is detected): use distance_km=0; "
+                                 "fibre loss and detectors are BB84's (run_exchanges) for now")
+    return channel
+
+
+def build_e91_circuit(*, channel: Channel | None = None, eve: InterceptResend | None = None,
+                      lanes: int = 1) -> E91Template:
+    """Build the E91 circuit for ``lanes`` Bell pairs.
+
+    Args:
+        channel: Bob's arm (misalignment, depolarizing, dephasing, bit flip; no loss); ``None``
+            is a perfect arm.
+        eve: an intercept-resend attacker on Bob's arm, or ``None``.
+        lanes: pairs per shot (>= 1).
+
+    Examples:
+        >>> t = build_e91_circuit(lanes=2)
+        >>> t.registers, t.circuit.num_qubits
+        (('alice_result', 'bob_result'), 4)
+    """
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ConfigurationError(f"lanes must be a whole number >= 1, got {lanes!r}")
+    channel = _check_channel(channel or Channel())
+    if eve is not None and not isinstance(eve, InterceptResend):
+        raise TypeError(f"eve must be InterceptResend (the E91 attack modelled here), got {type(eve)!r}")
+
+    qc = QuantumCircuit(name="e91")
+    roles: list[str] = []
+    measured_from: dict[str, QuantumRegister] = {}
+
+    def register(name: str, wire: str | None = None) -> QuantumRegister:
+        qreg = QuantumRegister(lanes, wire or name)
+        qc.add_register(qreg)
+        qc.add_register(ClassicalRegister(lanes, name))
+        roles.append(name)
+        measured_from[name] = qreg
+        return qreg
+
+    alice_theta = ParameterVector("alice_theta", lanes)
+    bob_theta = ParameterVector("bob_theta", lanes)
+    alice = register("alice_result", wire="alice_qubit")
+    photon = register("bob_result", wire="photon")  # Bob's half of the pair
+
+    eve_fixed_basis = e_flag = e_basis = e_result = None
+    if eve is not None:
+        e_flag = register("eve_active")
+        e_basis = register("eve_basis") if eve.basis == "random" else None
+        eve_fixed_basis = {"Z": EVE_BASIS_Z, "X": EVE_BASIS_X, "breidbart": EVE_BASIS_BREIDBART}.get(eve.basis)
+        e_result = register("eve_result")
+
+    for lane in range(lanes):
+        q = photon[lane]
+        # The source: |Φ+>.
+        qc.h(alice[lane])
+        qc.cx(alice[lane], q)
+        # Eve on Bob's arm, next to the source.
+        if eve is not None:
+            qc.ry(_ry_for_probability(eve.fraction), e_flag[lane])
+            if e_basis is not None:
+                qc.h(e_basis[lane])
+            _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=False)
+            qc.ccx(e_flag[lane], q, e_result[lane])  # copy = measure (deferred), resend = collapse
+            _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=True)
+        # The rest of Bob's arm.
+        if channel.misalignment > 0:
+            qc.ry(_ry_for_probability(channel.misalignment), q)
+        for op in _noise_instructions(channel):
+            qc.append(op, [q])
+        # The barrier keeps the transpiler from merging the measurements into the source.
+        qc.barrier([alice[lane], q])
+        qc.ry(alice_theta[lane], alice[lane])
+        qc.ry(bob_theta[lane], q)
+
+    for index, name in enumerate(roles):
+        qc.measure(measured_from[name], qc.cregs[index])
+    return E91Template(circuit=qc, lanes=lanes, registers=tuple(roles), alice_theta=alice_theta,
+                       bob_theta=bob_theta, eve_fixed_basis=eve_fixed_basis)
+
+
+@dataclass(frozen=True)
+class E91Choices:
+    """Alice's and Bob's settings per pulse (``uint8`` arrays of 0, 1, 2; indices into the angles)."""
+
+    alice_settings: np.ndarray
+    bob_settings: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("alice_settings", "bob_settings"):
+            arr = np.asarray(getattr(self, name))
+            if arr.ndim != 1 or (arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0
+                                               or arr.max() > 2)):
+                raise ConfigurationError(f"{name} must be a one-dimensional array of settings 0, 1, 2")
+            arr = arr.astype(np.uint8)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        if self.alice_settings.size != self.bob_settings.size:
+            raise ConfigurationError(f"alice_settings has {self.alice_settings.size} pulses, bob_settings "
+                                     f"{self.bob_settings.size}")
+
+    def __repr__(self) -> str:
+        return f"E91Choices(n={self.alice_settings.size})"
+
+
+def _uniform_trits(n: int, rng: np.random.Generator | None) -> np.ndarray:
+    """n settings uniform on {0, 1, 2}: bytes below 255 taken mod 3 (255 rejected, so unbiased)."""
+    out = np.empty(0, dtype=np.uint8)
+    while out.size < n:
+        want = n - out.size
+        size = want + want // 64 + 16
+        if rng is None:
+            raw = np.frombuffer(secrets.token_bytes(size), dtype=np.uint8)
+        else:
+            raw = rng.integers(0, 256, size=size, dtype=np.uint8)  # sim-rng: seeded simulation
+        out = np.concatenate([out, (raw[raw < 255] % 3).astype(np.uint8)])
+    return out[:n]
+
+
+def draw_e91_choices(n: int, *, seed: int | None = None) -> E91Choices:
+    """Draw both parties' settings for ``n`` pulses, uniformly and independently.
+
+    With ``seed=None`` from :mod:`secrets`; with a seed from a seeded numpy generator, for
+    reproducible simulations only.
+    """
+    n = _count("n", n)
+    rng = None if seed is None else np.random.default_rng([_count("seed", seed, 0), 0])  # sim-rng
+    return E91Choices(_uniform_trits(n, rng), _uniform_trits(n, rng))
+
+
+def _count(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class E91Record:
+    """What one E91 round measured, per pulse in send order (the simulator's omniscient view).
+
+    ``alice_results`` and ``bob_results`` are the raw bits (0 ↦ +1, 1 ↦ −1); on the key rounds
+    they are the key, so the repr shows none of them.  Eve's arrays are ``None`` without Eve.
+
+    Attributes:
+        backend: the backend spec; lanes: pairs per shot; executions: shots x bindings run;
+        seed: the simulation seed (public) or ``None``; models: channel and Eve parameters.
+    """
+
+    alice_settings: np.ndarray
+    bob_settings: np.ndarray
+    alice_results: np.ndarray
+    bob_results: np.ndarray
+    backend: str
+    lanes: int
+    executions: int
+    seed: int | None
+    models: dict = field(default_factory=dict)
+    eve_active: np.ndarray | None = None
+    eve_bases: np.ndarray | None = None
+    eve_results: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"E91Record(n={self.alice_settings.size}, backend={self.backend!r}, lanes={self.lanes}, "
+                f"eve={self.eve_results is not None})")
+
+    @property
+    def n(self) -> int:
+        return int(self.alice_settings.size)
+
+    def key_mask(self) -> np.ndarray:
+        """Pulses of the key pairs (:data:`~qkd_circuits.analysis.chsh.KEY_PAIRS`)."""
+        mask = np.zeros(self.n, dtype=bool)
+        for i, j in KEY_PAIRS:
+            mask |= (self.alice_settings == i) & (self.bob_settings == j)
+        return mask
+
+    def test_mask(self) -> np.ndarray:
+        """Pulses of the four CHSH pairs."""
+        mask = np.zeros(self.n, dtype=bool)
+        for i, j, _ in CHSH_TERMS:
+            mask |= (self.alice_settings == i) & (self.bob_settings == j)
+        return mask
+
+    def sifted_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Alice's and Bob's raw key bits (``uint8``) from the key rounds, in send order."""
+        mask = self.key_mask()
+        return self.alice_results[mask].astype(np.uint8), self.bob_results[mask].astype(np.uint8)
+
+    def estimate(self, *, epsilon: float = 1e-6) -> CHSHEstimate:
+        """:func:`~qkd_circuits.analysis.chsh.estimate_chsh` of this round."""
+        return estimate_chsh(self.alice_settings, self.bob_settings, self.alice_results, self.bob_results,
+                             epsilon=epsilon)
+
+
+def _default_lanes(backend: Backend, per_lane: int) -> int:
+    if backend.kind != "aer":
+        return 1  # fake devices simulate every shot with the device noise; Braket runs what it is given
+    return next((n for n in _AER_LANE_CHOICES if n * per_lane <= _AER_FAST_QUBITS), 1)
+
+
+def run_e91(n: int, *, backend: str | Backend = "aer", channel: Channel | None = None,
+            eve: InterceptResend | None = None, seed: int | None = None, lanes: int | None = None,
+            choices: E91Choices | None = None) -> E91Record:
+    """Run ``n`` E91 pulses on ``backend`` and return the :class:`E91Record`.
+
+    Args:
+        n: pulses (Bell pairs), >= 1.
+        backend: ``"aer"``, ``"fake:<name>"``, ``"braket-local"``, ... or a resolved :class:`Backend`.
+        channel, eve: Bob's arm and the attacker (see :func:`build_e91_circuit`).
+        seed: simulation seed for the settings and the simulator; ``None`` draws the settings from
+            :mod:`secrets` and a fresh secret simulator seed (:func:`.execution.sample_circuit`).
+        lanes: pairs per shot; default on ``aer`` the most of 8, 4, 2, 1 that fit 10 qubits (a fast
+            density matrix), 1 elsewhere.
+        choices: the parties' settings instead of drawing them (``n`` pulses).
+
+    Raises:
+        ConfigurationError: bad counts, noise instructions on a backend that cannot run them,
+            choices of the wrong length.
+        BackendError: the backend refused or failed the job.
+    """
+    from .execution import sample_circuit
+
+    n = _count("n", n)
+    if seed is not None:
+        seed = _count("seed", seed, 0)
+    channel = _check_channel(channel or Channel())
+    backend = resolve_backend(backend)
+    if channel.has_noise_instructions and not backend.runs_noise_instructions:
+        raise ConfigurationError(
+            f"depolarizing, dephasing and bit-flip noise are Aer noise instructions; {backend.spec!r} cannot run "
+            "them (its own device noise is the channel there): use backend 'aer', or keep only misalignment")
+    per_lane = build_e91_circuit(channel=channel, eve=eve).circuit.num_qubits
+    lanes = _default_lanes(backend, per_lane) if lanes is None else _count("lanes", lanes)
+    if choices is None:
+        choices = draw_e91_choices(n, seed=seed)
+    elif not isinstance(choices, E91Choices):
+        raise TypeError(f"choices must be E91Choices, got {type(choices)!r}")
+    elif choices.alice_settings.size != n:
+        raise ConfigurationError(f"choices hold {choices.alice_settings.size} pulses, not {n}")
+
+    template = build_e91_circuit(channel=channel, eve=eve, lanes=lanes)
+    pair = 3 * choices.alice_settings.astype(np.int64) + choices.bob_settings
+    counts = np.bincount(pair, minlength=9)
+    shots = max(1, math.ceil(int(counts.max()) / lanes))
+    a_theta = -np.array([ALICE_ANGLES[i] for i, _ in PAIRS])
+    b_theta = -np.array([BOB_ANGLES[j] for _, j in PAIRS])
+    values = {tuple(template.alice_theta): np.repeat(a_theta[:, None], lanes, axis=1),
+              tuple(template.bob_theta): np.repeat(b_theta[:, None], lanes, axis=1)}
+    bits = sample_circuit(template.circuit, shots, backend=backend, seed=seed, parameter_values=values)
+
+    columns = {}
+    for name in template.registers:
+        flat = bits[name].reshape(9, -1)  # (binding, shot x lane): the pulses of one pair, in order
+        col = np.empty(n, dtype=bool)
+        for k in range(9):
+            idx = np.flatnonzero(pair == k)
+            col[idx] = flat[k, : idx.size]
+        col.setflags(write=False)
+        columns[name] = col
+    eve_arrays = {}
+    if eve is not None:
+        bases = (columns["eve_basis"].astype(np.uint8) if template.eve_fixed_basis is None
+                 else np.full(n, template.eve_fixed_basis, dtype=np.uint8))
+        bases.setflags(write=False)
+        eve_arrays = {"eve_active": columns["eve_active"], "eve_bases": bases,
+                      "eve_results": columns["eve_result"]}
+    models = {"channel": asdict(channel), "eve": None if eve is None else eve.to_dict()}
+    return E91Record(alice_settings=choices.alice_settings, bob_settings=choices.bob_settings,
+                     alice_results=columns["alice_result"], bob_results=columns["bob_result"],
+                     backend=backend.spec, lanes=lanes, executions=9 * shots, seed=seed, models=models,
+                     **eve_arrays)

@@ -46,6 +46,8 @@ def test_known_answers():
     assert chsh.di_key_rate(s, threshold) < 1e-9
     assert chsh.bb84_key_rate(threshold) > 0.1  # the device-dependent rate is still well above 0
     assert chsh.bb84_key_rate(0.0) == 1.0
+    assert chsh.di_privacy_cost(2.0) == 1.0 and chsh.di_privacy_cost(2 * SQRT2) == pytest.approx(0.0, abs=1e-12)
+    assert chsh.di_key_rate(2.6, 0.04) == pytest.approx(1 - binary_entropy(0.04) - chsh.di_privacy_cost(2.6), abs=1e-12)
     assert chsh.bb84_key_rate(0.1095) > 0.0 and chsh.bb84_key_rate(0.1105) == 0.0
     # the rate between the end points, from the formula written out once more
     s, q = 2.6, 0.03
@@ -220,6 +222,12 @@ def test_noiseless_aer_violates_chsh_and_gives_identical_keys():
     assert est.di_rate == chsh.di_key_rate(est.s, 0.0) and est.di_rate > 0.8
     assert abs(est.key_rounds - 18_000 * 2 / 9) < 5 * math.sqrt(18_000 * (2 / 9) * (7 / 9))
     assert rec.lanes == 4 and rec.executions % 9 == 0 and rec.eve_results is None
+    # the key rounds are BB84's sifting rule on the basis codes (indices into ANGLES)
+    assert np.array_equal(rec.key_mask(), rec.alice_bases == rec.bob_bases)
+    for codes, settings in ((rec.alice_bases, rec.alice_settings), (rec.bob_bases, rec.bob_settings)):
+        angles = np.array(chsh.ANGLES)[codes]
+        table = chsh.ALICE_ANGLES if settings is rec.alice_settings else chsh.BOB_ANGLES
+        assert np.array_equal(angles, np.array(table)[settings])
     assert "alice_results" not in repr(rec) and repr(rec).startswith("E91Record(n=18000")
 
 

@@ -74,8 +74,8 @@ from ..exceptions import ConfigurationError
 from .finite_key import binary_entropy
 
 __all__ = [
-    "ALICE_ANGLES", "BOB_ANGLES", "CHSH_TERMS", "CLASSICAL_BOUND", "CHSHEstimate", "KEY_PAIRS", "TSIRELSON_BOUND",
-    "bb84_key_rate", "chsh_value", "correlator", "di_key_rate", "di_threshold_qber", "estimate_chsh",
+    "ALICE_ANGLES", "ALICE_CODES", "ANGLES", "BOB_ANGLES", "BOB_CODES", "CHSH_TERMS", "CLASSICAL_BOUND", "CHSHEstimate", "KEY_PAIRS", "TSIRELSON_BOUND",
+    "bb84_key_rate", "chsh_value", "correlator", "di_key_rate", "di_privacy_cost", "di_threshold_qber", "estimate_chsh",
     "hoeffding_radius", "intercept_resend_chsh", "intercept_resend_correlator", "intercept_resend_qber",
     "key_qber", "predicted_statistics", "Prediction", "visibility_from_depolarizing", "visibility_from_misalignment",
     "visibility_from_pauli_probability",
@@ -85,6 +85,12 @@ __all__ = [
 ALICE_ANGLES = (0.0, math.pi / 4, math.pi / 2)
 #: Bob's measurement angles b₁, b₂, b₃; setting index 0, 1, 2.
 BOB_ANGLES = (math.pi / 4, math.pi / 2, 3 * math.pi / 4)
+#: Every measurement angle of either party; a *basis code* is an index into it.
+ANGLES = (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4)
+#: Alice's settings 0, 1, 2 as basis codes, and Bob's: the key rounds are exactly the pulses whose
+#: two codes agree (BB84's sifting rule, ``alice_bases == bob_bases``).
+ALICE_CODES = (0, 1, 2)
+BOB_CODES = (1, 2, 3)
 #: (Alice's setting, Bob's setting, sign) of each correlator in S.
 CHSH_TERMS = ((0, 0, +1), (0, 2, -1), (2, 0, +1), (2, 2, +1))
 #: (Alice's setting, Bob's setting) of the key rounds: equal angles π/4 and π/2.
@@ -292,6 +298,16 @@ def di_key_rate(s: float, qber: float) -> float:
         return 0.0
     eve = _h_mirrored((1.0 + math.sqrt((s / 2.0) ** 2 - 1.0)) / 2.0)
     return max(0.0, 1.0 - binary_entropy(q) - eve)
+
+
+def di_privacy_cost(s: float) -> float:
+    """Eve's information per key bit in the DI bound, h((1 + √((S/2)² − 1))/2): 1 at |S| <= 2, 0 at 2√2.
+
+    What privacy amplification removes per key bit (error correction adds h(Q)): the term a
+    protocol seam's key length takes from S where BB84's takes h(Q) from the phase-error rate.
+    Same range rules as :func:`di_key_rate`.
+    """
+    return 1.0 - di_key_rate(s, 0.0)
 
 
 def bb84_key_rate(qber: float) -> float:

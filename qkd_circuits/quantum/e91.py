@@ -40,7 +40,8 @@ import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.circuit import ParameterVector
 
-from ..analysis.chsh import ALICE_ANGLES, BOB_ANGLES, KEY_PAIRS, CHSH_TERMS, CHSHEstimate, estimate_chsh
+from ..analysis.chsh import (ALICE_ANGLES, ALICE_CODES, BOB_ANGLES, BOB_CODES, CHSH_TERMS, KEY_PAIRS,
+                             CHSHEstimate, estimate_chsh)
 from ..exceptions import ConfigurationError
 from .backends import Backend, resolve_backend
 from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _into_eve_basis, _noise_instructions, \
@@ -248,6 +249,16 @@ class E91Record:
     @property
     def n(self) -> int:
         return int(self.alice_settings.size)
+
+    @property
+    def alice_bases(self) -> np.ndarray:
+        """Alice's settings as basis codes (indices into :data:`~qkd_circuits.analysis.chsh.ANGLES`)."""
+        return np.asarray(ALICE_CODES, dtype=np.uint8)[self.alice_settings]
+
+    @property
+    def bob_bases(self) -> np.ndarray:
+        """Bob's settings as basis codes: where they equal Alice's, the pulse is a key round."""
+        return np.asarray(BOB_CODES, dtype=np.uint8)[self.bob_settings]
 
     def key_mask(self) -> np.ndarray:
         """Pulses of the key pairs (:data:`~qkd_circuits.analysis.chsh.KEY_PAIRS`)."""

@@ -69,7 +69,7 @@ reproduce Bob's click probability ``Q = 1 − e^(−ημ)``):
 
 That is the scaling Scarani et al. 2004 found (μ_opt ∝ √η, R ∝ η^(3/2) against BB84's η and
 η²), and the kind of attack-family rate Branciard, Gisin, Kraus & Scarani, PRA 72, 032301
-(2005), Sec. IV, optimise further.  **It is a rate against this attack family, an upper bound on
+(2005), optimise further in their part on attenuated lasers.  **It is a rate against this attack family, an upper bound on
 what an unconditional proof certifies, not a security proof**: the unconditional SARG04 bounds
 with one- and two-photon contributions (Tamaki & Lo, PRA 73, 010302(R) (2006); Fung, Tamaki &
 Lo, PRA 73, 012337 (2006): one-way thresholds 10.95% for single photons, 2.71% for two-photon

@@ -2,7 +2,10 @@
 
 A :class:`MeasurementRecord` holds one array per quantity, all of length ``n`` (one entry per
 pulse, in the order the pulses were sent), plus a :class:`Provenance`.  Bases are coded
-0 = Z (rectilinear), 1 = X (diagonal).  The record is the simulator's omniscient view; the
+0 = Z (rectilinear), 1 = X (diagonal) and, in a protocol with three bases (six-state), 2 = Y
+(circular); the provenance's ``protocol`` says which (:mod:`qkd_circuits.protocols`) and a
+record holding a code its protocol lacks is refused.  In a BBM92 record (entangled pairs)
+``alice_bits`` are Alice's measurement results.  The record is the simulator's omniscient view; the
 parties must only ever see their own part, which :meth:`MeasurementRecord.alice_view` and
 :meth:`MeasurementRecord.bob_view` cut out.  Eve's results, when an eavesdropper ran, are kept
 for scoring what she learned.  A weak-coherent-pulse run adds each pulse's intensity label and
@@ -63,7 +66,8 @@ MASK = np.dtype(np.bool_)
 _DTYPES = {"alice_bits": BIT, "alice_bases": BIT, "bob_bases": BIT, "bob_results": BIT, "eve_results": BIT,
            "detected": MASK, "eve_active": MASK,
            "eve_bases": np.dtype(np.int8), "intensity": np.dtype(np.int8), "photons": np.dtype(np.int16)}
-_CODES = {"eve_bases": (0, 2), "intensity": (0, np.iinfo(np.int8).max), "photons": (0, np.iinfo(np.int16).max)}
+#: Basis codes: 0 = Z, 1 = X, 2 = Y (Y only in protocols with three bases: six-state).
+_CODES = {"alice_bases": (0, 2), "bob_bases": (0, 2), "bases": (0, 2), "eve_bases": (0, 2), "intensity": (0, np.iinfo(np.int8).max), "photons": (0, np.iinfo(np.int16).max)}
 
 
 def _frozen_copy(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
@@ -120,6 +124,8 @@ class Provenance:
             were derived from a user ``seed`` (public, so no entropy).  ``None`` where the
             backend takes no simulator seed (hardware, the Braket simulator) and in records
             written before this field existed.
+        protocol: the :mod:`qkd_circuits.protocols` name of the round (``"bb84"``,
+            ``"bbm92"``, ``"six-state"``); ``"bb84"`` in records written before this field existed.
     """
 
     backend: str
@@ -135,10 +141,18 @@ class Provenance:
     models: dict = field(default_factory=dict)
     circuit: dict = field(default_factory=dict)
     simulator_seed_bits: int | None = None
+    protocol: str = "bb84"
+
+    def __post_init__(self) -> None:
+        from .protocols import PROTOCOLS
+
+        if self.protocol not in PROTOCOLS:
+            raise RecordError(f"unknown protocol {self.protocol!r} in the provenance; known: {', '.join(PROTOCOLS)}")
 
     @classmethod
     def build(cls, backend: Any, *, mode: str, schedule: str, lanes: int, shots: int, seed: int | None,
-              models: dict, simulator_seed_bits: int | None, job_ids=(), circuit: dict | None = None) -> Provenance:
+              models: dict, simulator_seed_bits: int | None, job_ids=(), circuit: dict | None = None,
+              protocol: str = "bb84") -> Provenance:
         """The provenance of a run that has just been collected: the one place records get one.
 
         ``backend`` is the resolved :class:`~qkd_circuits.quantum.backends.Backend` (its spec,
@@ -152,11 +166,15 @@ class Provenance:
                    versions=_provenance.versions(),
                    created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    models=dict(models), circuit=dict(circuit or {}),
-                   simulator_seed_bits=simulator_seed_bits)
+                   simulator_seed_bits=simulator_seed_bits, protocol=protocol)
 
     def to_dict(self) -> dict:
+        """The fields as JSON-ready values; ``protocol`` only when it is not ``"bb84"``, so that BB84
+        records and reports read exactly as before the field existed (:meth:`from_dict` defaults it)."""
         d = asdict(self)
         d["job_ids"] = list(self.job_ids)
+        if d["protocol"] == "bb84":
+            del d["protocol"]
         return d
 
     @classmethod
@@ -198,6 +216,7 @@ _PROVENANCE_TYPES = {
     "models": lambda v: isinstance(v, dict),
     "circuit": lambda v: isinstance(v, dict),
     "simulator_seed_bits": lambda v: _is_int(v, optional=True),
+    "protocol": lambda v: isinstance(v, str),
 }
 
 
@@ -309,6 +328,14 @@ class MeasurementRecord:
             raise RecordError("eve_active, eve_bases and eve_results come together or not at all")
         if (self.intensity is None) != (self.source is None):
             raise RecordError("intensity and source come together or not at all")
+        from .protocols import get_protocol
+
+        protocol = get_protocol(self.provenance.protocol)
+        for name in ("alice_bases", "bob_bases"):
+            try:
+                protocol.check_bases(name, getattr(self, name))
+            except ConfigurationError as exc:
+                raise RecordError(str(exc)) from None
         if self.intensity is not None and n and int(self.intensity.max()) >= len(self.source.labels):
             raise RecordError(f"intensity labels index source.labels {self.source.labels}, "
                               f"got {int(self.intensity.max())}")
@@ -372,8 +399,10 @@ class MeasurementRecord:
         if self.source is not None:
             header["source"] = self.source.to_dict()
         arrays = {k: getattr(self, k) for k in _PARTY_ARRAYS + _EVE_ARRAYS + _WCP_ARRAYS if getattr(self, k) is not None}
-        # On disk 0/1 data are bool, as this format has always stored them (older readers load it).
-        arrays = {k: a.astype(np.bool_) if _DTYPES[k] == BIT else a for k, a in arrays.items()}
+        # On disk 0/1 data are bool, as this format has always stored them (older readers load it);
+        # bases with the Y code (2) of a three-basis protocol stay uint8.
+        arrays = {k: a.astype(np.bool_) if _DTYPES[k] == BIT and not (a.size and int(a.max()) > 1) else a
+                  for k, a in arrays.items()}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
         with buffer.getbuffer() as data:
@@ -478,7 +507,7 @@ def sift_mask(alice_bases: np.ndarray, bob_bases: np.ndarray, detected: np.ndarr
     """``bool`` mask, shape (n,): Bob clicked and the bases agree.
 
     Args:
-        alice_bases, bob_bases: ``uint8`` (or ``bool``) 0/1 arrays, shape (n,), 0 = Z, 1 = X.
+        alice_bases, bob_bases: ``uint8`` (or ``bool``) basis codes, shape (n,), 0 = Z, 1 = X, 2 = Y.
         detected: ``bool`` mask, shape (n,).
 
     Examples:
@@ -486,7 +515,9 @@ def sift_mask(alice_bases: np.ndarray, bob_bases: np.ndarray, detected: np.ndarr
         ...           np.array([True, True, True, False]))
         array([ True, False,  True, False])
     """
-    alice_bases, bob_bases, detected = (np.asarray(a, dtype=bool) for a in (alice_bases, bob_bases, detected))
+    # Bases compare as integer codes (a three-basis protocol has a code 2); masks as bool.
+    alice_bases, bob_bases = (np.asarray(a).astype(np.int16) for a in (alice_bases, bob_bases))
+    detected = np.asarray(detected, dtype=bool)
     if not alice_bases.shape == bob_bases.shape == detected.shape or alice_bases.ndim != 1:
         raise ValueError(
             f"bases and detection flags must be 1-D arrays of one length, got shapes "

@@ -255,6 +255,10 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.quantum.circuits": {
         "ExchangeTemplate", "MODES", "build_exchange_circuit"
     },
+    "qkd_circuits.quantum.entangled": {
+        "ARMS", "EntangledTemplate", "SOURCES", "build_bbm92_circuit", "build_six_state_circuit",
+        "run_protocol_exchanges"
+    },
     "qkd_circuits.quantum.execution": {
         "PartyChoices", "PendingExchange", "StoredJob", "SubmissionPlan", "draw_choices", "plan_submission",
         "run_exchanges", "sample_circuit", "submit"
@@ -273,6 +277,10 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.quantum.wcp": {
         "PhotonNumberSplitting", "WcpRecord", "WeakCoherentSource", "build_pulse_circuit", "run_wcp_exchanges"
+    },
+    "qkd_circuits.protocols": {
+        "BB84", "BBM92", "PROTOCOLS", "Protocol", "SIX_STATE", "SixState", "get_protocol", "six_state_privacy_cost",
+        "six_state_rate"
     },
     "qkd_circuits.records": {
         "AliceView", "BobView", "EveView", "MeasurementRecord", "Provenance", "WcpRecord", "WeakCoherentSource",

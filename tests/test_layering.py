@@ -29,6 +29,8 @@ LAYERS: dict[str, int] = {
     "exceptions": 0, "params": 0, "secretfile": 0, "_provenance": 0,
     # 1: pure numpy: the sharp primitives and the key-length / key-rate formulas
     "hazmat": 1, "analysis": 1,
+    #    and the protocol definitions (what a protocol contributes: bases, sifting, key-length bound)
+    "protocols": 1,
     # 2: the measurement record, and post-processing as two sans-I/O parties
     "records": 2, "postprocessing": 2,
     # 3: the quantum layer (the only Qiskit importer) and the authenticated classical channel

@@ -40,6 +40,14 @@ f_budget term (measured to essentially never happen, see the field's docstring),
 have ended anyway (so small rounds stop disclosing as soon as they cannot give a key; when
 not even Cascade's top-level parities fit, both parties stop right after estimation).
 
+Protocols (:attr:`PostProcessingConfig.protocol`, :mod:`qkd_circuits.protocols`).  The steps
+above are the same for every BB84-family protocol; what the agreed protocol changes is how Bob's
+bases travel in the sift request (one bit per pulse for two bases, the frame BB84 always sent;
+two bit planes for six-state's three), the sifting rule, and the key length ℓ
+(:meth:`~qkd_circuits.protocols.Protocol.variable_key_length`: TLGR for BB84 and BBM92, the
+six-state privacy term for six-state).  Both parties hold the same configuration, so both
+decode the same bases and compute the same ℓ.
+
 Abort reasons (``PartyOutcome.abort_reason``): ``too_few_sifted_bits``, ``qber_too_high``,
 ``key_too_short``, ``leak_budget_exceeded``, ``verification_failed``.
 """
@@ -59,13 +67,14 @@ import numpy as np
 
 from ..exceptions import AbortReason, ConfigurationError, ProtocolError
 from ..params import default
+from ..protocols import PROTOCOLS, get_protocol
 from ..records import AliceView, BobView
 from ..hazmat import messages as m
 from ..hazmat.amplification import toeplitz_hash
 from ..hazmat.cascade import CascadeAlice, CascadeBob, PRESETS, parities_asked
 from .estimation import QBEREstimate, estimate_qber
-from ..analysis.finite_key import (KeyLength, binary_entropy, check_epsilon, decoy_key_length, finite_key_length,
-                                   minimum_sifted_bits, variable_key_length)
+from ..analysis.finite_key import (KeyLength, binary_entropy, check_epsilon, decoy_key_length,
+                                   minimum_sifted_bits)
 from .decoy_rounds import KEY_BASIS, TEST_BASIS, DecoyProtocol, count_bits
 from .ledger import LeakageLedger
 from ..analysis.finite_decoy import DecoyCounts, DecoyKeyLength, decoy_key_length as composable_decoy_length
@@ -127,6 +136,11 @@ class PostProcessingConfig:
             came near it (with f = 1.2 none tripped either; with 1.1, 27 did).  A much larger
             ``qber_epsilon`` than the default makes Q_upper a weaker bound and the budget
             tighter (at 0.05, about 1 small round in 1000 trips it).
+        protocol: the agreed protocol's name (:data:`qkd_circuits.protocols.PROTOCOLS`):
+            ``"bb84"`` (default), ``"bbm92"`` or ``"six-state"``.  It fixes the sift request's
+            basis encoding and the key-length bound (module docstring); its default abort
+            threshold is :attr:`~qkd_circuits.protocols.Protocol.abort_qber` (set
+            ``abort_qber`` to it: :func:`qkd_circuits.session.run_round` does).
 
     Every ε (``eps_sec``, ``eps_cor``, ``qber_epsilon``) must be in (0, 0.5]: NaN, ±inf, 0,
     negatives and anything above 1/2 raise :class:`~qkd_circuits.ConfigurationError` (a
@@ -147,8 +161,14 @@ class PostProcessingConfig:
     single_photon: tuple[float, float] | None = None
     leak_budget_efficiency: float = 1.5
     decoy: DecoyProtocol | None = None
+    protocol: str = "bb84"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
+            raise ConfigurationError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if self.protocol != "bb84" and (self.decoy is not None or self.single_photon is not None):
+            raise ConfigurationError(f"decoy states and single_photon bounds are BB84's weak-coherent analysis; "
+                                     f"the {self.protocol} round has neither")
         if self.decoy is not None:
             if not isinstance(self.decoy, DecoyProtocol):
                 raise ConfigurationError(f"decoy must be a DecoyProtocol, got {type(self.decoy).__name__}")
@@ -329,12 +349,13 @@ def _decide_length(config: PostProcessingConfig, n: int, k: int, qber: QBEREstim
     if config.single_photon is not None:
         kappa, e1 = config.single_photon
         return decoy_key_length(n, k, kappa, e1, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+    proto = get_protocol(config.protocol)  # BB84, BBM92: TLGR as in analysis.finite_key; six-state: its own term
     if config.qber_tolerance is None:
-        return variable_key_length(n, k, qber.estimate, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+        return proto.variable_key_length(n, k, qber.estimate, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
     if qber.estimate > config.qber_tolerance:
         return KeyLength(0, n, k, config.qber_tolerance, math.nan, leak_ec, config.eps_sec, config.eps_cor,
                          math.nan, math.nan, "fixed in advance; the sample exceeded it")
-    return finite_key_length(n, k, config.qber_tolerance, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+    return proto.finite_key_length(n, k, config.qber_tolerance, leak_ec, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
 
 
 #: The error-correction efficiency :func:`explain_abort` assumes for its size estimates.
@@ -481,9 +502,15 @@ class AliceParty:
 
     def _on_SiftRequest(self, msg: m.SiftRequest):
         n = self._view.bits.size
-        if msg.detected.size != n or msg.bases.size != n:
+        proto = get_protocol(self.config.protocol)
+        if msg.detected.size != n:
             raise ProtocolError(f"sift request covers {msg.detected.size} pulses, Alice sent {n}")
-        keep = msg.detected.astype(bool) & (msg.bases.astype(bool) == self._view.bases)
+        try:
+            bob_bases = proto.decode_bases(msg.bases, n)
+        except ValueError as exc:
+            raise ProtocolError(f"sift request covers {msg.bases.size // proto.basis_bits} pulses, Alice sent {n}: "
+                                f"{exc}") from None
+        keep = proto.sift(self._view.bases, bob_bases, msg.detected.astype(bool))
         self._key = self._view.bits[keep].astype(np.uint8)
         self.outcome.sifted_bits = int(keep.sum())
         self._phase = "estimate"
@@ -636,7 +663,8 @@ class BobParty:
     def run(self) -> Generator[bytes, bytes, PartyOutcome]:
         o, cfg, clock = self.outcome, self.config, time.perf_counter
         t0 = clock()
-        reply = m.decode((yield m.encode(m.SiftRequest(self._view.detected, self._view.bases))), expect=m.SiftReply)
+        bases = get_protocol(cfg.protocol).encode_bases(self._view.bases)
+        reply = m.decode((yield m.encode(m.SiftRequest(self._view.detected, bases))), expect=m.SiftReply)
         if reply.keep.size != self._view.detected.size or (reply.keep.astype(bool) & ~self._view.detected).any():
             raise ProtocolError("Alice's sift reply keeps pulses Bob never detected")
         key = self._view.results[reply.keep.astype(bool)].astype(np.uint8)

@@ -67,14 +67,14 @@ reproduce Bob's click probability ``Q = 1 − e^(−ημ)``):
   with ``A = Σ_{n>=3} P_n u_n`` bits known, and ``R = 1/4 · (Q − K)``.  For η → 0 the best μ is
   ``√(2η/u_3) = 2√η`` and ``R → η^(3/2) / (6 √u_3) = (√2/6) η^(3/2)``.
 
-That is the scaling Scarani et al. 2004 found (μ_opt ∝ √η, R ∝ η^(3/2) against BB84's η and
-η²), and the kind of attack-family rate Branciard, Gisin, Kraus & Scarani, PRA 72, 032301
-(2005), optimise further in their part on attenuated lasers.  **It is a rate against this attack family, an upper bound on
-what an unconditional proof certifies, not a security proof**: the unconditional SARG04 bounds
-with one- and two-photon contributions (Tamaki & Lo, PRA 73, 010302(R) (2006); Fung, Tamaki &
-Lo, PRA 73, 012337 (2006): one-way thresholds 10.95% for single photons, 2.71% for two-photon
-pulses) need phase-error relations that could not be re-derived here, so they are not
-implemented.
+This is the scaling that Scarani et al. 2004's three-photon argument leads to (μ_opt ∝ √η and
+R ∝ η^(3/2), against BB84's η and η²), and the kind of attack-family rate that Branciard,
+Gisin, Kraus & Scarani, PRA 72, 032301 (2005), optimise further in their part on attenuated
+lasers.  **It is a rate against this attack family, an upper bound on what an unconditional
+proof certifies, not a security proof**: the unconditional SARG04 bounds with one- and
+two-photon contributions (Tamaki & Lo, PRA 73, 010302(R) (2006); Fung, Tamaki & Lo, PRA 73,
+012337 (2006): one-way thresholds 10.95% for single photons, 2.71% for two-photon pulses) need
+phase-error relations that could not be re-derived here, so they are not implemented.
 
 Examples:
     >>> round(sarg04_qber_from_bb84(0.05), 4)

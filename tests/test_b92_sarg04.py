@@ -201,3 +201,18 @@ def test_records_hide_their_bits():
     r = run_sarg04(32, seed=2)
     assert repr(r) == "Sarg04Record(n=32, detected=32)"
     assert repr(run_b92(32, seed=2)) == "B92Record(n=32, detected=32)"
+
+
+@pytest.mark.parametrize("backend", ["fake:nairobi", "braket-local"])
+def test_the_usd_circuits_run_on_the_other_local_backends(backend):
+    # The dilations are UnitaryGates: transpiled for a fake IBM device (its noise makes errors),
+    # and exact on the Braket local simulator (no error, the expected success rates).
+    n = 400
+    usd4 = run_four_state_usd(n, photons=3, seed=21, backend=backend)
+    attack = run_b92_usd_attack(n, seed=22, backend=backend)
+    assert usd4.eve_known.shape == attack.detected.shape == (n,)
+    if backend == "braket-local":
+        assert usd4.errors == 0 and close(usd4.known_fraction, 0.5, n)
+        assert attack.qber == 0.0 and close(float(attack.detected.mean()), 1 - 1 / math.sqrt(2), n)
+    else:  # a noisy device: errors appear, but most identifications still hold
+        assert 0 < usd4.errors < 0.5 * usd4.eve_known.sum()

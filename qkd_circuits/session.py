@@ -1,4 +1,4 @@
-"""One BB84 round, end to end, and its report.
+"""One BB84 round (or BBM92, six-state: :func:`run_round`), end to end, and its report.
 
 The quantum exchange runs on a real circuit (:mod:`qkd_circuits.quantum`); then Alice and Bob,
 as two parties that share only messages (:mod:`qkd_circuits.postprocessing.protocol`), sift,
@@ -8,6 +8,11 @@ authenticated envelope (:mod:`qkd_circuits.channel`), and no key is released unl
 Wegman–Carter tags (or, for a PKI bootstrap, signatures) verified at both ends.  The report
 says what each step disclosed and cost.  A key made on a simulator is known to the simulator's
 operator.
+
+Other protocols go through the same post-processing, channel and report
+(:mod:`qkd_circuits.protocols`): :func:`run_round` runs their circuits
+(:mod:`qkd_circuits.quantum.entangled`) and :func:`postprocess` takes the protocol from the
+record's provenance; ``report.protocol`` names it.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from .postprocessing.protocol import (AliceParty, BobParty, FinalKey, PartyOutco
 from .records import MeasurementRecord, sift_mask
 
 __all__ = ["Report", "QberSummary", "CascadeSummary", "VerificationSummary", "KeyLengthSummary",
-           "RoundAuthSummary", "EveSummary", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "postprocess",
-           "round_arguments", "classroom_report"]
+           "RoundAuthSummary", "EveSummary", "BB84Result", "MitmResult", "run_bb84", "run_mitm", "run_round",
+           "postprocess", "round_arguments", "classroom_report"]
 
 # check_pools, drive_authenticated and random_sources live in qkd_circuits.channel.rounds; the
 # names above stay importable from here for older scripts.
@@ -216,6 +221,7 @@ class Report:
     abort_detail: str | None = None  # why a small round gave no key, and how large one would
     decoy_key_length: object | None = None  # decoy rounds: the composable DecoyKeyLength (to_dict: its dict)
     mitm: dict | None = None  # ``qkd run --mitm``: what the man-in-the-middle achieved (see MitmResult)
+    protocol: str = "bb84"  # the round's protocol (qkd_circuits.protocols): bb84, bbm92, six-state
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars (a copy: changing it leaves the report as it was)."""
@@ -297,13 +303,19 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     pool.  An abort before the tag exchange (e.g. ``qber_too_high``) spends no pool bits: nothing
     computed from the round's slice was disclosed.
 
+    The protocol is the record's (``record.provenance.protocol``): without ``config`` the
+    defaults of :class:`PostProcessingConfig` with that protocol and its
+    :attr:`~qkd_circuits.protocols.Protocol.abort_qber`; a ``config`` naming another protocol
+    is refused.
+
     Raises:
         KeyPoolExhausted: a pool cannot pay for this round's tags (checked before any work).
-        ConfigurationError: a seeded record with a real pool, or inconsistent arguments.
+        ConfigurationError: a seeded record with a real pool, a config of another protocol than
+            the record's, or inconsistent arguments.
         RecordError: this record was processed with these pools before.
         LinkHalted: a pool halted after repeated authentication failures.
     """
-    config = config or PostProcessingConfig()
+    config = _round_config(record, config)
     alice_pool, bob_pool, replenish_bits = _round_pools(alice_pool, bob_pool, alice_pki, bob_pki, round_number,
                                                         replenish_bits, pki_pool_bits)
     ends = _authenticated_ends(record, config, alice_pool, bob_pool, alice_pki, bob_pki, replenish_bits, attack)
@@ -316,6 +328,20 @@ def postprocess(record: MeasurementRecord, config: PostProcessingConfig | None =
     report = _report(record, config, ends, ob, failure, bob_pool, timings)
     pools = (alice_pool, bob_pool) if alice_pool is not None else None
     return BB84Result(report, record, ends.alice_end.released_key, ends.bob_end.released_key, pools)
+
+
+def _round_config(record: MeasurementRecord, config: PostProcessingConfig | None) -> PostProcessingConfig:
+    """The post-processing configuration of ``record``'s protocol (see :func:`postprocess`)."""
+    from .protocols import get_protocol
+
+    name = record.provenance.protocol
+    if config is None:
+        return PostProcessingConfig() if name == "bb84" else PostProcessingConfig(
+            protocol=name, abort_qber=get_protocol(name).abort_qber)
+    if config.protocol != name:
+        raise ConfigurationError(f"the record is a {name} round but the post-processing configuration is for "
+                                 f"{config.protocol}: give PostProcessingConfig(protocol={name!r}, ...)")
+    return config
 
 
 def _round_pools(alice_pool: AuthKeyPool | None, bob_pool: AuthKeyPool | None, alice_pki: PkiIdentity | None,
@@ -401,7 +427,7 @@ def _report(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends
         auth=_auth_summary(ends, failure, bob_pool), eve=_eve_summary(record, sifted), provenance=p.to_dict(),
         pending=bool(ends.alice_end.summary.pending),
         abort_detail=_abort_detail(record, config, ends, ob, failure) if aborted else None,
-        decoy_key_length=ob.decoy_key_length,
+        decoy_key_length=ob.decoy_key_length, protocol=p.protocol,
     )
 
 
@@ -581,6 +607,58 @@ def run_bb84(exchanges: int = 100_000, *, config: PostProcessingConfig | None = 
 
     t0 = time.perf_counter()
     record = submit(exchanges, **exchange_options).result(progress=progress)
+    return postprocess(record, config, alice_pool=alice_pool, bob_pool=bob_pool, round_number=round_number,
+                       attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
+                       timings_s={"quantum": time.perf_counter() - t0})
+
+
+def run_round(exchanges: int = 100_000, *, protocol: str = "bb84", config: PostProcessingConfig | None = None,
+              progress: Callable[[int, int], None] | None = None, alice_pool: AuthKeyPool | None = None,
+              bob_pool: AuthKeyPool | None = None, round_number: int | None = None, attack=None,
+              alice_pki: PkiIdentity | None = None, bob_pki: PkiIdentity | None = None,
+              source: str | None = None, eve_arm: str | None = None, **exchange_options) -> BB84Result:
+    """Run one round of ``protocol`` (``"bb84"``, ``"bbm92"``, ``"six-state"``): circuits, then
+    the same two-party post-processing, authenticated channel and report as :func:`run_bb84`.
+
+    ``protocol="bb84"`` is :func:`run_bb84` itself.  The others run
+    :func:`~qkd_circuits.quantum.entangled.run_protocol_exchanges` (``backend``, ``channel``,
+    ``detector``, ``eve``, ``seed``; BBM92 also ``source`` and ``eve_arm``), then
+    :func:`postprocess`.  ``config``: default that of the protocol (its
+    :attr:`~qkd_circuits.protocols.Protocol.abort_qber`: 11% for BB84 and BBM92, 12.6% for
+    six-state); a config left at ``protocol="bb84"`` is taken for this protocol, keeping every
+    other field as given.  ``mode`` may only be ``"prepared"`` (the parties' choices are inputs),
+    ``lanes`` 1 and ``schedule`` ``"grouped"``; ``on_warning`` is accepted and has nothing to say.
+    """
+    from .protocols import get_protocol
+
+    proto = get_protocol(protocol)
+    if proto.name == "bb84":
+        if source is not None or eve_arm is not None:
+            raise ConfigurationError("source and eve_arm place a BBM92 pair source; BB84 has none")
+        return run_bb84(exchanges, config=config, progress=progress, alice_pool=alice_pool, bob_pool=bob_pool,
+                        round_number=round_number, attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
+                        **exchange_options)
+    from .quantum.entangled import run_protocol_exchanges  # the only route to qiskit from here
+
+    wrong = {k: v for k, v, ok in (("mode", exchange_options.pop("mode", "prepared"), ("prepared",)),
+                                   ("lanes", exchange_options.pop("lanes", None), (None, 1)),
+                                   ("schedule", exchange_options.pop("schedule", "grouped"), ("grouped",)))
+             if v not in ok}
+    if wrong:
+        raise ConfigurationError(f"the {proto.name} circuits run the parties' own choices, one lane, grouped "
+                                 f"(mode='prepared', lanes=1, schedule='grouped'); got {wrong}")
+    exchange_options.pop("on_warning", None)
+    if config is None:
+        config = PostProcessingConfig(protocol=proto.name, abort_qber=proto.abort_qber)
+    elif config.protocol == "bb84":
+        config = dataclasses.replace(config, protocol=proto.name)
+    placement = {} if proto.name != "bbm92" else {"source": source or "middle", "eve_arm": eve_arm or "bob"}
+    if proto.name != "bbm92" and (source is not None or eve_arm is not None):
+        raise ConfigurationError(f"source and eve_arm place a BBM92 pair source; {proto.name} has none")
+    t0 = time.perf_counter()
+    record = run_protocol_exchanges(exchanges, protocol=proto.name, **placement, **exchange_options)
+    if progress is not None:
+        progress(exchanges, exchanges)
     return postprocess(record, config, alice_pool=alice_pool, bob_pool=bob_pool, round_number=round_number,
                        attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
                        timings_s={"quantum": time.perf_counter() - t0})

@@ -1,5 +1,6 @@
 """``qkd run``: one BB84 round in this process (both parties), optionally authenticated, attacked,
-stored into site key stores or recorded."""
+stored into site key stores or recorded; ``--protocol bbm92|six-state`` runs those protocols'
+circuits through the same post-processing (:func:`qkd_circuits.session.run_round`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,20 @@ __all__ = ["PROGRESS_MIN_EXCHANGES", "run"]
 PROGRESS_MIN_EXCHANGES = 1 << 21
 
 
+#: ``--protocol`` choices (:data:`qkd_circuits.protocols.PROTOCOLS`; listed here so that ``--help`` loads nothing).
+PROTOCOL_NAMES = ("bb84", "bbm92", "six-state")
+
+
 @click.command()
 @round_options()
+@click.option("--protocol", type=click.Choice(PROTOCOL_NAMES), default="bb84", show_default=True,
+              help="bb84; bbm92 (Bell pairs, Z/X); six-state (Z/X/Y). bbm92 and six-state run prepared, one lane, "
+                   "without loss or dark counts; their default --abort-qber is the protocol's threshold "
+                   "(11.0%, 12.6%).")
+@click.option("--source", type=click.Choice(("alice", "middle", "bob")), default=None,
+              help="bbm92: where the pair source sits  [default: middle]")
+@click.option("--eve-arm", type=click.Choice(("alice", "bob")), default=None,
+              help="bbm92: the arm --eve attacks (a channel arm)  [default: bob]")
 @click.option("--psk", "psk_file", type=click.Path(dir_okay=False), default=None,
               help="Authentication key pool (from 'qkd psk init'); updated in place after the round.")
 @click.option("--pki", "pki_dir", type=click.Path(file_okay=False), default=None,
@@ -41,8 +54,8 @@ PROGRESS_MIN_EXCHANGES = 1 << 21
 @click.option("--classroom", is_flag=True,
               help="A lesson's round: sift, then compare every sifted bit in public (QBER, no key, by design).")
 @json_option()
-def run(exchanges, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, store_b, link_id, save_record,
-        show_bits, classroom, as_json, **values) -> None:
+def run(exchanges, protocol, source, eve_arm, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, store_b,
+        link_id, save_record, show_bits, classroom, as_json, **values) -> None:
     """Run one BB84 round and print its report.
 
     For a lesson: --show-bits N prints the first N pulses, and --classroom compares every sifted
@@ -50,10 +63,18 @@ def run(exchanges, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, st
     report why it made no key and how many pulses one would need.
     """
     from ..channel.pool import AuthKeyPool
-    from ..session import run_bb84
+    from ..session import run_bb84, run_round
 
     with exit_codes():
+        explicit = {name for name in ("mode", "lanes", "schedule", "abort_qber")
+                    if click.get_current_context().get_parameter_source(name).name != "DEFAULT"}
         options = round_kwargs(values)
+        if protocol != "bb84":
+            options = _protocol_options(protocol, options, explicit, mitm=mitm, classroom=classroom,
+                                        show_bits=show_bits)
+            options.update({k: v for k, v in (("source", source), ("eve_arm", eve_arm)) if v is not None})
+        elif source or eve_arm:
+            raise ConfigurationError("--source and --eve-arm place a BBM92 pair source: use them with --protocol bbm92")
         options["on_warning"] = lambda warning: click.echo(f"WARNING: {warning}", err=True)  # before any job is sent
         if psk_file and pki_dir:
             raise ConfigurationError("choose one bootstrap: --psk FILE or --pki DIR")
@@ -82,7 +103,9 @@ def run(exchanges, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, st
             from ..channel.attacks import ATTACKS
 
             options["attack"] = ATTACKS[attack]
-        if as_json or exchanges < PROGRESS_MIN_EXCHANGES:
+        if protocol != "bb84":
+            result = run_round(exchanges, protocol=protocol, **options)
+        elif as_json or exchanges < PROGRESS_MIN_EXCHANGES:
             result = run_bb84(exchanges, **options)
         else:
             with click.progressbar(length=exchanges, label="exchanges", file=sys.stderr) as bar:
@@ -98,6 +121,27 @@ def run(exchanges, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, st
         _store_keys(result, store_a, store_b, link_id, result.report.auth.get("round") if pool is not None else None,
                     pool.epoch if pool is not None else b"")
     _finish(result.report, result.record, show_bits, save_record, as_json)
+
+
+def _protocol_options(protocol, options, explicit, *, mitm, classroom, show_bits) -> dict:
+    """``qkd run --protocol bbm92|six-state``: the round's options for :func:`~qkd_circuits.session.run_round`."""
+    import dataclasses
+
+    from ..protocols import get_protocol
+
+    if mitm or classroom or show_bits:
+        raise ConfigurationError(f"--mitm, --classroom and --show-bits are BB84 lessons; drop them with --protocol "
+                                 f"{protocol}")
+    wrong = [f"--{name.replace('_', '-')}" for name in ("mode", "lanes", "schedule") if name in explicit]
+    if wrong:
+        raise ConfigurationError(f"--protocol {protocol} runs the parties' own choices, one lane, grouped: drop "
+                                 f"{', '.join(wrong)}")
+    options = {k: v for k, v in options.items() if k not in ("mode", "lanes", "schedule")}
+    config = dataclasses.replace(options["config"], protocol=protocol)
+    if "abort_qber" not in explicit:
+        config = dataclasses.replace(config, abort_qber=get_protocol(protocol).abort_qber)
+    options["config"] = config
+    return options
 
 
 def _finish(report, record, show_bits, save_record, as_json) -> None:

@@ -64,3 +64,81 @@ def test_sample_circuit_misuse():
         sample_circuit(QuantumCircuit(1), 4)
     with pytest.raises(BackendError, match="refused the job"):
         sample_circuit(qc, 4, seed=1)  # a parameter left unbound
+
+
+# -- the seam: BB84 through it is BB84 as before -------------------------------------------
+
+from qkd_circuits.analysis import finite_key  # noqa: E402
+from qkd_circuits.protocols import BB84, PROTOCOLS, get_protocol  # noqa: E402
+
+
+def test_bb84_through_the_seam_is_the_analysis_modules_bb84():
+    for n, k, q, leak in ((10**5, 10**4, 0.0, 0), (10**6, 10**5, 0.031, 2 * 10**5), (5000, 500, 0.09, 3000)):
+        assert BB84.variable_key_length(n, k, q, leak) == finite_key.variable_key_length(n, k, q, leak)
+        assert BB84.finite_key_length(n, k, q, leak) == finite_key.finite_key_length(n, k, q, leak)
+    assert BB84.threshold == pytest.approx(0.1100, abs=1e-4)
+    for q in (0.0, 0.05, 0.1):
+        assert BB84.asymptotic_rate(q) == pytest.approx(finite_key.shor_preskill_rate(q))
+
+
+def test_bb84_sift_requests_are_the_frames_bb84_always_sent():
+    from qkd_circuits.hazmat import messages as m
+
+    rng = np.random.default_rng(0)  # sim-rng: test data
+    detected, bases = rng.integers(0, 2, 300, dtype=np.uint8), rng.integers(0, 2, 300, dtype=np.uint8)
+    for name in ("bb84", "bbm92"):
+        assert m.encode(m.SiftRequest(detected, PROTOCOLS[name].encode_bases(bases))) == \
+            m.encode(m.SiftRequest(detected, bases))
+
+
+def test_every_protocol_describes_itself_and_unknown_names_are_refused():
+    for proto in PROTOCOLS.values():
+        facts = proto.describe()
+        assert facts["name"] == proto.name and facts["estimates"] == ["qber"]
+        assert 0.10 < facts["threshold"] < 0.13 and facts["abort_qber"] <= facts["threshold"]
+        assert get_protocol(proto.name) is proto and get_protocol(proto) is proto
+    with pytest.raises(ConfigurationError, match="unknown protocol 'e91'"):
+        get_protocol("e91")
+
+
+def test_run_round_bb84_is_run_bb84():
+    from qkd_circuits.session import run_bb84, run_round
+
+    one = run_round(8000, protocol="bb84", mode="prepared", seed=7).report
+    two = run_bb84(8000, mode="prepared", seed=7).report
+    assert one.protocol == two.protocol == "bb84"
+    assert (one.sifted, one.final_key_bits, one.bob_key_sha256) == (two.sifted, two.final_key_bits, two.bob_key_sha256)
+    assert "protocol" not in one.provenance  # BB84 records and reports read as before
+
+
+@pytest.mark.parametrize("protocol", ["bbm92", "six-state"])
+def test_qkd_run_protocol_json(protocol):
+    import json
+
+    from click.testing import CliRunner
+
+    from qkd_circuits.cli import main
+
+    ok = CliRunner().invoke(main, ["run", "--protocol", protocol, "-n", "30000", "--seed", "4", "--noise",
+                                   "depolarizing:0.04", "--json"])
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.output)
+    assert report["protocol"] == protocol == report["provenance"]["protocol"]
+    assert report["final_key_bits"] > 0 and report["alice_key_sha256"] == report["bob_key_sha256"]
+    assert report["qber"]["threshold"] == get_protocol(protocol).abort_qber
+    aborted = CliRunner().invoke(main, ["run", "--protocol", protocol, "-n", "8000", "--seed", "4", "--eve",
+                                        "intercept-resend:1", "--json"])
+    assert aborted.exit_code == 3 and json.loads(aborted.output)["abort_reason"] == "qber_too_high"
+    bad = CliRunner().invoke(main, ["run", "--protocol", protocol, "--mode", "qrng", "-n", "100"])
+    assert bad.exit_code == 2 and "drop --mode" in bad.output
+    lesson = CliRunner().invoke(main, ["run", "--protocol", protocol, "--classroom", "-n", "100"])
+    assert lesson.exit_code == 2 and "BB84 lessons" in lesson.output
+
+
+def test_source_options_are_bbm92s():
+    from click.testing import CliRunner
+
+    from qkd_circuits.cli import main
+
+    bad = CliRunner().invoke(main, ["run", "--source", "alice", "-n", "100"])
+    assert bad.exit_code == 2 and "--protocol bbm92" in bad.output

@@ -292,7 +292,7 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.session": {
         "BB84Result", "CascadeSummary", "EveSummary", "KeyLengthSummary", "MitmResult", "QberSummary", "Report",
         "RoundAuthSummary", "VerificationSummary", "classroom_report", "postprocess", "round_arguments", "run_bb84",
-        "run_mitm"
+        "run_mitm", "run_round"
     },
     "qkd_circuits.sweep": {
         "COLUMNS", "PARAMETERS", "SweepSpec", "SweepSummary", "Task", "columns", "expand", "load_spec",

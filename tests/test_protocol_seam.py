@@ -142,3 +142,34 @@ def test_source_options_are_bbm92s():
 
     bad = CliRunner().invoke(main, ["run", "--source", "alice", "-n", "100"])
     assert bad.exit_code == 2 and "--protocol bbm92" in bad.output
+
+
+# -- the same channel attacks as BB84, for every protocol -------------------------------------
+
+_ATTACKS = [
+    ("tamper a data envelope to Alice", lambda a: lambda c: a.tamper(c, index=1, bit=8 * 40 + 3)),
+    ("replay an old envelope", lambda a: lambda c: a.replay(c, index=3, old=1)),
+    ("drop Alice's tag", lambda a: lambda c: a.drop(c, direction="to_bob")),
+]
+
+
+@pytest.mark.parametrize("protocol", ["bbm92", "six-state"])
+@pytest.mark.parametrize("name, make", _ATTACKS, ids=[a[0] for a in _ATTACKS])
+def test_channel_attacks_abort_with_no_key_and_the_next_round_recovers(protocol, name, make):
+    from qkd_circuits.channel import attacks
+    from qkd_circuits.channel.pool import AuthKeyPool
+    from qkd_circuits.quantum.entangled import run_protocol_exchanges
+    from qkd_circuits.quantum.models import Channel
+    from qkd_circuits.session import postprocess
+
+    alice_pool = AuthKeyPool.fresh(1024, bootstrap="psk", simulation=True)  # seeded records: a simulation pool
+    bob_pool = alice_pool.copy()
+    records = [run_protocol_exchanges(50_000, protocol=protocol, channel=Channel(depolarizing=0.03), seed=s)
+               for s in (91, 92)]
+    res = postprocess(records[0], alice_pool=alice_pool, bob_pool=bob_pool, attack=make(attacks))
+    r = res.report
+    assert r.aborted and r.abort_reason in ("authentication_failed", "qber_too_high") and r.protocol == protocol
+    assert res.alice_key is None and res.bob_key is None and r.auth["pool_bits_added"] == 0
+    nxt = postprocess(records[1], alice_pool=alice_pool, bob_pool=bob_pool)
+    assert not nxt.report.aborted and nxt.alice_key.matches(nxt.bob_key)
+    assert alice_pool.state_digest() == bob_pool.state_digest()

@@ -78,7 +78,9 @@ class QberSummary(_ReportPart):
     ``estimate``/``upper``/``lower`` are the sample's QBER and its Clopper–Pearson bounds
     (``errors`` of ``n`` sample bits, failure probability ``epsilon``); before any sample was
     disclosed ``estimate`` and ``upper`` are ``None`` and the other sample keys are absent.
-    ``true_sifted`` is the simulator's error rate over every sifted bit (studies only).
+    ``true_sifted`` is the simulator's error rate over every sifted bit (studies only), and
+    ``true_by_basis`` the same per basis (``{"Z": ..., "X": ...}``, and ``"Y"`` for six-state;
+    ``None`` for a basis with no sifted bit): the parties estimate one QBER over all bases.
     """
 
     threshold: float
@@ -90,13 +92,26 @@ class QberSummary(_ReportPart):
     errors: int | None = None
     n: int | None = None
     epsilon: float | None = None
+    true_by_basis: dict | None = None
 
-    _omitted_when_none: ClassVar[tuple[str, ...]] = ("lower", "errors", "n", "epsilon")
+    _omitted_when_none: ClassVar[tuple[str, ...]] = ("lower", "errors", "n", "epsilon", "true_by_basis")
 
     @classmethod
-    def of(cls, threshold: float, true_sifted: float | None, sample: QBEREstimate | None) -> QberSummary:
+    def of(cls, threshold: float, true_sifted: float | None, sample: QBEREstimate | None,
+           true_by_basis: dict | None = None) -> QberSummary:
         measured = sample.to_dict() if sample is not None else {}
-        return cls(threshold, "sampled (Clopper-Pearson)", true_sifted, **measured)
+        return cls(threshold, "sampled (Clopper-Pearson)", true_sifted, **measured, true_by_basis=true_by_basis)
+
+
+def _true_by_basis(record: MeasurementRecord, sifted: np.ndarray) -> dict:
+    """The simulator's error rate of the sifted bits in each of the record's protocol's bases."""
+    from .protocols import get_protocol
+
+    out = {}
+    for code, label in enumerate(get_protocol(record.provenance.protocol).bases):
+        sel = sifted & (record.alice_bases == code)
+        out[label] = float((record.alice_bits[sel] != record.bob_results[sel]).mean()) if sel.any() else None
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -415,7 +430,8 @@ def _report(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends
     p = record.provenance
     return Report(
         exchanges=len(record), detected=int(record.detected.sum()), sifted=ob.sifted_bits,
-        qber=QberSummary.of(config.abort_qber, true_q.estimate if true_q.n else None, ob.qber),
+        qber=QberSummary.of(config.abort_qber, true_q.estimate if true_q.n else None, ob.qber,
+                            _true_by_basis(record, sifted)),
         aborted=aborted, abort_reason=_abort_reason(ends, ob, failure) if aborted else None,
         final_key_bits=0 if aborted else len(bob_key), timings_s=timings_s,
         backend=p.backend, mode=p.mode, seed=p.seed,

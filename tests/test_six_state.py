@@ -138,3 +138,13 @@ def test_misuse():
         PostProcessingConfig(protocol="e91")
     with pytest.raises(ConfigurationError, match="no loss"):
         build_six_state_circuit(channel=Channel(distance_km=5))
+
+
+def test_the_report_gives_the_qber_of_each_basis():
+    p = 0.1  # a Z (phase) flip: errors in X and Y, none in Z
+    report = run_round(40_000, protocol="six-state", channel=Channel(dephasing=p), seed=37).report
+    by_basis = report.qber.true_by_basis
+    assert set(by_basis) == {"Z", "X", "Y"} and by_basis["Z"] == 0.0
+    n = report.sifted / 3  # about a third of the sifted bits per basis
+    for label in ("X", "Y"):
+        assert _within_5_sigma(by_basis[label], p, int(n)), (label, by_basis[label])

@@ -56,7 +56,7 @@ PROTOCOL_NAMES = ("bb84", "bbm92", "six-state")
 @json_option()
 def run(exchanges, protocol, source, eve_arm, psk_file, pki_dir, attack, mitm, unauthenticated, store_a, store_b,
         link_id, save_record, show_bits, classroom, as_json, **values) -> None:
-    """Run one BB84 round and print its report.
+    """Run one BB84 round (or, with --protocol, BBM92 or six-state) and print its report.
 
     For a lesson: --show-bits N prints the first N pulses, and --classroom compares every sifted
     bit in public (the QBER of the whole sifted key; no key is left).  A short round says in its

@@ -100,6 +100,22 @@ def test_the_record_saves_and_loads_with_its_protocol(tmp_path):
     np.testing.assert_array_equal(back.alice_bits, record.alice_bits)
 
 
+def test_loss_and_dark_counts_with_the_source_at_alice():
+    """η = 10^(−0.2·25/10) × 0.5 ≈ 0.158 of the pairs arrive and click at Bob; dark counts
+    p_d = 0.05 click too (clicks 1 − (1 − η)(1 − p_d)) and replace his result by a random bit
+    whether or not the photon arrived (BB84's fragment), so the sifted QBER is (p_d/2)/clicks."""
+    channel, detector = Channel(distance_km=25), Detector(efficiency=0.5, dark_count_probability=0.05)
+    record = run_protocol_exchanges(N, protocol="bbm92", channel=channel, detector=detector, source="alice", seed=14)
+    eta = channel.transmittance * detector.efficiency
+    click = 1 - (1 - eta) * (1 - 0.05)
+    assert _within_5_sigma(record.detected.mean(), click, N)
+    qber, n = _sifted_qber(record)
+    assert _within_5_sigma(qber, 0.05 / 2 / click, n), (qber, 0.05 / 2 / click)
+    result = run_round(N, protocol="bbm92", channel=channel, detector=detector, source="alice", seed=15)
+    assert result.report.detected == int(result.record.detected.sum()) < N
+    assert (result.report.aborted and result.report.abort_reason) or result.alice_key.matches(result.bob_key)
+
+
 def test_misuse():
     with pytest.raises(ConfigurationError, match="never leaves the source's lab"):
         build_bbm92_circuit(eve=InterceptResend(1.0), source="alice", eve_arm="alice")
@@ -107,10 +123,10 @@ def test_misuse():
         build_bbm92_circuit(source="space")
     with pytest.raises(ConfigurationError, match="eve_arm must be one of"):
         build_bbm92_circuit(eve_arm="charlie")
-    with pytest.raises(ConfigurationError, match="no loss, detector efficiency or dark counts"):
-        build_bbm92_circuit(channel=Channel(distance_km=10))
-    with pytest.raises(ConfigurationError, match="no loss, detector efficiency or dark counts"):
-        build_bbm92_circuit(detector=Detector(dark_count_probability=1e-3))
+    with pytest.raises(ConfigurationError, match="she would have to announce her own clicks"):
+        build_bbm92_circuit(channel=Channel(distance_km=10))  # the source in the middle
+    with pytest.raises(ConfigurationError, match="she would have to announce her own clicks"):
+        build_bbm92_circuit(channel=Channel(distance_km=10), source="bob")
     with pytest.raises(ConfigurationError, match="intercept-resend only"):
         build_bbm92_circuit(eve=EntanglingProbe(0.5))
     with pytest.raises(ConfigurationError, match="mode='prepared', lanes=1"):

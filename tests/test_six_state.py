@@ -136,8 +136,24 @@ def test_misuse():
         run_round(100, protocol="six-state", source="alice")
     with pytest.raises(ConfigurationError, match="unknown protocol"):
         PostProcessingConfig(protocol="e91")
-    with pytest.raises(ConfigurationError, match="no loss"):
-        build_six_state_circuit(channel=Channel(distance_km=5))
+    with pytest.raises(ConfigurationError, match="intercept-resend only"):
+        from qkd_circuits.quantum.models import EntanglingProbe
+
+        build_six_state_circuit(eve=EntanglingProbe(0.3))
+
+
+def test_loss_and_dark_counts_as_bb84s_fragments():
+    from qkd_circuits.quantum.models import Detector
+
+    """Clicks 1 − (1 − η)(1 − p_d); a dark count replaces the result by a random bit: QBER (p_d/2)/clicks."""
+    channel, detector = Channel(distance_km=20), Detector(efficiency=0.6, dark_count_probability=0.05)
+    record = run_protocol_exchanges(N, protocol="six-state", channel=channel, detector=detector, seed=38)
+    eta = channel.transmittance * detector.efficiency
+    click = 1 - (1 - eta) * (1 - 0.05)
+    assert _within_5_sigma(record.detected.mean(), click, N)
+    keep = record.sifted_mask()
+    qber = (record.alice_bits[keep] != record.bob_results[keep]).mean()
+    assert _within_5_sigma(qber, 0.05 / 2 / click, int(keep.sum())), qber
 
 
 def test_the_report_gives_the_qber_of_each_basis():

@@ -27,9 +27,9 @@ PROTOCOL_NAMES = ("bb84", "bbm92", "six-state")
 @click.command()
 @round_options()
 @click.option("--protocol", type=click.Choice(PROTOCOL_NAMES), default="bb84", show_default=True,
-              help="bb84; bbm92 (Bell pairs, Z/X); six-state (Z/X/Y). bbm92 and six-state run prepared, one lane, "
-                   "without loss or dark counts; their default --abort-qber is the protocol's threshold "
-                   "(11.0%, 12.6%).")
+              help="bb84; bbm92 (Bell pairs, Z/X); six-state (Z/X/Y). bbm92 and six-state run prepared, one lane "
+                   "(bbm92 over a lossy link only with --source alice); their default --abort-qber is the "
+                   "protocol's threshold (11.0%, 12.6%).")
 @click.option("--source", type=click.Choice(("alice", "middle", "bob")), default=None,
               help="bbm92: where the pair source sits  [default: middle]")
 @click.option("--eve-arm", type=click.Choice(("alice", "bob")), default=None,

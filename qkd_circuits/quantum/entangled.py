@@ -32,9 +32,17 @@ Sifted QBER: p/2 for depolarizing p (every basis), f/3 for intercept-resend on a
 The channel's misalignment is a rotation about Y, which leaves the Y states alone: its QBER is
 2e/3 here, not e.
 
-What this increment does not model: loss, detector efficiency and dark counts (the BB84 circuits
-have them; here they raise :class:`ConfigurationError`), the entangling probe, and more than one
-lane per circuit.
+Loss and Bob's detector (``Detector``: efficiency, dark counts, readout flips) are BB84's circuit
+fragments: an ``arrived`` flag clicks with probability η = transmittance × efficiency, a dark
+count swaps a random bit in (whether or not the photon arrived), and Bob's clicks are
+``detected``: a fraction 1 − (1 − η)(1 − p_d) clicks, with a sifted QBER of (p_d/2) / that from
+dark counts alone.  In BBM92 the fibre is Bob's arm
+with the source at Alice; with the source in the middle or at Bob, Alice's photon would cross
+fibre too and she would have to announce her own clicks, which the post-processing's messages
+cannot carry yet: a lossy link is refused there (Bob's detector efficiency and dark counts are
+still modelled).  Readout flips act on both parties' detectors in BBM92.
+
+What this increment does not model: the entangling probe, and more than one lane per circuit.
 """
 
 from __future__ import annotations
@@ -88,9 +96,6 @@ class EntangledTemplate:
 
 
 def _check_models(protocol: str, channel: Channel, detector: Detector, eve: Eavesdropper | None) -> None:
-    if channel.transmittance < 1.0 or detector.efficiency < 1.0 or detector.dark_count_probability > 0:
-        raise ConfigurationError(f"the {protocol} circuits model no loss, detector efficiency or dark counts yet "
-                                 "(BB84's do): use distance 0, efficiency 1 and no dark counts with this protocol")
     if eve is not None and not isinstance(eve, InterceptResend):
         raise ConfigurationError(f"the {protocol} circuits model intercept-resend only, not {eve.kind}")
 
@@ -128,6 +133,21 @@ def _intercept(qc: QuantumCircuit, eve: InterceptResend, flag, basis, result, q)
     _into_eve_basis(qc, eve.basis, basis, 0, q, inverse=True)
 
 
+def _detection(qc: QuantumCircuit, measured: dict, q, eta: float, detector: Detector) -> None:
+    """Bob's detector, as in :mod:`.circuits`: the photon arrives and clicks with probability η
+    (the ``arrived`` flag); a dark count clicks with a uniformly random result (a |+> ancilla
+    swapped in right before the measurement)."""
+    if eta < 1.0:
+        qc.ry(_ry_for_probability(eta), _register(qc, measured, "arrived")[0])
+    if detector.dark_count_probability > 0:
+        dark = _register(qc, measured, "dark")[0]
+        dark_bit = QuantumRegister(1, "dark_bit")
+        qc.add_register(dark_bit)
+        qc.ry(_ry_for_probability(detector.dark_count_probability), dark)
+        qc.h(dark_bit[0])
+        qc.cswap(dark, q, dark_bit[0])
+
+
 def _arm_channel(channel: Channel, arms: int) -> Channel:
     """The noise one of ``arms`` channel arms carries so that together they make ``channel``."""
     if arms == 1:
@@ -146,8 +166,9 @@ def build_bbm92_circuit(*, channel: Channel | None = None, detector: Detector | 
     """The BBM92 exchange circuit (module docstring).
 
     Args:
-        channel: the link's noise (depolarizing, dephasing, bit flip, misalignment).
-        detector: only ``readout_error`` (on both parties' detectors: each flips its result).
+        channel: the link's noise (depolarizing, dephasing, bit flip, misalignment) and its loss
+            (only with the source at Alice: module docstring).
+        detector: Bob's detector (efficiency, dark counts); ``readout_error`` flips both parties' results.
         eve: an :class:`InterceptResend` or ``None``.
         source: ``"alice"``, ``"middle"`` or ``"bob"``: where the pair source sits.
         eve_arm: the arm Eve attacks; it must be a channel (not the source's own side).
@@ -159,6 +180,11 @@ def build_bbm92_circuit(*, channel: Channel | None = None, detector: Detector | 
     if eve_arm not in ARMS:
         raise ConfigurationError(f"eve_arm must be one of {ARMS}, got {eve_arm!r}")
     channel_arms = {"alice": ("bob",), "bob": ("alice",), "middle": ARMS}[source]
+    if "alice" in channel_arms and channel.transmittance < 1.0:
+        raise ConfigurationError(
+            f"with the source at {source} Alice's photon crosses {channel.distance_km:g} km of fibre, so she would "
+            "have to announce her own clicks, a message the post-processing has not got yet: put the source at "
+            "alice for a lossy link (distance 0 for the others)")
     if eve is not None and eve_arm not in channel_arms:
         raise ConfigurationError(f"with the source at {source}, {eve_arm}'s photon never leaves the source's lab: "
                                  f"Eve can attack {' or '.join(channel_arms)}'s arm")
@@ -187,6 +213,7 @@ def build_bbm92_circuit(*, channel: Channel | None = None, detector: Detector | 
         qc.ry(theta[arm], qubits[arm])
         if detector.readout_error > 0:
             qc.append(_pauli("X", detector.readout_error), [qubits[arm]])
+    _detection(qc, measured, qubits["bob"], channel.transmittance * detector.efficiency, detector)
     for q, c in measured.values():
         qc.measure(q, c)
     return EntangledTemplate(qc, "bbm92", tuple(measured), (theta["alice"], theta["bob"]), fixed, source, eve_arm)
@@ -217,6 +244,7 @@ def build_six_state_circuit(*, channel: Channel | None = None, detector: Detecto
     qc.ry(b_theta, q[0])
     if detector.readout_error > 0:
         qc.append(_pauli("X", detector.readout_error), [q[0]])
+    _detection(qc, measured, q[0], channel.transmittance * detector.efficiency, detector)
     for qreg, creg in measured.values():
         qc.measure(qreg, creg)
     return EntangledTemplate(qc, "six-state", tuple(measured), params, fixed)
@@ -329,6 +357,7 @@ def run_protocol_exchanges(exchanges: int, *, protocol: str = "bbm92", backend: 
                                            "ops": {k: int(v) for k, v in template.circuit.count_ops().items()}},
                                   protocol=proto.name)
     alice_bits = columns["alice_result"] if proto.name == "bbm92" else choices["alice_bits"]
+    detected = columns.get("arrived", np.ones(exchanges, dtype=bool)) | columns.get("dark", np.zeros(exchanges, bool))
     return MeasurementRecord(alice_bits=alice_bits, alice_bases=choices["alice_bases"], bob_bases=choices["bob_bases"],
-                             bob_results=columns["bob_result"], detected=np.ones(exchanges, dtype=bool),
+                             bob_results=columns["bob_result"], detected=detected,
                              provenance=provenance, **eve_arrays)

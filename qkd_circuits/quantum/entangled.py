@@ -182,7 +182,7 @@ def build_bbm92_circuit(*, channel: Channel | None = None, detector: Detector | 
     channel_arms = {"alice": ("bob",), "bob": ("alice",), "middle": ARMS}[source]
     if "alice" in channel_arms and channel.transmittance < 1.0:
         raise ConfigurationError(
-            f"with the source at {source} Alice's photon crosses {channel.distance_km:g} km of fibre, so she would "
+            f"with the source {'in the middle' if source == 'middle' else 'at bob'} Alice's photon crosses {channel.distance_km:g} km of fibre, so she would "
             "have to announce her own clicks, a message the post-processing has not got yet: put the source at "
             "alice for a lossy link (distance 0 for the others)")
     if eve is not None and eve_arm not in channel_arms:

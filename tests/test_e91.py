@@ -221,7 +221,7 @@ def test_noiseless_aer_violates_chsh_and_gives_identical_keys():
     # the DI rate falls steeply below 2√2 (dr/dS is infinite there): at Ŝ itself it is still high
     assert est.di_rate == chsh.di_key_rate(est.s, 0.0) and est.di_rate > 0.8
     assert abs(est.key_rounds - 18_000 * 2 / 9) < 5 * math.sqrt(18_000 * (2 / 9) * (7 / 9))
-    assert rec.lanes == 4 and rec.executions % 9 == 0 and rec.eve_results is None
+    assert rec.lanes == 2 and rec.executions % 9 == 0 and rec.eve_results is None
     # the key rounds are BB84's sifting rule on the basis codes (indices into ANGLES)
     assert np.array_equal(rec.key_mask(), rec.alice_bases == rec.bob_bases)
     for codes, settings in ((rec.alice_bases, rec.alice_settings), (rec.bob_bases, rec.bob_settings)):
@@ -238,6 +238,7 @@ def test_noiseless_aer_violates_chsh_and_gives_identical_keys():
     ({"dephasing": 0.1}, None),
     ({}, ("random", 1.0)),
     ({}, ("Z", 1.0)),
+    ({}, ("random", 2 - SQRT2)),  # S = √2(2 − f) = 2: the classical bound
     ({"depolarizing": 0.05}, ("random", 0.3)),
 ])
 def test_s_and_qber_on_aer_match_theory(channel, eve):

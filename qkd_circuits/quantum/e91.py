@@ -28,6 +28,24 @@ Loss and Bob's detector are not modelled here: every pair is detected (the fair-
 assumption; a device-independent claim with lossy detectors needs the detection loophole closed).
 
 Executed with :func:`.execution.sample_circuit`.
+
+Measured (seed 1, ε = 10^-6 per bound; 2 shared cores, qiskit-aer 0.18; S theory from
+:func:`~qkd_circuits.analysis.chsh.predicted_statistics`), each line from
+``python -c "from qkd_circuits.quantum.e91 import run_e91; from qkd_circuits.quantum.models import *;
+print(run_e91(N, seed=1, backend=B, channel=Channel(...), eve=...).estimate())"``::
+
+    backend        pulses  arm                        Ŝ [S_lower, S_upper]   theory   Q       r_DI   r_BB84
+    aer            90,000  perfect                    2.818 [2.597, 3.038]   2.828   0.0%    0.964  1.000
+    aer            90,000  depolarizing 0.1           2.548 [2.327, 2.769]   2.546   5.44%   0.209  0.390
+    aer            90,000  intercept-resend f = 1     1.384 [1.164, 1.605]   1.414  24.78%   0      0
+    aer            90,000  intercept-resend f = 2−√2  1.997 [1.777, 2.218]   2.000  14.91%   0      0
+    fake:nairobi    9,000  the device's noise         2.312 [1.617, 3.008]     -     8.92%   0      0.133
+    braket-local    9,000  perfect                    2.826 [2.131, 3.521]   2.828   0.0%    0.990  1.000
+    braket-local    9,000  intercept-resend f = 1     1.404 [0.708, 2.099]   1.414  26.10%   0      0
+
+(r at the point estimates; at (S_lower, Q_upper) the perfect aer round keeps r_DI = 0.570.)  On
+``fake:nairobi`` Ŝ and Q sit on the depolarizing line: V = 1 − 2Q = 0.82 gives 2√2·V = 2.32.
+Default lanes (2 without Eve, 1 with her); throughput: :func:`run_e91`.
 """
 
 from __future__ import annotations
@@ -52,9 +70,9 @@ __all__ = ["E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit
 
 #: The 9 setting pairs (Alice's setting, Bob's setting) in binding order: pair k = 3·i + j.
 PAIRS = tuple((i, j) for i in range(3) for j in range(3))
-#: Widest circuit Aer runs fast here (a density matrix; the measurement is in :mod:`.execution`).
-_AER_FAST_QUBITS = 10
-_AER_LANE_CHOICES = (8, 4, 2, 1)
+#: Widest circuit of the default lanes on Aer, and the lane counts tried (measured: :func:`run_e91`).
+_AER_FAST_QUBITS = 4
+_AER_LANE_CHOICES = (2, 1)
 
 
 @dataclass(frozen=True)
@@ -217,7 +235,7 @@ def _count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class E91Record:
     """What one E91 round measured, per pulse in send order (the simulator's omniscient view).
 
@@ -302,8 +320,22 @@ def run_e91(n: int, *, backend: str | Backend = "aer", channel: Channel | None =
         channel, eve: Bob's arm and the attacker (see :func:`build_e91_circuit`).
         seed: simulation seed for the settings and the simulator; ``None`` draws the settings from
             :mod:`secrets` and a fresh secret simulator seed (:func:`.execution.sample_circuit`).
-        lanes: pairs per shot; default on ``aer`` the most of 8, 4, 2, 1 that fit 10 qubits (a fast
-            density matrix), 1 elsewhere.
+        lanes: pairs per shot; default on ``aer`` 2 without Eve (4 qubits) and 1 with her, 1
+            elsewhere.  Each of the 9 bindings is one simulation, then Aer only samples, so wider
+            circuits buy little and cost much.  Pulses/s, median of 3 runs on 2 cores shared with
+            other jobs (load average about 5, so a lower bound), with ``run_e91(N, seed=s,
+            lanes=L, ...)``::
+
+                lanes                          1          2          4
+                90,000 perfect               523k       548k       126k
+                90,000 depolarizing 0.1      591k       532k        73k
+                90,000 intercept-resend      462k        36k     (20 q)
+                900,000 perfect              687k     1,073k       626k
+                900,000 depolarizing 0.1     647k     1,096k       427k
+                900,000 intercept-resend     523k       198k     (20 q)
+
+            (8 lanes with depolarizing noise, 16 qubits, ran 418 pulses/s: past 12 qubits Aer
+            leaves the density matrix for per-shot trajectories.)
         choices: the parties' settings instead of drawing them (``n`` pulses).
 
     Raises:

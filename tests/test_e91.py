@@ -311,3 +311,15 @@ def test_smoke_braket_local():
     est = rec.estimate()
     assert abs(est.s - SQRT2) < 5 * _s_sigma(est)
     assert abs(est.qber - 0.25) < 5 * _q_sigma(0.25, est.key_rounds)
+
+
+def test_between_the_thresholds_a_device_dependent_key_but_no_di_key():
+    # λ = 0.18: Q = 9% lies between the DI threshold (7.1%) and BB84's (11.0%); S = 2√2·0.82 ≈ 2.32
+    # still violates CHSH, yet Eve's DI term h((1 + √((S/2)² − 1))/2) ≈ 0.73 leaves nothing.
+    rec = e91.run_e91(90_000, seed=41, channel=Channel(depolarizing=0.18))
+    est = rec.estimate()
+    theory = chsh.predicted_statistics(depolarizing=0.18)
+    assert abs(est.qber - theory.qber) < 5 * _q_sigma(theory.qber, est.key_rounds)
+    assert est.violation  # S_lower > 2 at ε = 10^-6
+    assert est.di_rate == 0.0 and est.bb84_rate > 0.05
+    assert chsh.di_key_rate(theory.s, theory.qber) == 0.0 and chsh.bb84_key_rate(theory.qber) > 0.1

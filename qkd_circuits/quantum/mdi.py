@@ -75,13 +75,19 @@ from qiskit.circuit import Parameter
 from ..analysis import mdi as _analysis
 from ..analysis.mdi import FAIL, PSI_MINUS, PSI_PLUS
 from ..exceptions import ConfigurationError
-from .backends import Backend, resolve_backend
+from .backends import Backend, draw_simulator_seed, resolve_backend
 from .circuits import _noise_instructions
 from .execution import sample_circuit
 from .models import Channel, Detector
 
 __all__ = ["LinearOpticsRelay", "RandomAnnouncer", "InterceptRelay", "Relay", "BELL_SOURCES", "MdiRecord",
-           "build_relay_circuit", "relay_announcements", "run_mdi_exchanges"]
+           "MAX_RELAY_PHOTONS", "build_relay_circuit", "build_pulse_pair_circuit", "relay_announcements", "run_mdi_exchanges",
+           "run_mdi_wcp_exchanges"]
+
+#: The most photons (both pulses together) one pulse pair may bring to the relay in
+#: :func:`run_mdi_wcp_exchanges`: 2 qubits a photon, and a 16-photon-qubit circuit already takes
+#: seconds per job (8 photons: about 17 s on this machine).
+MAX_RELAY_PHOTONS = 8
 
 #: Entangled polarisation sources :func:`build_relay_circuit` can feed the relay (for testing the BSM).
 BELL_SOURCES = ("psi+", "psi-", "phi+", "phi-")
@@ -286,7 +292,8 @@ class MdiRecord:
 
     Public after the run: the bases (announced), the relay's ``announcement``.  Private to each
     party: their bits.  Ground truth of the simulation: ``arrived`` (``(n, 2)``: which photons
-    reached the relay) and, for an :class:`InterceptRelay`, ``eve_attacked`` and ``eve_results``
+    reached the relay; with weak coherent pulses ``photons``, ``(n, 2)``, how many of each pulse's
+    photons did) and, for an :class:`InterceptRelay`, ``eve_attacked`` and ``eve_results``
     (her result for Alice's and for Bob's photon, in her basis).
     """
 
@@ -301,6 +308,10 @@ class MdiRecord:
     eve_attacked: np.ndarray | None = None
     eve_results: np.ndarray | None = None
     job_count: int = 0
+    photons: np.ndarray | None = None
+    alice_intensity: np.ndarray | None = None
+    bob_intensity: np.ndarray | None = None
+    intensity_labels: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:  # no bits in reprs
@@ -325,6 +336,30 @@ class MdiRecord:
 
     def announcement_rate(self, code: int) -> float:
         return float(np.mean(self.announcement == code))
+
+    def intensity_mask(self, alice: str, bob: str) -> np.ndarray:
+        """Pairs of a weak-coherent-pulse run in which Alice sent intensity ``alice`` and Bob ``bob``."""
+        if self.alice_intensity is None:
+            raise ConfigurationError("this record has no intensities (a single-photon run)")
+        for label in (alice, bob):
+            if label not in self.intensity_labels:
+                raise ConfigurationError(f"unknown intensity {label!r}; the run's are {self.intensity_labels}")
+        return ((self.alice_intensity == self.intensity_labels.index(alice))
+                & (self.bob_intensity == self.intensity_labels.index(bob)))
+
+    def gain_and_qber(self, basis: str, mask: np.ndarray | None = None) -> tuple[float, float]:
+        """``(Q, E)`` of one basis over the pairs in ``mask`` (all by default): the fraction of the
+        pairs in which both chose ``basis`` that the relay announced a success, and their error rate."""
+        if basis not in ("Z", "X"):
+            raise ConfigurationError(f"basis must be 'Z' or 'X', got {basis!r}")
+        b = 0 if basis == "Z" else 1
+        m = (self.alice_bases == b) & (self.bob_bases == b)
+        if mask is not None:
+            m &= mask
+        kept = m & (self.announcement != FAIL)
+        wrong = self.alice_bits.astype(bool) != self.bob_key_bits()
+        n, k = int(m.sum()), int(kept.sum())
+        return (k / n if n else 0.0), (int((kept & wrong).sum()) / k if k else 0.0)
 
 
 def _bits(n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -417,3 +452,194 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
     return MdiRecord(alice_bits=a_bits, alice_bases=a_bases, bob_bits=b_bits, bob_bases=b_bases,
                      announcement=announcement, arrived=arrived, models=models, shots=shots_total,
                      eve_attacked=eve_attacked, eve_results=eve_results, job_count=jobs)
+
+
+def _sample_noiseless(circuit: QuantumCircuit, shots: int, *, backend: Backend, seed: int | None,
+                      parameter_values) -> dict[str, np.ndarray]:
+    """:func:`.execution.sample_circuit` for a circuit without noise instructions.
+
+    On Aer, ``sample_circuit`` runs circuits of up to ``DENSITY_MATRIX_MAX_QUBITS`` (12) qubits
+    with the density-matrix method, which costs minutes per binding at 12 qubits; these
+    circuits are unitary up to their measurements, so the state-vector method is exact and
+    fast (as :func:`.wcp.run_wcp_exchanges` does).  Same seed discipline: a given seed is used as
+    is, ``None`` draws a fresh secret 64-bit seed.  Other backends go through ``sample_circuit``.
+    """
+    if backend.kind != "aer":
+        return sample_circuit(circuit, shots, backend=backend, seed=seed, parameter_values=parameter_values)
+    from qiskit_aer.primitives import SamplerV2
+
+    sampler = SamplerV2(seed=draw_simulator_seed() if seed is None else seed,
+                        options={"backend_options": {"method": "statevector"}})
+    prepared = backend.prepare(circuit)
+    pub = (prepared,) if parameter_values is None else (prepared, parameter_values)
+    result = sampler.run([pub], shots=shots).result()[0]
+    return {c.name: getattr(result.data, c.name).to_bool_array(order="little") for c in circuit.cregs}
+
+
+def build_pulse_pair_circuit(alice_photons: int, bob_photons: int, *, channel_alice: Channel | None = None,
+                             channel_bob: Channel | None = None, detector: Detector | None = None) -> QuantumCircuit:
+    """The honest relay's circuit for ``alice_photons`` photons from Alice's pulse and ``bob_photons``
+    from Bob's (the Fock components of phase-randomised weak coherent pulses).
+
+    The ``N = n_a + n_b`` photons in first quantisation, symmetrised as in the module docstring:
+    the path qubits in the Dicke state of ``N`` qubits with ``n_b`` ones (every arrangement of
+    ``n_a`` photons in port ``a`` and ``n_b`` in port ``b``, equally weighted: the symmetrisation of
+    identical photons per port), prepared by ``StatePreparation``; each photon's polarisation
+    ``RY(alice_theta)``, turned into ``RY(bob_theta)`` by a rotation controlled on its path qubit
+    (each arm's misalignment folded into its angle); then the beam splitter (``H`` on every path
+    qubit) and the measurement.  Depolarizing-type noise is not supported here (it would act on
+    Alice's photons only, whose labels the symmetrisation has spread); misalignment is.
+
+    Registers: ``pol``, ``path`` (one bit per photon) and ``dark`` (4, with dark counts).
+    """
+    for name, n in (("alice_photons", alice_photons), ("bob_photons", bob_photons)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigurationError(f"{name} must be a whole number >= 0, got {n!r}")
+    channels = (channel_alice or Channel(), channel_bob or Channel())
+    if any(c.has_noise_instructions for c in channels):
+        raise ConfigurationError("weak-coherent MDI runs model loss, misalignment and dark counts; "
+                                 "depolarizing/dephasing/bit-flip noise is not supported here")
+    detector = detector or Detector()
+    from qiskit.circuit.library import StatePreparation
+
+    total = alice_photons + bob_photons
+    qc = QuantumCircuit(name=f"mdi_pulses_{alice_photons}_{bob_photons}")
+
+    def reg(name: str, size: int) -> QuantumRegister:
+        q = QuantumRegister(size, name)
+        qc.add_register(q)
+        qc.add_register(ClassicalRegister(size, name))
+        return q
+
+    pol = reg("pol", total) if total else None
+    path = reg("path", total) if total else None
+    dark = reg("dark", 4) if detector.dark_count_probability > 0 else None
+    if total:
+        amplitudes = np.zeros(2 ** total)
+        for index in range(2 ** total):
+            if bin(index).count("1") == bob_photons:
+                amplitudes[index] = 1.0
+        amplitudes /= np.linalg.norm(amplitudes)
+        qc.append(StatePreparation(amplitudes), path[:])
+        m_a, m_b = (_ry_for_probability(c.misalignment) for c in channels)
+        a_theta = Parameter("alice_theta") if alice_photons else None
+        b_theta = Parameter("bob_theta") if bob_photons else None
+        for k in range(total):
+            if a_theta is not None and b_theta is not None:
+                qc.ry(a_theta + m_a, pol[k])
+                qc.cry(b_theta + m_b - a_theta - m_a, path[k], pol[k])
+            elif a_theta is not None:
+                qc.ry(a_theta + m_a, pol[k])
+            else:
+                qc.ry(b_theta + m_b, pol[k])
+        qc.barrier()
+        qc.h(path)  # the 50:50 beam splitter
+    if dark is not None:
+        qc.ry(_ry_for_probability(detector.dark_count_probability), dark)
+    for q, c in zip(qc.qregs, qc.cregs):
+        qc.measure(q, c)
+    return qc
+
+
+def _intensity_table(name: str, table) -> dict[str, float]:
+    if not isinstance(table, dict) or not table:
+        raise ConfigurationError(f"{name} must be a non-empty dict of label -> mean photon number")
+    for label, mu in table.items():
+        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu <= 10 or not math.isfinite(mu):
+            raise ConfigurationError(f"{name}[{label!r}] must be a mean photon number in [0, 10], got {mu!r}")
+    return {str(k): float(v) for k, v in table.items()}
+
+
+def run_mdi_wcp_exchanges(pairs: int, *, intensities: dict[str, float] | None = None,
+                          probabilities: dict[str, float] | None = None, channel_alice: Channel | None = None,
+                          channel_bob: Channel | None = None, detector: Detector | None = None,
+                          seed: int | None = None, backend: str | Backend = "aer") -> MdiRecord:
+    """MDI with phase-randomised weak coherent pulses and decoys, through the honest relay's circuits.
+
+    Alice and Bob each pick an intensity label per pulse (the same table for both, chosen
+    independently), a bit and a basis; each pulse carries a Poisson number of photons
+    (``# sim-rng``: the laser), each photon reaches the relay with its arm's ``η``; pulses with the
+    same arriving photon numbers and setting share one binding of
+    :func:`build_pulse_pair_circuit`.  The record's ``alice_intensity``/``bob_intensity`` index
+    ``intensity_labels``; :meth:`MdiRecord.gain_and_qber` gives each intensity pair's gain and QBER.
+
+    Args:
+        intensities: label -> mean photon number (default signal 0.5, decoy 0.1, vacuum 0).
+        probabilities: label -> probability (default uniform).
+        Others as :func:`run_mdi_exchanges`.
+    """
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+        raise ConfigurationError(f"pairs must be a whole number >= 1, got {pairs!r}")
+    intensities = _intensity_table("intensities", intensities or {"signal": 0.5, "decoy": 0.1, "vacuum": 0.0})
+    labels = tuple(intensities)
+    probabilities = probabilities or {label: 1 / len(labels) for label in labels}
+    if set(probabilities) != set(labels) or not math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-9) \
+            or any(not 0 <= p <= 1 for p in probabilities.values()):
+        raise ConfigurationError("probabilities must give each intensity label a probability, summing to 1")
+    channels = (channel_alice or Channel(), channel_bob or Channel())
+    detector = detector or Detector()
+    if detector.readout_error > 0:
+        raise ConfigurationError("the relay's detectors model efficiency and dark counts; readout_error is not "
+                                 "supported in MDI runs")
+    backend = resolve_backend(backend)
+    choice_rng = np.random.default_rng([seed, 31]) if seed is not None else None  # sim-rng
+    laser_rng = np.random.default_rng([seed, 32] if seed is not None else None)  # sim-rng: lasers and fibres
+    cdf = np.cumsum([probabilities[label] for label in labels])
+
+    def pick() -> np.ndarray:
+        u = (np.frombuffer(secrets.token_bytes(8 * pairs), dtype=np.uint64) / float(2 ** 64) if choice_rng is None
+             else choice_rng.random(pairs))  # sim-rng when seeded
+        return np.minimum(np.searchsorted(cdf, u, side="right"), len(labels) - 1).astype(np.int8)
+
+    a_int, b_int = pick(), pick()
+    a_bits, a_bases, b_bits, b_bases = (_bits(pairs, choice_rng) for _ in range(4))
+    mus = np.array([intensities[label] for label in labels])
+    sent = np.stack([laser_rng.poisson(mus[a_int]), laser_rng.poisson(mus[b_int])], axis=1)
+    etas = np.array([c.transmittance * detector.efficiency for c in channels])
+    photons = laser_rng.binomial(sent, etas[None, :]).astype(np.int16)
+    setting = (a_bits.astype(np.int64) << 3 | a_bases.astype(np.int64) << 2
+               | b_bits.astype(np.int64) << 1 | b_bases.astype(np.int64))
+    k = np.arange(16)
+    theta = {"alice_theta": np.pi * (k >> 3 & 1) + np.pi / 2 * (k >> 2 & 1),
+             "bob_theta": np.pi * (k >> 1 & 1) + np.pi / 2 * (k & 1)}
+    announcement = np.zeros(pairs, dtype=np.int8)
+    configs = sorted({(int(x), int(y)) for x, y in photons})
+    if max(x + y for x, y in configs) > MAX_RELAY_PHOTONS:
+        raise ConfigurationError(
+            f"a pulse pair brought {max(x + y for x, y in configs)} photons to the relay, more than the "
+            f"{MAX_RELAY_PHOTONS} (MAX_RELAY_PHOTONS) these circuits simulate in reasonable time: lower the "
+            "intensities or the arms' transmittance")
+    seeds = (np.random.SeedSequence(seed).generate_state(len(configs)).tolist() if seed is not None
+             else [None] * len(configs))
+    shots_total = jobs = 0
+    for config, job_seed in zip(configs, seeds):
+        idx = np.flatnonzero((photons[:, 0] == config[0]) & (photons[:, 1] == config[1]))
+        circuit = build_pulse_pair_circuit(*config, channel_alice=channels[0], channel_bob=channels[1],
+                                           detector=detector)
+        if circuit.num_qubits == 0:
+            continue
+        params = sorted(circuit.parameters, key=lambda p: p.name)
+        idx = idx[np.argsort(setting[idx], kind="stable")]
+        counts = np.bincount(setting[idx], minlength=16)
+        if params:
+            values = {tuple(params): np.stack([theta[p.name] for p in params], axis=-1)}
+            shots = int(counts.max())
+        else:
+            values, shots = None, int(idx.size)
+        data = _sample_noiseless(circuit, shots, backend=backend, seed=job_seed, parameter_values=values)
+        jobs += 1
+        shots_total += shots * (16 if params else 1)
+        ann = relay_announcements(data)
+        if params:
+            s_of = setting[idx]
+            rank = np.arange(idx.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[s_of]
+            announcement[idx] = ann[s_of, rank]
+        else:
+            announcement[idx] = ann[:idx.size]
+    models = {"channel_alice": asdict(channels[0]), "channel_bob": asdict(channels[1]),
+              "detector": asdict(detector), "relay": LinearOpticsRelay().to_dict(), "backend": backend.spec,
+              "seed": seed, "intensities": intensities, "probabilities": dict(probabilities)}
+    return MdiRecord(alice_bits=a_bits, alice_bases=a_bases, bob_bits=b_bits, bob_bases=b_bases,
+                     announcement=announcement, arrived=photons > 0, models=models, shots=shots_total,
+                     job_count=jobs, photons=photons, alice_intensity=a_int, bob_intensity=b_int,
+                     intensity_labels=labels)

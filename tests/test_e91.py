@@ -128,6 +128,7 @@ def test_estimate_counts_and_bounds_on_a_handmade_round():
     radius = 3 * math.sqrt(2 * math.log(4 / 0.01)) + math.sqrt(2 * math.log(4 / 0.01) / 2)
     assert est.s_lower == pytest.approx(est.s - radius) and est.s_upper == pytest.approx(est.s + radius)
     assert (est.test_rounds, est.key_rounds, est.key_errors, est.qber) == (5, 2, 0, 0.0)
+    assert (est.di_key_rounds, est.di_key_errors, est.di_qber) == (1, 0, 0.0)
     assert est.qber_upper == pytest.approx(1 - 0.01 ** 0.5)  # Clopper–Pearson, 0 of 2: 1 − ε^(1/k)
     assert not est.violation and est.di_rate_lower == 0.0
     assert set(est.to_dict()) >= {"s", "s_lower", "s_upper", "qber", "di_rate", "bb84_rate"}
@@ -167,6 +168,8 @@ def test_hoeffding_bound_covers_the_true_s():
     (lambda: chsh.estimate_chsh([0, 0, 2, 2], [0, 2, 0, 2], [0] * 4, [0] * 4), ConfigurationError,
      "no key rounds"),
     (lambda: chsh.estimate_chsh([0], [0], [0], [0], epsilon=1.0), ConfigurationError, "epsilon must be in"),
+    (lambda: chsh.estimate_chsh([0, 0, 2, 2, 1], [0, 2, 0, 2, 0], [0] * 5, [0] * 5), ConfigurationError,
+     "no rounds of the DI key pair"),
 ])
 def test_analysis_misuse(call, error, match):
     with pytest.raises(error, match=match):
@@ -220,6 +223,7 @@ def test_noiseless_aer_violates_chsh_and_gives_identical_keys():
     assert est.qber == 0.0 and est.bb84_rate == 1.0
     # the DI rate falls steeply below 2√2 (dr/dS is infinite there): at Ŝ itself it is still high
     assert est.di_rate == chsh.di_key_rate(est.s, 0.0) and est.di_rate > 0.8
+    assert est.di_key_rounds == est.counts[2][1] and est.di_qber == 0.0
     assert abs(est.key_rounds - 18_000 * 2 / 9) < 5 * math.sqrt(18_000 * (2 / 9) * (7 / 9))
     assert rec.lanes == 2 and rec.executions % 9 == 0 and rec.eve_results is None
     # the key rounds are BB84's sifting rule on the basis codes (indices into ANGLES)
@@ -249,6 +253,8 @@ def test_s_and_qber_on_aer_match_theory(channel, eve):
                                                     {"eve_basis": eve[0], "eve_fraction": eve[1]}))
     assert abs(est.s - theory.s) < 5 * _s_sigma(est), (est.s, theory.s)
     assert abs(est.qber - theory.qber) < 5 * _q_sigma(theory.qber, est.key_rounds), (est.qber, theory.qber)
+    q_di = theory.key_qbers[chsh.KEY_PAIRS.index(chsh.DI_KEY_PAIR)]  # e.g. 50% for a Z-basis Eve
+    assert abs(est.di_qber - q_di) < 5 * _q_sigma(q_di, est.di_key_rounds), (est.di_qber, q_di)
     if eve is not None and eve[1] == 1.0:  # full intercept-resend: S = √2, no violation at 1 − ε
         assert est.s_upper < chsh.CLASSICAL_BOUND and not est.violation and est.di_rate_lower == 0.0
 

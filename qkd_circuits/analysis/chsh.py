@@ -45,8 +45,13 @@ Intercept-resend on Bob's arm
 Key rates (asymptotic, per key round)
     Device-independent, collective attacks (Acín, Brunner, Gisin, Massar, Pironio & Scarani,
     PRL 98, 230501, 2007): r_DI = 1 − h(Q) − h((1 + √((S/2)² − 1))/2), which is 1 at S = 2√2, Q = 0
-    and 0 (clipped) at S = 2.  Beside it the device-dependent (BB84-type, one-way, Shor–Preskill)
-    rate r_DD = 1 − 2h(Q).  On the depolarizing line (S = 2√2(1 − 2Q)) r_DI vanishes at
+    and 0 (clipped) at S = 2.  The bound holds for a key bit that is the outcome of one of the
+    key side's two CHSH measurements, so here it covers only the (a₃, b₂) = (π/2, π/2) rounds
+    (:data:`DI_KEY_PAIR`; Alice's a₃ is a CHSH setting, with Alice's bits as the key) and Q is
+    theirs.  The (a₂, b₁) rounds would qualify with Bob's bits as the key (b₁ is his CHSH setting;
+    reverse reconciliation), which the BB84 post-processing does not do, so :func:`estimate_chsh`
+    does not count them for r_DI.  Beside it the device-dependent (BB84-type, one-way,
+    Shor–Preskill) rate r_DD = 1 − 2h(Q) over both key pairs.  On the depolarizing line (S = 2√2(1 − 2Q)) r_DI vanishes at
     Q ≈ 7.1% (:func:`di_threshold_qber`) against r_DD's 11.0%.
 
 Confidence bounds (:func:`estimate_chsh`)
@@ -74,7 +79,8 @@ from ..exceptions import ConfigurationError
 from .finite_key import binary_entropy
 
 __all__ = [
-    "ALICE_ANGLES", "ALICE_CODES", "ANGLES", "BOB_ANGLES", "BOB_CODES", "CHSH_TERMS", "CLASSICAL_BOUND", "CHSHEstimate", "KEY_PAIRS", "TSIRELSON_BOUND",
+    "ALICE_ANGLES", "ALICE_CODES", "ANGLES", "BOB_ANGLES", "BOB_CODES", "CHSH_TERMS", "CLASSICAL_BOUND", "CHSHEstimate",
+    "DI_KEY_PAIR", "KEY_PAIRS", "TSIRELSON_BOUND",
     "bb84_key_rate", "chsh_value", "correlator", "di_key_rate", "di_privacy_cost", "di_threshold_qber", "estimate_chsh",
     "hoeffding_radius", "intercept_resend_chsh", "intercept_resend_correlator", "intercept_resend_qber",
     "key_qber", "predicted_statistics", "Prediction", "visibility_from_depolarizing", "visibility_from_misalignment",
@@ -95,6 +101,8 @@ BOB_CODES = (1, 2, 3)
 CHSH_TERMS = ((0, 0, +1), (0, 2, -1), (2, 0, +1), (2, 2, +1))
 #: (Alice's setting, Bob's setting) of the key rounds: equal angles π/4 and π/2.
 KEY_PAIRS = ((1, 0), (2, 1))
+#: The key pair the device-independent rate covers: Alice's key setting a₃ is one of her CHSH settings.
+DI_KEY_PAIR = (2, 1)
 #: Largest |S| of any quantum state (Tsirelson 1980): 2√2.
 TSIRELSON_BOUND = 2.0 * math.sqrt(2.0)
 #: Largest |S| of local hidden variables (Clauser, Horne, Shimony & Holt 1969).
@@ -352,7 +360,10 @@ class CHSHEstimate:
         test_rounds, key_rounds: how many rounds of each kind.
         key_errors: key rounds where Bob's bit differs from Alice's.
         qber: key_errors / key_rounds; qber_upper: its Clopper–Pearson upper bound at ``epsilon``.
-        di_rate: :func:`di_key_rate` at (Ŝ, Q̂); di_rate_lower: at (S_lower, Q_upper).
+        di_key_rounds, di_key_errors, di_qber, di_qber_upper: the same for the rounds of
+            :data:`DI_KEY_PAIR` alone.
+        di_rate: :func:`di_key_rate` at (Ŝ, Q̂_DI), per round of :data:`DI_KEY_PAIR`;
+            di_rate_lower: at (S_lower, Q_DI upper).
         bb84_rate: :func:`bb84_key_rate` at Q̂; bb84_rate_lower: at Q_upper.
         violation: whether S_lower > 2 (a Bell violation at confidence 1 − ε).
     """
@@ -368,6 +379,10 @@ class CHSHEstimate:
     key_errors: int
     qber: float
     qber_upper: float
+    di_key_rounds: int
+    di_key_errors: int
+    di_qber: float
+    di_qber_upper: float
     di_rate: float
     di_rate_lower: float
     bb84_rate: float
@@ -406,8 +421,8 @@ def estimate_chsh(alice_settings, bob_settings, alice_results, bob_results, *, e
         epsilon: failure probability of each one-sided bound (split ε/4 per correlator for S).
 
     Raises:
-        ConfigurationError: arrays of different lengths or bad values, a test pair or both key
-            pairs without a round, or a bad ε.
+        ConfigurationError: arrays of different lengths or bad values, a test pair or the DI key
+            pair without a round, or a bad ε.
     """
     epsilon = _check_epsilon(epsilon)
     a = _settings_array("alice_settings", alice_settings)
@@ -439,13 +454,20 @@ def estimate_chsh(alice_settings, bob_settings, alice_results, bob_results, *, e
     key_errors = int((x[key] != y[key]).sum())
     qber = key_errors / key_rounds
     qber_upper = _clopper_pearson_upper(key_errors, key_rounds, epsilon)
+    di = (a == DI_KEY_PAIR[0]) & (b == DI_KEY_PAIR[1])
+    di_rounds = int(di.sum())
+    if di_rounds == 0:
+        raise ConfigurationError(f"no rounds of the DI key pair {DI_KEY_PAIR} (Alice, Bob); send more pulses")
+    di_errors = int((x[di] != y[di]).sum())
+    di_qber, di_qber_upper = di_errors / di_rounds, _clopper_pearson_upper(di_errors, di_rounds, epsilon)
     s_lower, s_upper = s - radius, s + radius
     return CHSHEstimate(
         counts=counts.tolist(), correlators=corr.tolist(), s=s, s_lower=s_lower, s_upper=s_upper,
         epsilon=epsilon, test_rounds=int(sum(counts[i, j] for i, j, _ in CHSH_TERMS)), key_rounds=key_rounds,
-        key_errors=key_errors, qber=qber, qber_upper=qber_upper,
-        di_rate=di_key_rate(max(-4.0, min(4.0, s)), qber),
-        di_rate_lower=di_key_rate(max(-4.0, min(4.0, s_lower)), qber_upper) if s_lower > 0 else 0.0,
+        key_errors=key_errors, qber=qber, qber_upper=qber_upper, di_key_rounds=di_rounds, di_key_errors=di_errors,
+        di_qber=di_qber, di_qber_upper=di_qber_upper,
+        di_rate=di_key_rate(max(-4.0, min(4.0, s)), di_qber),
+        di_rate_lower=di_key_rate(max(-4.0, min(4.0, s_lower)), di_qber_upper) if s_lower > 0 else 0.0,
         bb84_rate=bb84_key_rate(qber), bb84_rate_lower=bb84_key_rate(qber_upper),
         violation=bool(s_lower > CLASSICAL_BOUND),
     )

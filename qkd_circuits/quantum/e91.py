@@ -36,14 +36,16 @@ print(run_e91(N, seed=1, backend=B, channel=Channel(...), eve=...).estimate())"`
 
     backend        pulses  arm                        Ŝ [S_lower, S_upper]   theory   Q       r_DI   r_BB84
     aer            90,000  perfect                    2.818 [2.597, 3.038]   2.828   0.0%    0.964  1.000
-    aer            90,000  depolarizing 0.1           2.548 [2.327, 2.769]   2.546   5.44%   0.209  0.390
+    aer            90,000  depolarizing 0.1           2.548 [2.327, 2.769]   2.546   5.44%   0.201  0.390
     aer            90,000  intercept-resend f = 1     1.384 [1.164, 1.605]   1.414  24.78%   0      0
     aer            90,000  intercept-resend f = 2−√2  1.997 [1.777, 2.218]   2.000  14.91%   0      0
     fake:nairobi    9,000  the device's noise         2.312 [1.617, 3.008]     -     8.92%   0      0.133
     braket-local    9,000  perfect                    2.826 [2.131, 3.521]   2.828   0.0%    0.990  1.000
     braket-local    9,000  intercept-resend f = 1     1.404 [0.708, 2.099]   1.414  26.10%   0      0
 
-(r at the point estimates; at (S_lower, Q_upper) the perfect aer round keeps r_DI = 0.570.)  On
+(r at the point estimates, r_DI per round of the (π/2, π/2) pair with that pair's Q,
+:data:`~qkd_circuits.analysis.chsh.DI_KEY_PAIR`; Q over both key pairs.  At (S_lower, Q_upper)
+the perfect aer round keeps r_DI = 0.563.)  On
 ``fake:nairobi`` Ŝ and Q sit on the depolarizing line: V = 1 − 2Q = 0.82 gives 2√2·V = 2.32.
 Default lanes (2 without Eve, 1 with her); throughput: :func:`run_e91`.
 """

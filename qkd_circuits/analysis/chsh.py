@@ -51,8 +51,8 @@ Key rates (asymptotic, per key round)
     theirs.  The (a₂, b₁) rounds would qualify with Bob's bits as the key (b₁ is his CHSH setting;
     reverse reconciliation), which the BB84 post-processing does not do, so :func:`estimate_chsh`
     does not count them for r_DI.  Beside it the device-dependent (BB84-type, one-way,
-    Shor–Preskill) rate r_DD = 1 − 2h(Q) over both key pairs.  On the depolarizing line (S = 2√2(1 − 2Q)) r_DI vanishes at
-    Q ≈ 7.1% (:func:`di_threshold_qber`) against r_DD's 11.0%.
+    Shor–Preskill) rate r_DD = 1 − 2h(Q) over both key pairs.  On the depolarizing line
+    (S = 2√2(1 − 2Q)) r_DI vanishes at Q ≈ 7.1% (7.149%, :func:`di_threshold_qber`) against r_DD's 11.0%.
 
 Confidence bounds (:func:`estimate_chsh`)
     Rounds are taken as independent and identically distributed (the collective-attack setting of

@@ -303,3 +303,29 @@ def test_weak_coherent_pulses_give_the_closed_form_gains():
         rec.intensity_mask("signal", "vacuum")
     with pytest.raises(ConfigurationError, match="MAX_RELAY_PHOTONS"):
         run_mdi_wcp_exchanges(200, intensities={"bright": 8.0}, seed=1)
+
+
+def test_decoy_bounds_bracket_the_model_and_tighten_with_more_decoys():
+    link = A.MDI_PRESETS["LCQ2012"]
+    ints = (0.5, 0.1, 0.0)
+    for d in (0.0, 100.0, 180.0):
+        eta = float(link.transmittance(d / 2))
+        qz, eqz = A.model_gains("Z", ints, ints, d, link)
+        qx, eqx = A.model_gains("X", ints, ints, d, link)
+        y11 = A.single_photon_yield(eta, eta, link.p_dark)
+        e11 = A.single_photon_error_x(eta, eta, link.p_dark, link.e_d)
+        bz, bx = A.decoy_bounds(ints, ints, qz, eqz), A.decoy_bounds(ints, ints, qx, eqx)
+        assert 0.85 * y11 <= bz.y11_lower <= y11 * (1 + 1e-9)
+        assert e11 * (1 - 1e-9) <= bx.e11_upper <= 0.5
+    # 100 km, μ = 0.5: 1.35e-6 with (0.5, 0.1, 0), 4.84e-6 with (0.5, 0.1, 0.01, 0), 4.86e-6 exact
+    exact = A.key_rate(100.0, link, mu=0.5)
+    three = A.decoy_key_rate(100.0, link, intensities=(0.5, 0.1, 0.0))
+    four = A.decoy_key_rate(100.0, link, intensities=(0.5, 0.1, 0.01, 0.0))
+    assert 0 < three < four <= exact * (1 + 1e-9)
+    assert four == pytest.approx(exact, rel=0.01)
+    # gains no source could produce: a vacuum pair that never clicks, a signal-vacuum pair that always does
+    q = np.array([[1.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(ConfigurationError, match="admit no set"):
+        A.decoy_bounds((0.5, 0.0), (0.5, 0.0), q, q / 4)
+    with pytest.raises(ConfigurationError, match="shape"):
+        A.decoy_bounds((0.5, 0.0), (0.5,), q, q)

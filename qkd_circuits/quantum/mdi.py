@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
@@ -312,7 +312,6 @@ class MdiRecord:
     alice_intensity: np.ndarray | None = None
     bob_intensity: np.ndarray | None = None
     intensity_labels: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:  # no bits in reprs
         return f"MdiRecord(pairs={self.alice_bits.size}, relay={self.models.get('relay')!r})"
@@ -397,7 +396,8 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
         raise ConfigurationError("the relay's detectors model efficiency and dark counts; readout_error is not "
                                  "supported in MDI runs")
     backend = resolve_backend(backend)
-    if any(c.has_noise_instructions for c in channels) and not backend.runs_noise_instructions:
+    noisy = any(c.has_noise_instructions for c in channels)  # Aer noise instructions: density matrices
+    if noisy and not backend.runs_noise_instructions:
         raise ConfigurationError(f"depolarizing, dephasing and bit-flip noise are Aer noise instructions; "
                                  f"{backend.spec!r} cannot run them")
     choice_rng = np.random.default_rng([seed, 21]) if seed is not None else None  # sim-rng
@@ -433,7 +433,8 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
             shots = int(counts.max())
         else:
             values, shots = None, int(idx.size)
-        data = sample_circuit(circuit, shots, backend=backend, seed=seeds[config], parameter_values=values)
+        run = sample_circuit if noisy else _sample_noiseless
+        data = run(circuit, shots, backend=backend, seed=seeds[config], parameter_values=values)
         jobs += 1
         shots_total += shots * (16 if params else 1)
         ann = relay_announcements(data, relay)

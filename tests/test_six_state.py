@@ -130,6 +130,12 @@ def test_records_keep_the_y_basis_and_bb84_records_refuse_it(tmp_path):
 
 def test_misuse():
     record = run_protocol_exchanges(300, protocol="six-state", seed=36)
+    from qkd_circuits.postprocessing.protocol import BobParty
+
+    with pytest.raises(ConfigurationError, match="Bob's bases holds basis codes in \\[0, 2\\]; bb84 has"):
+        BobParty(record.bob_view(), PostProcessingConfig())  # e.g. qkd bob --record six.npz, bb84 agreed
+    with pytest.raises(ConfigurationError, match="Alice's bases holds basis codes"):
+        AliceParty(record.alice_view(), PostProcessingConfig())
     with pytest.raises(ConfigurationError, match="is a six-state round but the post-processing configuration"):
         postprocess(record, PostProcessingConfig())
     with pytest.raises(ConfigurationError, match="six-state has none"):

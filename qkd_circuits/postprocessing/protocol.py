@@ -470,6 +470,7 @@ class AliceParty:
 
     def __init__(self, view: AliceView, config: PostProcessingConfig = PostProcessingConfig(), *,
                  random_bytes: RandomBytes = secrets.token_bytes) -> None:
+        get_protocol(config.protocol).check_bases("Alice's bases", view.bases)  # e.g. a six-state view, bb84 agreed
         self._view = view
         self.config = config
         self._random_bytes = random_bytes
@@ -652,6 +653,7 @@ class BobParty:
 
     def __init__(self, view: BobView, config: PostProcessingConfig = PostProcessingConfig(), *,
                  random_bytes: RandomBytes = secrets.token_bytes) -> None:
+        get_protocol(config.protocol).check_bases("Bob's bases", view.bases)
         self._view = view
         self.config = config
         self._random_bytes = random_bytes

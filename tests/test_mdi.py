@@ -345,3 +345,18 @@ def test_relay_circuit_runs_on_the_local_backends():
     assert local.qber()["Z"][0] == 0 and local.qber()["X"][0] == 0
     with pytest.raises(ConfigurationError, match="noise instructions"):
         run_mdi_exchanges(10, channel_alice=Channel(depolarizing=0.1), backend="braket-local")
+
+
+def test_decoy_bounds_with_fluctuations_loosen_and_still_bracket():
+    """Observed gains widened by u_alpha sd: looser than exact ones, still around the model's Y_11.
+    (A circuit run of 60,000 pairs, 0.3 per arm, is too small for a useful bound: Y_11 >= 0 at
+    u_alpha = 3; the test uses the model's gains with a nominal 1e9 pairs per intensity pair.)"""
+    link = A.MDI_PRESETS["LCQ2012"]
+    ints = (0.5, 0.1, 0.0)
+    qz, eqz = A.model_gains("Z", ints, ints, 50.0, link)
+    exact = A.decoy_bounds(ints, ints, qz, eqz)
+    loose = A.decoy_bounds(ints, ints, qz, eqz, pulses=np.full((3, 3), 1e9), u_alpha=5.0)
+    eta = float(link.transmittance(25.0))
+    assert 0 < loose.y11_lower < exact.y11_lower <= A.single_photon_yield(eta, eta, link.p_dark)
+    with pytest.raises(ConfigurationError, match="needs pulses"):
+        A.decoy_bounds(ints, ints, qz, eqz, u_alpha=3.0)

@@ -443,7 +443,8 @@ class DecoyBounds:
         return asdict(self)
 
 
-def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cutoff: int = 8) -> DecoyBounds:
+def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cutoff: int = 8, pulses=None,
+                 u_alpha: float = 0.0) -> DecoyBounds:
     """Y_11 from below and e_11 from above, given each intensity pair's gain and error gain.
 
     Each observed gain is a mixture of the photon-number yields:
@@ -460,6 +461,11 @@ def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cuto
         intensities_alice, intensities_bob: the mean photon numbers μ_i and σ_j.
         gains, error_gains: arrays ``(len(μ), len(σ))`` of ``Q_ij`` and ``E_ij Q_ij`` in one basis.
         cutoff: the largest photon number kept per pulse.
+        pulses, u_alpha: for observed gains, the number of pulse pairs behind each ``Q_ij``
+            (array of the same shape) and the standard deviations each observed value may be off:
+            every constraint is widened to ``Q ± u_alpha·sd`` with ``sd = √(max(Q(1−Q), 1/N)/N)``
+            (the Gaussian fluctuation of Ma et al. 2005's decoy analysis, not a composable
+            finite-key treatment).  ``u_alpha = 0``: the values are exact.
     """
     from scipy.optimize import linprog
 
@@ -471,6 +477,21 @@ def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cuto
         raise ConfigurationError("intensities must be >= 0, gains in [0, 1], error gains in [0, gain]")
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise ConfigurationError(f"cutoff must be a whole number >= 1, got {cutoff!r}")
+    if isinstance(u_alpha, bool) or not isinstance(u_alpha, (int, float)) or not u_alpha >= 0:
+        raise ConfigurationError(f"u_alpha must be a number >= 0, got {u_alpha!r}")
+    if u_alpha > 0:
+        if pulses is None:
+            raise ConfigurationError("u_alpha > 0 needs pulses, the pulse pairs behind each gain")
+        counts = np.asarray(pulses, float)
+        if counts.shape != q.shape or np.any(counts < 1):
+            raise ConfigurationError(f"pulses needs shape {q.shape} and at least one pulse pair per gain")
+
+        def widen(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            sd = np.sqrt(np.maximum(v * (1 - v), 1.0 / counts) / counts)
+            return np.maximum(0.0, v - u_alpha * sd), np.minimum(1.0, v + u_alpha * sd)
+    else:
+        def widen(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return v, v
     n = np.arange(cutoff + 1)
     rows, tails = [], []
     for i, mu in enumerate(mus):
@@ -482,18 +503,19 @@ def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cuto
     target[(cutoff + 1) * 1 + 1] = 1.0
 
     def bound(values: np.ndarray, sense: float) -> float:
+        low, high = widen(values)
         a_ub, b_ub = [], []
         for (i, j, w), tail in zip(rows, tails):
-            scale = max(values[i, j], 1e-300)  # rows normalised by the observed value
+            scale = high[i, j] if high[i, j] > 0 else 1.0  # rows normalised by the observed value
             a_ub.append(w / scale)
-            b_ub.append(values[i, j] / scale)
+            b_ub.append(high[i, j] / scale)
             a_ub.append(-w / scale)
-            b_ub.append(-(values[i, j] - tail) / scale)
+            b_ub.append(-(low[i, j] - tail) / scale)
         res = linprog(sense * target, A_ub=np.array(a_ub), b_ub=np.array(b_ub), bounds=(0.0, 1.0), method="highs",
                       options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
         if res.status != 0:
             raise ConfigurationError(f"the gains admit no set of photon-number yields ({res.message}): "
-                                     "are they from one source and one relay?")
+                                     "are they from one source and one relay (and, if observed, is u_alpha enough)?")
         return float(sense * res.fun)
 
     y11 = max(0.0, bound(q, 1.0))

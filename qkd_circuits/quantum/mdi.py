@@ -45,6 +45,16 @@ one whose single photon arrives runs its one-photon version (``pol``, ``path`` w
 each), none the empty one.  Each relay detector has its own dark count, an ancilla
 ``RY(2 asin √p_d)`` measured in ``dark``.
 
+**Weak coherent pulses and decoys** (:func:`run_mdi_wcp_exchanges`).  A phase-randomised pulse is
+a Poisson mixture of Fock states, and two independently randomised pulses a mixture of
+``|n_a>|n_b>``; :func:`build_pulse_pair_circuit` writes ``n_a + n_b`` photons the same way, the
+path qubits in the Dicke state (every arrangement of ``n_a`` photons in port ``a`` and ``n_b`` in
+``b``), each photon's polarisation chosen by its path.  Checked in ``tests/test_mdi.py`` against
+the Bessel-function gains of :mod:`qkd_circuits.analysis.mdi` (which were checked against a
+direct phase average of the coherent-state optics): the multi-photon interference of the X basis
+comes out right.  Cost: two qubits a photon; pairs bringing more than :data:`MAX_RELAY_PHOTONS`
+photons are refused.
+
 **Channel noise** (each arm's :class:`~.models.Channel`): misalignment as a rotation of that
 photon's polarisation, and Aer's depolarizing / dephasing / bit-flip instructions on it (Aer
 only), before the relay.

@@ -287,7 +287,8 @@ class MeasurementRecord:
     writable); 0/1 data may be given as ``bool`` or integers (see the module docstring).
 
     Attributes:
-        alice_bits, alice_bases, bob_bases, bob_results: ``uint8`` 0/1 arrays, shape (n,).
+        alice_bits, bob_results: ``uint8`` 0/1 arrays, shape (n,); alice_bases, bob_bases: ``uint8``
+            basis codes, shape (n,): 0 Z, 1 X, and 2 Y where the provenance's protocol has three bases.
         detected: ``bool`` mask, shape (n,): Bob's detector clicked.
         provenance: a :class:`Provenance`.
         eve_active (``bool``), eve_bases (``int8``: 0 Z, 1 X, 2 Breidbart), eve_results

@@ -360,3 +360,12 @@ def test_decoy_bounds_with_fluctuations_loosen_and_still_bracket():
     assert 0 < loose.y11_lower < exact.y11_lower <= A.single_photon_yield(eta, eta, link.p_dark)
     with pytest.raises(ConfigurationError, match="needs pulses"):
         A.decoy_bounds(ints, ints, qz, eqz, u_alpha=3.0)
+
+
+def test_channel_model_refuses_bad_numbers():
+    with pytest.raises(ConfigurationError, match="mean photon number"):
+        A.gain_z(-0.1, 0.5, 0.1, 0.1, 1e-6, 0.01)
+    with pytest.raises(ConfigurationError, match="eta_b must be a probability"):
+        A.gain_x(0.5, 0.5, 0.1, 1.5, 1e-6, 0.01)
+    with pytest.raises(ConfigurationError, match="basis must be"):
+        A.phase_averaged_gain("Y", 0.5, 0.5, 0.1, 0.1, 1e-6, 0.01)

@@ -71,9 +71,9 @@ from .finite_key import binary_entropy
 
 __all__ = [
     "FAIL", "PSI_PLUS", "PSI_MINUS", "ANNOUNCEMENTS", "announce", "sift_mask", "bob_key_bits", "qber_by_basis",
-    "output_mode_probabilities", "linear_optics_probabilities", "MdiLink", "MDI_PRESETS", "single_photon_yield", "single_photon_error_x",
-    "gain_z", "gain_x", "phase_averaged_gain", "key_rate", "optimal_key_rate", "max_distance_km",
-    "DecoyBounds", "decoy_bounds", "model_gains", "decoy_key_rate",
+    "output_mode_probabilities", "linear_optics_probabilities", "MdiLink", "MDI_PRESETS", "single_photon_yield",
+    "single_photon_error_x", "gain_z", "gain_x", "phase_averaged_gain", "key_rate", "optimal_key_rate",
+    "max_distance_km", "DecoyBounds", "decoy_bounds", "model_gains", "decoy_key_rate",
 ]
 
 #: The relay's announcement codes.
@@ -293,13 +293,23 @@ def single_photon_error_x(eta_a: float, eta_b: float, p_dark: float, e_d: float)
     return (y11 / 2 - (0.5 - ed) * (1 - pd) ** 2 * ea * eb / 2) / y11 if y11 > 0 else 0.5
 
 
+def _check_pulses(mu, sigma, eta_a, eta_b, p_dark, e_d) -> None:
+    for name, v in (("mu", mu), ("sigma", sigma)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < math.inf:
+            raise ConfigurationError(f"{name} must be a mean photon number >= 0, got {v!r}")
+    for name, v in (("eta_a", eta_a), ("eta_b", eta_b), ("p_dark", p_dark), ("e_d", e_d)):
+        _prob(name, v)
+
+
 def gain_z(mu: float, sigma: float, eta_a: float, eta_b: float, p_dark: float, e_d: float) -> tuple[float, float]:
     """``(Q_μσ^Z, E_μσ^Z)``: the Z-basis gain and error rate of coherent pulses μ (Alice), σ (Bob)."""
+    _check_pulses(mu, sigma, eta_a, eta_b, p_dark, e_d)
     la, lb = mu * eta_a, sigma * eta_b
     pd = p_dark
     mup = la + lb
     x = math.sqrt(la * lb) / 2
-    qc = 2 * (1 - pd) ** 2 * math.exp(-mup / 2) * (1 - (1 - pd) * math.exp(-la / 2)) * (1 - (1 - pd) * math.exp(-lb / 2))
+    qc = (2 * (1 - pd) ** 2 * math.exp(-mup / 2)
+          * (1 - (1 - pd) * math.exp(-la / 2)) * (1 - (1 - pd) * math.exp(-lb / 2)))
     qe = 2 * pd * (1 - pd) ** 2 * math.exp(-mup / 2) * (float(np.i0(2 * x)) - (1 - pd) * math.exp(-mup / 2))
     q = qc + qe
     return q, ((e_d * qc + (1 - e_d) * qe) / q if q > 0 else 0.5)
@@ -307,6 +317,7 @@ def gain_z(mu: float, sigma: float, eta_a: float, eta_b: float, p_dark: float, e
 
 def gain_x(mu: float, sigma: float, eta_a: float, eta_b: float, p_dark: float, e_d: float) -> tuple[float, float]:
     """``(Q_μσ^X, E_μσ^X)``: the X-basis gain and error rate of coherent pulses μ, σ."""
+    _check_pulses(mu, sigma, eta_a, eta_b, p_dark, e_d)
     la, lb = mu * eta_a, sigma * eta_b
     x = math.sqrt(la * lb) / 2
     y = (1 - p_dark) * math.exp(-(la + lb) / 4)
@@ -328,6 +339,7 @@ def phase_averaged_gain(basis: str, mu: float, sigma: float, eta_a: float, eta_b
     """
     if basis not in ("Z", "X"):
         raise ConfigurationError(f"basis must be 'Z' or 'X', got {basis!r}")
+    _check_pulses(mu, sigma, eta_a, eta_b, p_dark, e_d)
     phi = 2 * np.pi * np.arange(points) / points
     la, lb = mu * eta_a, sigma * eta_b
     states = {"Z": (np.array([1, 0]), np.array([0, 1])), "X": (np.array([1, 1]) / math.sqrt(2),
@@ -472,8 +484,10 @@ def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cuto
     mus, sigmas = np.asarray(intensities_alice, float), np.asarray(intensities_bob, float)
     q, eq = np.asarray(gains, float), np.asarray(error_gains, float)
     if q.shape != (mus.size, sigmas.size) or eq.shape != q.shape:
-        raise ConfigurationError(f"gains and error_gains need shape {(mus.size, sigmas.size)}, got {q.shape}, {eq.shape}")
-    if np.any(mus < 0) or np.any(sigmas < 0) or np.any(q < 0) or np.any(q > 1) or np.any(eq < 0) or np.any(eq > q + 1e-15):
+        raise ConfigurationError(
+            f"gains and error_gains need shape {(mus.size, sigmas.size)}, got {q.shape}, {eq.shape}")
+    if (np.any(mus < 0) or np.any(sigmas < 0) or np.any(q < 0) or np.any(q > 1) or np.any(eq < 0)
+            or np.any(eq > q + 1e-15)):
         raise ConfigurationError("intensities must be >= 0, gains in [0, 1], error gains in [0, gain]")
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise ConfigurationError(f"cutoff must be a whole number >= 1, got {cutoff!r}")
@@ -524,7 +538,8 @@ def decoy_bounds(intensities_alice, intensities_bob, gains, error_gains, *, cuto
 
 
 def model_gains(basis: str, intensities_alice, intensities_bob, distance_km: float,
-                link: MdiLink = MDI_PRESETS["LCQ2012"], *, relay_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                link: MdiLink = MDI_PRESETS["LCQ2012"], *,
+                relay_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """``(Q_ij, E_ij Q_ij)`` of the channel model (:func:`gain_z` / :func:`gain_x`) for every
     pair of intensities: what a link would measure, asymptotically."""
     closed = {"Z": gain_z, "X": gain_x}.get(basis)

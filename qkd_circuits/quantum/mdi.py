@@ -91,8 +91,8 @@ from .execution import sample_circuit
 from .models import Channel, Detector
 
 __all__ = ["LinearOpticsRelay", "RandomAnnouncer", "InterceptRelay", "Relay", "BELL_SOURCES", "MdiRecord",
-           "MAX_RELAY_PHOTONS", "build_relay_circuit", "build_pulse_pair_circuit", "relay_announcements", "run_mdi_exchanges",
-           "run_mdi_wcp_exchanges"]
+           "MAX_RELAY_PHOTONS", "build_relay_circuit", "build_pulse_pair_circuit", "relay_announcements",
+           "run_mdi_exchanges", "run_mdi_wcp_exchanges"]
 
 #: The most photons (both pulses together) one pulse pair may bring to the relay in
 #: :func:`run_mdi_wcp_exchanges`: 2 qubits a photon, and a 16-photon-qubit circuit already takes

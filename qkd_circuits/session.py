@@ -473,13 +473,14 @@ def _delivery_needs(qber: float, config: PostProcessingConfig, refill_bits: int,
 
     The finite-key length at ``qber`` (the round's sample fraction and ε's, error correction at the
     design efficiency) must exceed the tag bits *and* the ``refill_bits`` the pool takes first:
-    :func:`~qkd_circuits.analysis.finite_key.minimum_sifted_bits` with those as extra leakage.
+    the protocol's :meth:`~qkd_circuits.protocols.Protocol.minimum_sifted_bits` with those as extra leakage.
     """
-    from .analysis.finite_key import minimum_sifted_bits
     from .postprocessing.protocol import DESIGN_F_EC, TAG_BITS
+    from .protocols import get_protocol
 
-    n = minimum_sifted_bits(min(qber, 0.499), sample_fraction=config.sample_fraction, f_ec=DESIGN_F_EC,
-                            extra_leak=TAG_BITS + refill_bits, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+    n = get_protocol(config.protocol).minimum_sifted_bits(
+        min(qber, 0.499), sample_fraction=config.sample_fraction, f_ec=DESIGN_F_EC, extra_leak=TAG_BITS + refill_bits,
+        eps_sec=config.eps_sec, eps_cor=config.eps_cor)
     if n is None:
         return f"at {qber:.2%} QBER no round size delivers a key"
     pulses = f" (about {math.ceil(n / sifted_per_pulse):,} pulses at this round's sifting rate)" \

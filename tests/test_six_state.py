@@ -58,6 +58,24 @@ def test_the_finite_key_length_keeps_bb84s_terms_and_beats_bb84_past_its_thresho
     assert _decide_length(config, n, k, sample, 10**6) == SIX_STATE.variable_key_length(n, k, 0.05, 10**6)
 
 
+def test_the_smallest_round_that_gives_a_key_uses_the_protocols_length():
+    from qkd_circuits.analysis.finite_key import minimum_sifted_bits
+    from qkd_circuits.postprocessing.protocol import explain_abort
+    from qkd_circuits.protocols import BBM92
+
+    for q in (0.0, 0.05):
+        assert BB84.minimum_sifted_bits(q, sample_fraction=0.1) == BBM92.minimum_sifted_bits(q, sample_fraction=0.1) \
+            == minimum_sifted_bits(q, sample_fraction=0.1)
+        assert SIX_STATE.minimum_sifted_bits(q, sample_fraction=0.1) <= BB84.minimum_sifted_bits(q, sample_fraction=0.1)
+    assert BB84.minimum_sifted_bits(0.105, sample_fraction=0.1) is None  # 1 - 2.2 h(Q) < 0 at f_ec 1.2
+    assert SIX_STATE.minimum_sifted_bits(0.105, sample_fraction=0.1) is not None  # 1 - chi - 1.2 h > 0
+    sample = estimate_qber(105, 1000, epsilon=1e-10)
+    six = PostProcessingConfig(protocol="six-state", abort_qber=0.126)
+    assert "no round size" in explain_abort(PostProcessingConfig(abort_qber=0.126), AbortReason.KEY_TOO_SHORT,
+                                            sifted=10_000, qber=sample)
+    assert "sifted bits" in explain_abort(six, AbortReason.KEY_TOO_SHORT, sifted=10_000, qber=sample)
+
+
 qiskit_aer = pytest.importorskip("qiskit_aer")
 from qkd_circuits.quantum.entangled import build_six_state_circuit, run_protocol_exchanges  # noqa: E402
 from qkd_circuits.quantum.models import Channel, InterceptResend  # noqa: E402

@@ -73,8 +73,7 @@ from ..hazmat import messages as m
 from ..hazmat.amplification import toeplitz_hash
 from ..hazmat.cascade import CascadeAlice, CascadeBob, PRESETS, parities_asked
 from .estimation import QBEREstimate, estimate_qber
-from ..analysis.finite_key import (KeyLength, binary_entropy, check_epsilon, decoy_key_length,
-                                   minimum_sifted_bits)
+from ..analysis.finite_key import KeyLength, binary_entropy, check_epsilon, decoy_key_length
 from .decoy_rounds import KEY_BASIS, TEST_BASIS, DecoyProtocol, count_bits
 from .ledger import LeakageLedger
 from ..analysis.finite_decoy import DecoyCounts, DecoyKeyLength, decoy_key_length as composable_decoy_length
@@ -370,7 +369,7 @@ def explain_abort(config: PostProcessingConfig, reason, *, sifted: int, qber: QB
     sample's *bound*, not its rate, is past ``abort_qber``; ``key_too_short``) it names the
     smallest round that could succeed: the sample size a QBER bound below ``abort_qber`` needs
     even with no errors, ``ln ε / ln(1 − abort_qber)`` bits, and the sifted bits a key needs at the
-    measured QBER (:func:`~qkd_circuits.analysis.finite_key.minimum_sifted_bits`, error correction
+    measured QBER (the protocol's :meth:`~qkd_circuits.protocols.Protocol.minimum_sifted_bits`, error correction
     at f = :data:`DESIGN_F_EC`).  With ``sifted_per_pulse`` (the round's sifted bits per pulse sent)
     it converts to pulses.  ``None`` for other reasons.
 
@@ -395,8 +394,9 @@ def explain_abort(config: PostProcessingConfig, reason, *, sifted: int, qber: QB
             if sifted_per_pulse else ""
 
     def needed(q: float) -> str:
-        n = minimum_sifted_bits(min(q, 0.499), sample_fraction=config.sample_fraction, f_ec=DESIGN_F_EC,
-                                extra_leak=TAG_BITS, eps_sec=config.eps_sec, eps_cor=config.eps_cor)
+        n = get_protocol(config.protocol).minimum_sifted_bits(
+            min(q, 0.499), sample_fraction=config.sample_fraction, f_ec=DESIGN_F_EC, extra_leak=TAG_BITS,
+            eps_sec=config.eps_sec, eps_cor=config.eps_cor)
         if n is None:
             return f"no round size gives a key at {q:.2%} QBER"
         return f"at {q:.2%} QBER a key needs at least {n:,} sifted bits{pulses(n)}"

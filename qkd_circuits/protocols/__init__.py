@@ -201,6 +201,36 @@ class Protocol:
         return KeyLength(**{**kl.__dict__, "tolerance_rule":
                             f"sampled QBER rounded up to a {TOLERANCE_STEP:g} grid; eps_sec/{TOLERANCE_VALUES} each"})
 
+    def minimum_sifted_bits(self, qber: float, *, sample_fraction: float, f_ec: float = 1.2, extra_leak: int = 128,
+                            eps_sec: float = 1e-10, eps_cor: float = 1e-15) -> int | None:
+        """The fewest sifted bits giving a key of at least one bit at ``qber`` with this protocol's
+        length (error correction leaking ``f_ec·n·h(Q) + extra_leak``); ``None`` when no size up to
+        2^40 does.  For BB84 and BBM92 exactly
+        :func:`~qkd_circuits.analysis.finite_key.minimum_sifted_bits`."""
+        if type(self) is Protocol:
+            from ..analysis.finite_key import minimum_sifted_bits
+
+            return minimum_sifted_bits(qber, sample_fraction=sample_fraction, f_ec=f_ec, extra_leak=extra_leak,
+                                       eps_sec=eps_sec, eps_cor=eps_cor)
+        if not (0.0 <= qber < 0.5 and 0.0 < sample_fraction < 1.0 and math.isfinite(f_ec) and f_ec >= 1.0):
+            raise ConfigurationError(f"need qber in [0, 0.5), sample_fraction in (0, 1) and f_ec >= 1, got "
+                                     f"{qber!r}, {sample_fraction!r}, {f_ec!r}")
+
+        def gives_key(sifted: int) -> bool:
+            k = min(sifted - 1, max(1, math.ceil(sample_fraction * sifted)))
+            n = sifted - k
+            leak = math.ceil(f_ec * n * float(binary_entropy(qber))) + extra_leak
+            return self.variable_key_length(n, k, qber, leak, eps_sec=eps_sec, eps_cor=eps_cor).length > 0
+
+        hi = 1 << 40
+        if not gives_key(hi):
+            return None
+        lo = 2
+        while hi - lo > max(1, lo // 1000):  # to 0.1%, as the BB84 function: a guide, not a threshold
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if gives_key(mid) else (mid, hi)
+        return hi
+
     def describe(self) -> dict:
         """The protocol's public facts (JSON-ready), as ``docs/protocols.md`` tabulates them."""
         return {"name": self.name, "title": self.title, "bases": list(self.bases), "source": self.source,

@@ -85,9 +85,10 @@ from qiskit.circuit import Parameter
 from ..analysis import mdi as _analysis
 from ..analysis.mdi import FAIL, PSI_MINUS, PSI_PLUS
 from ..exceptions import ConfigurationError
+from ..records import MeasurementRecord, Provenance
 from .backends import Backend, draw_simulator_seed, resolve_backend
 from .circuits import _noise_instructions
-from .execution import sample_circuit
+from .execution import sample_circuit, simulator_seed_bits
 from .models import Channel, Detector
 
 __all__ = ["LinearOpticsRelay", "RandomAnnouncer", "InterceptRelay", "Relay", "BELL_SOURCES", "MdiRecord",
@@ -322,6 +323,7 @@ class MdiRecord:
     alice_intensity: np.ndarray | None = None
     bob_intensity: np.ndarray | None = None
     intensity_labels: tuple[str, ...] = ()
+    provenance: Provenance | None = None
 
     def __repr__(self) -> str:  # no bits in reprs
         return f"MdiRecord(pairs={self.alice_bits.size}, relay={self.models.get('relay')!r})"
@@ -345,6 +347,23 @@ class MdiRecord:
 
     def announcement_rate(self, code: int) -> float:
         return float(np.mean(self.announcement == code))
+
+    def to_measurement_record(self) -> MeasurementRecord:
+        """The run as BB84's :class:`~qkd_circuits.MeasurementRecord`, for the unchanged post-processing.
+
+        After the relay's announcement and Bob's flip, MDI-QKD with single photons is BB84 with
+        the relay as Eve (LCQ 2012): ``detected`` is "the relay announced ψ±", ``bob_results``
+        Bob's flipped bits, and sifting, estimation, Cascade, verification, amplification and
+        the finite-key length (TLGR, single photons) apply as they are; the provenance's mode
+        is ``"mdi"``.  Weak-coherent-pulse runs are refused: their key length needs the decoy
+        bounds of :mod:`qkd_circuits.analysis.mdi`, which BB84's round does not apply.
+        """
+        if self.alice_intensity is not None or self.provenance is None:
+            raise ConfigurationError("only single-photon MDI runs (run_mdi_exchanges) convert to a BB84 record; "
+                                     "weak-coherent-pulse runs need the MDI decoy analysis")
+        return MeasurementRecord(alice_bits=self.alice_bits, alice_bases=self.alice_bases,
+                                 bob_bases=self.bob_bases, bob_results=self.bob_key_bits().astype(np.uint8),
+                                 detected=self.announcement != FAIL, provenance=self.provenance)
 
     def intensity_mask(self, alice: str, bob: str) -> np.ndarray:
         """Pairs of a weak-coherent-pulse run in which Alice sent intensity ``alice`` and Bob ``bob``."""
@@ -460,9 +479,11 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
     models = {"channel_alice": asdict(channels[0]), "channel_bob": asdict(channels[1]),
               "detector": asdict(detector), "relay": relay.to_dict(), "backend": backend.spec,
               "seed": seed}
+    provenance = Provenance.build(backend, mode="mdi", schedule="grouped", lanes=1, shots=shots_total, seed=seed,
+                                  models=models, simulator_seed_bits=simulator_seed_bits(backend, seed))
     return MdiRecord(alice_bits=a_bits, alice_bases=a_bases, bob_bits=b_bits, bob_bases=b_bases,
                      announcement=announcement, arrived=arrived, models=models, shots=shots_total,
-                     eve_attacked=eve_attacked, eve_results=eve_results, job_count=jobs)
+                     eve_attacked=eve_attacked, eve_results=eve_results, job_count=jobs, provenance=provenance)
 
 
 def _sample_noiseless(circuit: QuantumCircuit, shots: int, *, backend: Backend, seed: int | None,

@@ -388,3 +388,13 @@ def test_an_mdi_round_through_the_unchanged_post_processing():
     assert cheat.qber.true_by_basis["Z"] == 0.0 and cheat.qber.true_by_basis["X"] > 0.4
     with pytest.raises(ConfigurationError, match="single-photon MDI runs"):
         run_mdi_wcp_exchanges(50, intensities={"signal": 0.1}, seed=1).to_measurement_record()
+
+
+def test_key_rate_curve_falls_with_distance_like_the_total_transmittance():
+    """Each 50 km (10 dB in total) costs about a factor 10 in rate far from the end: the rate
+    goes with η_a η_b, as the closed form at p_d = e_d = 0 says."""
+    curve = A.key_rate_curve([50.0, 100.0, 150.0])
+    assert [p["distance_km"] for p in curve] == [50.0, 100.0, 150.0]
+    ratios = [curve[i]["rate"] / curve[i + 1]["rate"] for i in range(2)]
+    assert all(9.0 < r < 13.0 for r in ratios), ratios
+    assert curve[0]["rate"] == pytest.approx(5.298e-5, rel=1e-3)

@@ -42,7 +42,7 @@ from .postprocessing.estimation import QBEREstimate, clopper_pearson, estimate_q
 from .quantum.models import Channel, Detector, EntanglingProbe, InterceptResend
 from .records import (AliceView, BobView, EveView, MeasurementRecord, Provenance, WcpRecord, WeakCoherentSource,
                       load_record, sift_mask)
-from .session import BB84Result, MitmResult, Report, postprocess, run_bb84, run_mitm
+from .session import BB84Result, MitmResult, Report, postprocess, run_bb84, run_mitm, run_round
 from . import teaching
 from .teaching import format_pulse_table, one_photon, pulse_table
 
@@ -73,7 +73,7 @@ __all__ = sorted([
     "PartyOutcome", "PostProcessingConfig", "Provenance", "ProtocolAborted", "ProtocolError",
     "QBEREstimate", "QBERTooHigh", "QKDError", "RecordError", "Report", "binary_entropy",
     "clopper_pearson", "drive", "estimate_qber", "finite_key_length", "load_record", "postprocess",
-    "run_bb84", "shor_preskill_rate", "sift_mask", "WcpRecord", "WeakCoherentSource", "variable_key_length", "__version__",
+    "run_bb84", "run_round", "shor_preskill_rate", "sift_mask", "WcpRecord", "WeakCoherentSource", "variable_key_length", "__version__",
     "teaching", "pulse_table", "format_pulse_table", "one_photon", *_LAZY,
 ])
 

@@ -24,8 +24,8 @@ PUBLIC = {
     "binary_entropy", "build_exchange_circuit", "build_pulse_circuit", "clopper_pearson", "create_psk_file",
     "decoy", "decoy_key_length", "draw_choices", "drive", "estimate_qber", "finite_key_length",
     "format_pulse_table", "hybrid", "keyrate", "load_record", "one_photon", "postprocess", "pulse_table",
-    "resolve_backend", "run_bb84", "run_exchanges", "run_mitm", "run_wcp_exchanges", "shor_preskill_rate",
-    "sift_mask", "submit", "teaching", "variable_key_length",
+    "resolve_backend", "run_bb84", "run_exchanges", "run_mitm", "run_round", "run_wcp_exchanges",
+    "shor_preskill_rate", "sift_mask", "submit", "teaching", "variable_key_length",
 }
 
 # Every public namespace (each package and module without a leading underscore) and the names its
@@ -35,6 +35,14 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits": PUBLIC,
     "qkd_circuits.analysis": {
         "decoy", "finite_decoy", "finite_key", "keyrate"
+    },
+    "qkd_circuits.analysis.chsh": {
+        "ALICE_ANGLES", "ALICE_CODES", "ANGLES", "BOB_ANGLES", "BOB_CODES", "CHSHEstimate", "CHSH_TERMS",
+        "CLASSICAL_BOUND", "DI_KEY_PAIR", "KEY_PAIRS", "Prediction", "TSIRELSON_BOUND", "bb84_key_rate",
+        "chsh_value", "correlator", "di_key_rate", "di_privacy_cost", "di_threshold_qber", "estimate_chsh",
+        "hoeffding_radius", "intercept_resend_chsh", "intercept_resend_correlator", "intercept_resend_qber",
+        "key_qber", "predicted_statistics", "visibility_from_depolarizing", "visibility_from_misalignment",
+        "visibility_from_pauli_probability"
     },
     "qkd_circuits.analysis.finite_decoy": {
         "BasisCounts", "DecoyCounts", "DecoyKeyLength", "EpsilonLedger", "EpsilonTerm", "METHODS", "SAMPLINGS",
@@ -57,6 +65,18 @@ NAMESPACES: dict[str, set[str]] = {
         "DecoyEstimate", "KeyRateCurve", "KeyRatePoint", "LinkParameters", "METHODS", "PRESETS",
         "decoy_estimate", "error_gain", "gain", "key_rate", "key_rate_curve", "max_distance_km", "poisson",
         "rate_from_estimate", "reach_km", "shor_preskill_threshold"
+    },
+    "qkd_circuits.analysis.mdi": {
+        "ANNOUNCEMENTS", "DecoyBounds", "FAIL", "MDI_PRESETS", "MdiLink", "PSI_MINUS", "PSI_PLUS", "announce",
+        "bob_key_bits", "decoy_bounds", "decoy_key_rate", "gain_x", "gain_z", "key_rate", "key_rate_curve",
+        "linear_optics_probabilities", "max_distance_km", "model_gains", "optimal_key_rate",
+        "output_mode_probabilities", "phase_averaged_gain", "qber_by_basis", "sift_mask", "single_photon_error_x",
+        "single_photon_yield"
+    },
+    "qkd_circuits.analysis.sarg04": {
+        "PROTOCOLS", "PnsRatePoint", "four_state_gram", "four_state_usd_probability", "optimal_pns_mu",
+        "pair_usd_probability", "pns_known_fraction", "pns_rate", "qber_depolarizing", "qber_intercept_resend",
+        "sarg04_qber_from_bb84", "sifted_fraction", "usd_probability"
     },
     "qkd_circuits.channel": {
         "AuthKeyPool", "AuthSummary", "AuthenticatedAlice", "AuthenticatedBob", "DEFAULT_REPLENISH_BITS",
@@ -244,6 +264,9 @@ NAMESPACES: dict[str, set[str]] = {
         "PartyOutcome", "PostProcessingConfig", "drive", "explain_abort", "leak_budget"
     },
     "qkd_circuits.quantum": set(),  # the names live in its modules, so that the package loads no qiskit
+    "qkd_circuits.quantum.b92": {
+        "B92Record", "b92_from_record", "build_b92_usd_circuit", "run_b92", "run_b92_usd_attack", "usd_unitary"
+    },
     "qkd_circuits.quantum.backends": {
         "Backend", "DD_SEQUENCES", "DENSITY_MATRIX_MAX_QUBITS", "ExecutionOptions", "SAMPLER_MODES",
         "SIMULATOR_SEED_BITS", "draw_simulator_seed", "resolve_backend", "used_qubits", "worst_qubits"
@@ -255,6 +278,9 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.quantum.circuits": {
         "ExchangeTemplate", "MODES", "build_exchange_circuit"
     },
+    "qkd_circuits.quantum.e91": {
+        "E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit", "draw_e91_choices", "run_e91"
+    },
     "qkd_circuits.quantum.entangled": {
         "ARMS", "EntangledTemplate", "SOURCES", "build_bbm92_circuit", "build_six_state_circuit",
         "run_protocol_exchanges"
@@ -262,6 +288,11 @@ NAMESPACES: dict[str, set[str]] = {
     "qkd_circuits.quantum.execution": {
         "PartyChoices", "PendingExchange", "StoredJob", "SubmissionPlan", "draw_choices", "plan_submission",
         "run_exchanges", "sample_circuit", "submit"
+    },
+    "qkd_circuits.quantum.mdi": {
+        "BELL_SOURCES", "InterceptRelay", "LinearOpticsRelay", "MAX_RELAY_PHOTONS", "MdiRecord", "RandomAnnouncer",
+        "Relay", "build_pulse_pair_circuit", "build_relay_circuit", "relay_announcements", "run_mdi_exchanges",
+        "run_mdi_wcp_exchanges"
     },
     "qkd_circuits.quantum.mitigation": {
         "DEFAULT_CALIBRATION_SHOTS", "bob_qubits", "calibration_circuits", "confusion", "mitigated_qber"
@@ -271,6 +302,11 @@ NAMESPACES: dict[str, set[str]] = {
     },
     "qkd_circuits.quantum.photon": {
         "PhotonStep", "one_photon", "parse_basis"
+    },
+    "qkd_circuits.quantum.sarg04": {
+        "FourStateUsd", "Sarg04Record", "StoredPhotonAttack", "build_four_state_usd_circuit",
+        "build_stored_photon_circuit", "draw_pairs", "run_four_state_usd", "run_sarg04", "run_stored_photon_attack",
+        "sarg04_from_record"
     },
     "qkd_circuits.quantum.usage": {
         "FAKE_SECONDS_PER_EXECUTION", "SLOW_RUN_SECONDS", "fake_run_seconds", "plan_warnings", "usage_estimate"
@@ -376,6 +412,8 @@ def test_classical_layers_import_without_qiskit():
         import qkd_circuits.channel.pki, qkd_circuits.keystore, qkd_circuits.analysis.keyrate, qkd_circuits.decoy
         import qkd_circuits.quantum.models, qkd_circuits.params, qkd_circuits.analysis, qkd_circuits.network
         import qkd_circuits.cli, qkd_circuits.etsi014, qkd_circuits.node  # the command line starts without qiskit
+        import qkd_circuits.analysis.chsh, qkd_circuits.analysis.mdi, qkd_circuits.analysis.sarg04
+        import qkd_circuits.protocols, qkd_circuits.teaching
         assert not any(m == "qiskit" or m.startswith("qiskit") for m in sys.modules), sorted(sys.modules)
         try:
             qkd_circuits.build_exchange_circuit

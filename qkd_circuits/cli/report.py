@@ -22,6 +22,10 @@ def echo_json(value: Any, **kwargs: Any) -> None:
     click.echo(json.dumps(value, default=json_default, **kwargs))
 
 
+#: How the text report names each protocol's round.
+_PROTOCOL_NAMES = {"bb84": "BB84", "bbm92": "BBM92", "six-state": "Six-state"}
+
+
 def _percent(value) -> str:
     return "n/a" if value is None else f"{value:.4%}"
 
@@ -61,7 +65,8 @@ def print_report(report) -> None:
     """The human-readable report of one BB84 round (no key bytes: digests only)."""
     q = report.qber
     lines = [
-        f"BB84 round on {report.backend} ({report.mode} mode, seed {report.seed})",
+        f"{_PROTOCOL_NAMES.get(getattr(report, 'protocol', 'bb84'), getattr(report, 'protocol', 'bb84'))} round on "
+        f"{report.backend} ({report.mode} mode, seed {report.seed})",
         f"  exchanges      {report.exchanges:>12,}",
         f"  detected       {report.detected:>12,}",
         f"  sifted         {report.sifted:>12,}",

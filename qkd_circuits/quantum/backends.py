@@ -227,17 +227,22 @@ class Backend:
             return True
         return self.kind == "braket-local" and _braket_module(required=False) is not None
 
-    def sampler(self, *, seed: int | None, num_qubits: int):
+    def sampler(self, *, seed: int | None, num_qubits: int, unitary: bool = False):
         """A fresh ``BaseSamplerV2`` for circuits of ``num_qubits`` qubits.
 
         ``seed`` is the simulator seed of every job the sampler runs; ``None`` leaves it to the
         backend (Aer: 32 bits of its own per run).  For secret results, build one sampler per
         job with ``seed=draw_simulator_seed()``, as :func:`~qkd_circuits.submit` does.
+        ``unitary=True`` (a circuit without noise instructions) lets Aer use the state vector at
+        any width: exact there, and far cheaper than the density matrix it otherwise picks up to
+        :data:`DENSITY_MATRIX_MAX_QUBITS` qubits (a 12-qubit MDI pulse circuit: 114 s as a density
+        matrix).
         """
         if self.kind == "aer":
             from qiskit_aer.primitives import SamplerV2
 
-            return SamplerV2(seed=seed, options={"backend_options": {"method": _aer_method(num_qubits)}})
+            method = "statevector" if unitary else _aer_method(num_qubits)
+            return SamplerV2(seed=seed, options={"backend_options": {"method": method}})
         if self.kind in ("fake", "ibm"):
             from qiskit_ibm_runtime import Batch, SamplerV2, Session
 

@@ -903,6 +903,14 @@ def run_exchanges(exchanges: int, *, progress: Callable[[int, int], None] | None
     return submit(exchanges, **kwargs).result(progress=progress)
 
 
+def _without_noise_instructions(circuit) -> bool:
+    """Whether ``circuit`` holds only gates, measurements, resets and barriers (no Aer noise channels)."""
+    from qiskit.circuit import Gate
+
+    return all(isinstance(inst.operation, Gate) or inst.operation.name in ("measure", "reset", "barrier", "delay")
+               for inst in circuit.data)
+
+
 def sample_circuit(circuit, shots: int, *, backend: str | Backend = "aer", seed: int | None = None,
                    parameter_values: Any = None) -> dict[str, np.ndarray]:
     """Run any circuit on ``backend`` and return each classical register's bits.
@@ -941,9 +949,10 @@ def sample_circuit(circuit, shots: int, *, backend: str | Backend = "aer", seed:
         raise ConfigurationError("sample_circuit needs a circuit with at least one named classical register")
     backend = resolve_backend(backend)
     prepared = backend.prepare(circuit)
+    unitary = _without_noise_instructions(prepared)
     if backend.takes_simulator_seed:
         job_seed = draw_simulator_seed() if seed is None else seed  # the secret seed goes nowhere else
-        sampler = backend.sampler(seed=job_seed, num_qubits=prepared.num_qubits)
+        sampler = backend.sampler(seed=job_seed, num_qubits=prepared.num_qubits, unitary=unitary)
     else:
         sampler = backend.sampler(seed=None, num_qubits=prepared.num_qubits)
     pub = (prepared,) if parameter_values is None else (prepared, parameter_values)

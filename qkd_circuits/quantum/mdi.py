@@ -84,9 +84,9 @@ from qiskit.circuit import Parameter
 
 from ..analysis import mdi as _analysis
 from ..analysis.mdi import FAIL, PSI_MINUS, PSI_PLUS
-from ..exceptions import BackendError, ConfigurationError
+from ..exceptions import ConfigurationError
 from ..records import MeasurementRecord, Provenance
-from .backends import Backend, draw_simulator_seed, resolve_backend
+from .backends import Backend, resolve_backend
 from .circuits import _noise_instructions
 from .execution import sample_circuit, simulator_seed_bits
 from .models import Channel, Detector
@@ -465,8 +465,7 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
             shots = int(counts.max())
         else:
             values, shots = None, int(idx.size)
-        run = sample_circuit if noisy else _sample_noiseless
-        data = run(circuit, shots, backend=backend, seed=seeds[config], parameter_values=values)
+        data = sample_circuit(circuit, shots, backend=backend, seed=seeds[config], parameter_values=values)
         jobs += 1
         shots_total += shots * (16 if params else 1)
         ann = relay_announcements(data, relay)
@@ -487,31 +486,6 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
     return MdiRecord(alice_bits=a_bits, alice_bases=a_bases, bob_bits=b_bits, bob_bases=b_bases,
                      announcement=announcement, arrived=arrived, models=models, shots=shots_total,
                      eve_attacked=eve_attacked, eve_results=eve_results, job_count=jobs, provenance=provenance)
-
-
-def _sample_noiseless(circuit: QuantumCircuit, shots: int, *, backend: Backend, seed: int | None,
-                      parameter_values) -> dict[str, np.ndarray]:
-    """:func:`.execution.sample_circuit` for a circuit without noise instructions.
-
-    On Aer, ``sample_circuit`` runs circuits of up to ``DENSITY_MATRIX_MAX_QUBITS`` (12) qubits
-    with the density-matrix method, which costs minutes per binding at 12 qubits; these
-    circuits are unitary up to their measurements, so the state-vector method is exact and
-    fast (as :func:`.wcp.run_wcp_exchanges` does).  Same seed discipline: a given seed is used as
-    is, ``None`` draws a fresh secret 64-bit seed.  Other backends go through ``sample_circuit``.
-    """
-    if backend.kind != "aer":
-        return sample_circuit(circuit, shots, backend=backend, seed=seed, parameter_values=parameter_values)
-    from qiskit_aer.primitives import SamplerV2
-
-    sampler = SamplerV2(seed=draw_simulator_seed() if seed is None else seed,
-                        options={"backend_options": {"method": "statevector"}})
-    prepared = backend.prepare(circuit)
-    pub = (prepared,) if parameter_values is None else (prepared, parameter_values)
-    try:
-        result = sampler.run([pub], shots=shots).result()[0]
-    except Exception as exc:  # as sample_circuit: the simulator's own errors as a BackendError
-        raise BackendError(f"{backend.spec} failed the job: {exc}") from None
-    return {c.name: getattr(result.data, c.name).to_bool_array(order="little") for c in circuit.cregs}
 
 
 def build_pulse_pair_circuit(alice_photons: int, bob_photons: int, *, channel_alice: Channel | None = None,
@@ -664,7 +638,7 @@ def run_mdi_wcp_exchanges(pairs: int, *, intensities: dict[str, float] | None = 
             shots = int(counts.max())
         else:
             values, shots = None, int(idx.size)
-        data = _sample_noiseless(circuit, shots, backend=backend, seed=job_seed, parameter_values=values)
+        data = sample_circuit(circuit, shots, backend=backend, seed=job_seed, parameter_values=values)
         jobs += 1
         shots_total += shots * (16 if params else 1)
         ann = relay_announcements(data)

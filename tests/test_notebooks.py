@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -87,18 +89,26 @@ def _check(nb) -> None:
 
 
 def _run_notebook(path: Path):
+    from jupyter_client.manager import KernelManager
+
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
-                                     resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     wall_s, outcome = None, "failed"
-    try:
-        client.execute()
-        wall_s = time.perf_counter() - t0  # the execution only, not the checks
-        _check(nb)
-        outcome = "passed"
-    finally:
-        _record(path, nb, time.perf_counter() - t0 if wall_s is None else wall_s, outcome)
+    # The kernel talks over Unix sockets, not TCP.  Over TCP, jupyter_client picks free ports and
+    # releases them before the kernel binds them, while the suite's loopback servers bind port 0 on
+    # the other worker; twice a notebook that runs in 1-5 s took 121 s and 124 s outside its cells
+    # (kernel start or stop), which that race would explain.  No such wait has been seen over IPC.
+    with tempfile.TemporaryDirectory(prefix="qkd-kernel-") as sockets:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+        client = nbclient.NotebookClient(nb, km=km, timeout=120, store_widget_state=True,
+                                         resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+            wall_s = time.perf_counter() - t0  # the execution only, not the checks
+            _check(nb)
+            outcome = "passed"
+        finally:
+            _record(path, nb, time.perf_counter() - t0 if wall_s is None else wall_s, outcome)
     return nb
 
 

@@ -46,8 +46,36 @@ from .models import Channel, Detector, Eavesdropper
 __all__ = ["B92Record", "run_b92", "b92_from_record", "usd_unitary", "build_b92_usd_circuit", "run_b92_usd_attack"]
 
 
+class _ConclusiveSifting:
+    """What B92 and SARG04 records share: Bob keeps his *conclusive* results, and his bit is the
+    basis he did not rule out (1 − his basis).  A record supplies ``alice_bits``, ``bob_bases``,
+    ``detected`` and ``conclusive``."""
+
+    @property
+    def bob_bits(self) -> np.ndarray:
+        """Bob's bit on a conclusive result: 1 − basis (Z → 1, X → 0)."""
+        return (1 - self.bob_bases).astype(np.uint8)
+
+    def sifted_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Alice's and Bob's sifted bits (``uint8``), in send order."""
+        mask = self.conclusive
+        return self.alice_bits[mask].copy(), self.bob_bits[mask]
+
+    @property
+    def sifted_fraction(self) -> float:
+        """Conclusive results per detected pulse (1/4 on a noiseless channel)."""
+        det = int(self.detected.sum())
+        return float(self.conclusive.sum()) / det if det else 0.0
+
+    @property
+    def qber(self) -> float:
+        """Error rate of the sifted bits (``nan`` when nothing was kept)."""
+        a, b = self.sifted_keys()
+        return float(np.mean(a != b)) if a.size else math.nan
+
+
 @dataclass(frozen=True)
-class B92Record:
+class B92Record(_ConclusiveSifting):
     """The outcome of ``n`` B92 pulses (``uint8`` 0/1 arrays and a ``bool`` mask, shape (n,)).
 
     Attributes:
@@ -77,27 +105,6 @@ class B92Record:
         """Bob's kept pulses: a click whose result is 1 (Z: not |0>; X: not |+>)."""
         return self.detected & (self.bob_results == 1)
 
-    @property
-    def bob_bits(self) -> np.ndarray:
-        """Bob's bit on a conclusive result: 1 − basis (Z → 1, X → 0)."""
-        return (1 - self.bob_bases).astype(np.uint8)
-
-    def sifted_keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """Alice's and Bob's sifted bits (``uint8``), in send order."""
-        mask = self.conclusive
-        return self.alice_bits[mask].copy(), self.bob_bits[mask]
-
-    @property
-    def sifted_fraction(self) -> float:
-        """Conclusive results per detected pulse (1/4 on a noiseless channel)."""
-        det = int(self.detected.sum())
-        return float(self.conclusive.sum()) / det if det else 0.0
-
-    @property
-    def qber(self) -> float:
-        """Error rate of the sifted bits (``nan`` when nothing was kept)."""
-        a, b = self.sifted_keys()
-        return float(np.mean(a != b)) if a.size else math.nan
 
 
 def b92_from_record(record: MeasurementRecord) -> B92Record:

@@ -171,12 +171,7 @@ def build_exchange_circuit(
 
         # Eve sits next to Alice (the worst case for the parties).
         if isinstance(eve, InterceptResend):
-            qc.ry(_ry_for_probability(eve.fraction), e_flag[lane])
-            if e_basis is not None:
-                qc.h(e_basis[lane])
-            _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=False)
-            qc.ccx(e_flag[lane], q, e_result[lane])  # copy = measure (deferred), resend = collapse
-            _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=True)
+            _intercept_resend(qc, eve, e_flag, e_basis, e_result, lane, q)
         elif isinstance(eve, EntanglingProbe):
             qc.h(e_basis[lane])
             qc.cry(-math.pi / 2, e_basis[lane], q)
@@ -223,6 +218,20 @@ def build_exchange_circuit(
         bob_theta=bob_theta,
         eve_fixed_basis=eve_fixed_basis,
     )
+
+
+def _intercept_resend(qc, eve: InterceptResend, e_flag, e_basis, e_result, lane: int, q) -> None:
+    """Eve's measure-and-resend of the pulse ``q`` in ``lane``: she acts with probability
+    ``eve.fraction`` (the ``e_flag`` qubit), in her basis (``e_basis`` is a |+> qubit for a random
+    basis, else ``None``), copying the result into ``e_result`` (a deferred measurement: copying
+    collapses the pulse as measuring it would) and resending in the same basis.  Every protocol's
+    circuits use this one fragment."""
+    qc.ry(_ry_for_probability(eve.fraction), e_flag[lane])
+    if e_basis is not None:
+        qc.h(e_basis[lane])
+    _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=False)
+    qc.ccx(e_flag[lane], q, e_result[lane])  # copy = measure (deferred), resend = collapse
+    _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=True)
 
 
 def _into_eve_basis(qc, basis, e_basis, lane, q, *, inverse: bool) -> None:

@@ -64,7 +64,7 @@ from ..analysis.chsh import (ALICE_ANGLES, ALICE_CODES, BOB_ANGLES, BOB_CODES, C
                              CHSHEstimate, estimate_chsh)
 from ..exceptions import ConfigurationError
 from .backends import Backend, resolve_backend
-from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _into_eve_basis, _noise_instructions, \
+from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _intercept_resend, _noise_instructions, \
     _ry_for_probability
 from .models import Channel, InterceptResend
 
@@ -160,12 +160,7 @@ def build_e91_circuit(*, channel: Channel | None = None, eve: InterceptResend | 
         qc.cx(alice[lane], q)
         # Eve on Bob's arm, next to the source.
         if eve is not None:
-            qc.ry(_ry_for_probability(eve.fraction), e_flag[lane])
-            if e_basis is not None:
-                qc.h(e_basis[lane])
-            _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=False)
-            qc.ccx(e_flag[lane], q, e_result[lane])  # copy = measure (deferred), resend = collapse
-            _into_eve_basis(qc, eve.basis, e_basis, lane, q, inverse=True)
+            _intercept_resend(qc, eve, e_flag, e_basis, e_result, lane, q)
         # The rest of Bob's arm.
         if channel.misalignment > 0:
             qc.ry(_ry_for_probability(channel.misalignment), q)

@@ -59,7 +59,7 @@ from ..exceptions import ConfigurationError
 from ..protocols import get_protocol
 from ..records import MeasurementRecord, Provenance
 from .backends import Backend, resolve_backend
-from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _into_eve_basis, _noise_instructions, _pauli
+from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _intercept_resend, _noise_instructions, _pauli
 from .circuits import _ry_for_probability
 from .execution import _check_count, _models_dict, sample_circuit, simulator_seed_bits
 from .models import Channel, Detector, Eavesdropper, InterceptResend
@@ -125,12 +125,7 @@ def _eve_registers(qc: QuantumCircuit, eve: InterceptResend | None, measured: di
 
 def _intercept(qc: QuantumCircuit, eve: InterceptResend, flag, basis, result, q) -> None:
     """Eve's measure-and-resend on qubit ``q`` (deferred measurement, as in :mod:`.circuits`)."""
-    qc.ry(_ry_for_probability(eve.fraction), flag[0])
-    if basis is not None:
-        qc.h(basis[0])
-    _into_eve_basis(qc, eve.basis, basis, 0, q, inverse=False)
-    qc.ccx(flag[0], q, result[0])
-    _into_eve_basis(qc, eve.basis, basis, 0, q, inverse=True)
+    _intercept_resend(qc, eve, flag, basis, result, 0, q)
 
 
 def _detection(qc: QuantumCircuit, measured: dict, q, eta: float, detector: Detector) -> None:

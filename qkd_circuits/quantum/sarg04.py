@@ -40,7 +40,7 @@ from qiskit.circuit.library import UnitaryGate
 
 from ..exceptions import ConfigurationError
 from ..records import MeasurementRecord
-from .b92 import _choice_bits, _ry_state, _sample_grouped, usd_unitary
+from .b92 import _ConclusiveSifting, _choice_bits, _ry_state, _sample_grouped, usd_unitary
 from .backends import Backend
 from .execution import draw_choices, run_exchanges
 from .models import Channel, Detector, Eavesdropper
@@ -51,7 +51,7 @@ __all__ = ["Sarg04Record", "draw_pairs", "sarg04_from_record", "run_sarg04", "bu
 
 
 @dataclass(frozen=True)
-class Sarg04Record:
+class Sarg04Record(_ConclusiveSifting):
     """The outcome of ``n`` SARG04 pulses (``uint8`` 0/1 arrays and a ``bool`` mask, shape (n,)).
 
     Attributes:
@@ -85,24 +85,6 @@ class Sarg04Record:
     def conclusive(self) -> np.ndarray:
         return self.detected & (self.bob_results != self.announced_value)
 
-    @property
-    def bob_bits(self) -> np.ndarray:
-        return (1 - self.bob_bases).astype(np.uint8)
-
-    def sifted_keys(self) -> tuple[np.ndarray, np.ndarray]:
-        mask = self.conclusive
-        return self.alice_bits[mask].copy(), self.bob_bits[mask]
-
-    @property
-    def sifted_fraction(self) -> float:
-        """Conclusive results per detected pulse (1/4 on a noiseless channel)."""
-        det = int(self.detected.sum())
-        return float(self.conclusive.sum()) / det if det else 0.0
-
-    @property
-    def qber(self) -> float:
-        a, b = self.sifted_keys()
-        return float(np.mean(a != b)) if a.size else math.nan
 
 
 def draw_pairs(n: int, *, seed: int | None = None) -> np.ndarray:

@@ -31,7 +31,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	for b in import_time throughput cascade amplification session authentication kme_load decoy sweep node_rate; do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in import_time throughput cascade amplification session authentication kme_load decoy sweep node_rate protocols; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 	$(BIN)/python benchmarks/validation.py --fast
 
 ## Published figures recomputed, every row (minutes: the finite-key rows optimise rate curves);

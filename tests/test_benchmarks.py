@@ -156,6 +156,14 @@ def test_decoy_round_json_lines():
     assert rows[0]["value"] == 0 and rows[0]["abort_reason"] == "decoy_check_failed"
 
 
+def test_protocols_json_lines():
+    rows = _json_lines("protocols.py", "--exchanges", "20000", "--backends", "aer", "--protocols", "bb84,six-state,e91")
+    assert [(r["params"]["protocol"], r["unit"]) for r in rows] == [
+        ("bb84", "exchanges/s"), ("six-state", "exchanges/s"), ("e91", "exchanges/s")]
+    assert all(0 < r["qber"] < 0.06 and r["params"]["exchanges"] == 20000 for r in rows)  # depolarizing 0.04: 2%
+    assert rows[2]["secret_bits_per_s"] is None and 2.4 < rows[2]["s"] < 3.0  # E91: S and rates, no round yet
+
+
 @pytest.mark.slow  # starts a Dask LocalCluster (6 s on 2 cores); make test-all runs it
 def test_sweep_startup_json_lines():
     # One session serially, one on a fresh 2-worker LocalCluster: the cluster's start-up is the cost.

@@ -98,7 +98,8 @@ class AbortReason(str, Enum):
     asked past the leak budget), ``TimeoutError`` (the peer went silent), ``ConnectionError``
     (the connection broke, or the peer went away before the tags); see
     :meth:`for_channel_failure`.  ``classroom_round``: ``qkd run --classroom`` compared every
-    sifted bit in public, as a lesson does, so no key is left by design.
+    sifted bit in public, as a lesson does, so no key is left by design.  An E91 round's:
+    ``chsh_not_violated`` (the test rounds' S is not above 2 at confidence: S_lower <= 2).
 
     >>> AbortReason("qber_too_high") is AbortReason.QBER_TOO_HIGH, str(AbortReason.KEY_TOO_SHORT)
     (True, 'key_too_short')
@@ -117,6 +118,7 @@ class AbortReason(str, Enum):
     TIMEOUT_ERROR = "TimeoutError"
     CONNECTION_ERROR = "ConnectionError"
     CLASSROOM_ROUND = "classroom_round"
+    CHSH_NOT_VIOLATED = "chsh_not_violated"
 
     def __str__(self) -> str:
         return self.value

@@ -103,6 +103,13 @@ class QberSummary(_ReportPart):
         return cls(threshold, "sampled (Clopper-Pearson)", true_sifted, **measured, true_by_basis=true_by_basis)
 
 
+def _sifted(record: MeasurementRecord) -> np.ndarray:
+    """The pulses the record's protocol keeps (:meth:`~qkd_circuits.protocols.Protocol.sift`; E91: its key pairs)."""
+    from .protocols import get_protocol
+
+    return get_protocol(record.provenance.protocol).sift(record.alice_bases, record.bob_bases, record.detected)
+
+
 def _true_by_basis(record: MeasurementRecord, sifted: np.ndarray) -> dict:
     """The simulator's error rate of the sifted bits in each of the record's protocol's bases."""
     from .protocols import get_protocol
@@ -236,13 +243,16 @@ class Report:
     abort_detail: str | None = None  # why a small round gave no key, and how large one would
     decoy_key_length: object | None = None  # decoy rounds: the composable DecoyKeyLength (to_dict: its dict)
     mitm: dict | None = None  # ``qkd run --mitm``: what the man-in-the-middle achieved (see MitmResult)
-    protocol: str = "bb84"  # the round's protocol (qkd_circuits.protocols): bb84, bbm92, six-state
+    protocol: str = "bb84"  # the round's protocol (qkd_circuits.protocols): bb84, bbm92, six-state, e91
+    chsh: dict | None = None  # e91 only (absent from to_dict() otherwise): S from the test rounds (see run_round)
 
     def to_dict(self) -> dict:
         """Plain dicts, lists and scalars (a copy: changing it leaves the report as it was)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "chsh" and value is None:
+                continue  # only E91 rounds have the part: the other protocols' report shapes stay as pinned
             if isinstance(value, _ReportPart):
                 value = value.to_dict()
             elif isinstance(value, AbortReason):
@@ -423,7 +433,7 @@ def _report(record: MeasurementRecord, config: PostProcessingConfig, ends: _Ends
             failure: str | None, bob_pool: AuthKeyPool | None, timings_s: dict) -> Report:
     """Assemble the round's :class:`Report` (Bob's outcome decides; Alice's fills in the study values)."""
     oa, alice_key, bob_key = ends.alice.outcome, ends.alice_end.released_key, ends.bob_end.released_key
-    sifted = sift_mask(record.alice_bases, record.bob_bases, record.detected)
+    sifted = _sifted(record)
     true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
     true_q = estimate_qber(true_errors, int(sifted.sum()), epsilon=config.qber_epsilon)
     aborted = bob_key is None  # Bob decides; also when the refill took the whole key
@@ -634,7 +644,7 @@ def run_round(exchanges: int = 100_000, *, protocol: str = "bb84", config: PostP
               bob_pool: AuthKeyPool | None = None, round_number: int | None = None, attack=None,
               alice_pki: PkiIdentity | None = None, bob_pki: PkiIdentity | None = None,
               source: str | None = None, eve_arm: str | None = None, **exchange_options) -> BB84Result:
-    """Run one round of ``protocol`` (``"bb84"``, ``"bbm92"``, ``"six-state"``): circuits, then
+    """Run one round of ``protocol`` (``"bb84"``, ``"bbm92"``, ``"six-state"``, ``"e91"``): circuits, then
     the same two-party post-processing, authenticated channel and report as :func:`run_bb84`.
 
     ``protocol="bb84"`` is :func:`run_bb84` itself.  The others run
@@ -645,6 +655,9 @@ def run_round(exchanges: int = 100_000, *, protocol: str = "bb84", config: PostP
     six-state); a config left at ``protocol="bb84"`` is taken for this protocol, keeping every
     other field as given.  ``mode`` may only be ``"prepared"`` (the parties' choices are inputs),
     ``lanes`` 1 and ``schedule`` ``"grouped"``; ``on_warning`` is accepted and has nothing to say.
+    ``protocol="e91"``: :func:`~qkd_circuits.quantum.e91.run_e91` (``backend``, ``channel``,
+    ``eve``, ``seed``, ``lanes``), the CHSH test first (abort ``chsh_not_violated`` at S_lower <= 2),
+    then :func:`postprocess` of the key rounds; ``report.chsh`` holds S (see ``_run_e91_round``).
     """
     from .protocols import get_protocol
 
@@ -655,6 +668,10 @@ def run_round(exchanges: int = 100_000, *, protocol: str = "bb84", config: PostP
         return run_bb84(exchanges, config=config, progress=progress, alice_pool=alice_pool, bob_pool=bob_pool,
                         round_number=round_number, attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
                         **exchange_options)
+    if proto.name == "e91":
+        return _run_e91_round(exchanges, config=config, progress=progress, alice_pool=alice_pool, bob_pool=bob_pool,
+                              round_number=round_number, attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
+                              source=source, eve_arm=eve_arm, **exchange_options)
     from .quantum.entangled import run_protocol_exchanges  # the only route to qiskit from here
 
     wrong = {k: v for k, v, ok in (("mode", exchange_options.pop("mode", "prepared"), ("prepared",)),
@@ -679,6 +696,93 @@ def run_round(exchanges: int = 100_000, *, protocol: str = "bb84", config: PostP
     return postprocess(record, config, alice_pool=alice_pool, bob_pool=bob_pool, round_number=round_number,
                        attack=attack, alice_pki=alice_pki, bob_pki=bob_pki,
                        timings_s={"quantum": time.perf_counter() - t0})
+
+
+#: Failure probability of each one-sided CHSH bound of an E91 round (S_lower, S_upper; Hoeffding, ε/4 per correlator).
+E91_CHSH_EPSILON = 1e-6
+
+
+def _chsh_part(estimate) -> dict:
+    """``report.chsh``: the test rounds' S with its bounds and the key rates beside it (public numbers only).
+
+    ``disclosed_test_bits``: both parties announce their outcome on every test round (2 bits
+    per round); those rounds are not key rounds (their settings differ), so no key bit is
+    disclosed by it and nothing is subtracted from the key for it.
+    """
+    return {"s": estimate.s, "s_lower": estimate.s_lower, "s_upper": estimate.s_upper, "epsilon": estimate.epsilon,
+            "test_rounds": estimate.test_rounds, "violation": estimate.violation,
+            "di_rate": estimate.di_rate, "di_rate_lower": estimate.di_rate_lower, "bb84_rate": estimate.bb84_rate,
+            "bb84_rate_lower": estimate.bb84_rate_lower, "key_rounds": estimate.key_rounds,
+            "di_key_rounds": estimate.di_key_rounds, "disclosed_test_bits": 2 * estimate.test_rounds,
+            "key_length_used": "device-dependent (TLGR 2012 on the key rounds); di_rate is reported, not used"}
+
+
+def _run_e91_round(exchanges: int, *, config: PostProcessingConfig | None, progress, alice_pool, bob_pool,
+                   round_number, attack, alice_pki, bob_pki, source, eve_arm, **exchange_options) -> BB84Result:
+    """One E91 round (see :func:`run_round`): circuits, the CHSH test, then the post-processing of the key rounds.
+
+    The test rounds' outcomes are announced and S is bounded first (:func:`~qkd_circuits.analysis.chsh.estimate_chsh`,
+    ε = :data:`E91_CHSH_EPSILON`); with S_lower <= 2 the round aborts with ``chsh_not_violated``
+    before any post-processing message, so it spends no pool bits.  Otherwise the key rounds
+    (matching settings) go through the same sifting, estimation, Cascade, verification and
+    amplification as BB84, over the authenticated channel, with BB84's finite-key length.
+    """
+    from .protocols import get_protocol
+
+    if source is not None or eve_arm is not None:
+        raise ConfigurationError("source and eve_arm place a BBM92 pair source; e91's source sits at Alice")
+    wrong = {k: v for k, v, ok in (("mode", exchange_options.pop("mode", "prepared"), ("prepared",)),
+                                   ("schedule", exchange_options.pop("schedule", "grouped"), ("grouped",)))
+             if v not in ok}
+    if wrong:
+        raise ConfigurationError(f"the e91 circuits run the parties' own choices, grouped (mode='prepared', "
+                                 f"schedule='grouped'); got {wrong}")
+    exchange_options.pop("on_warning", None)
+    detector = exchange_options.pop("detector", None)
+    if detector is not None:
+        from .quantum.models import Detector
+
+        if detector != Detector():
+            raise ConfigurationError("the e91 circuits model no detector (every pair is detected, fair sampling): "
+                                     f"drop the detector settings, got {detector!r}")
+    unknown = set(exchange_options) - {"backend", "channel", "eve", "seed", "lanes"}
+    if unknown:
+        raise ConfigurationError(f"the e91 circuits take backend, channel, eve, seed and lanes; got {sorted(unknown)} "
+                                 "(no loss or detector model: every pair is detected, fair sampling)")
+    proto = get_protocol("e91")
+    if config is None:
+        config = PostProcessingConfig(protocol=proto.name, abort_qber=proto.abort_qber)
+    elif config.protocol == "bb84":
+        config = dataclasses.replace(config, protocol=proto.name)
+    from .quantum.e91 import run_e91_exchanges  # qiskit from here
+
+    t0 = time.perf_counter()
+    record, e91 = run_e91_exchanges(exchanges, **exchange_options)
+    estimate = e91.estimate(epsilon=E91_CHSH_EPSILON)
+    quantum_s = time.perf_counter() - t0
+    if progress is not None:
+        progress(exchanges, exchanges)
+    chsh = _chsh_part(estimate)
+    if estimate.violation:
+        result = postprocess(record, config, alice_pool=alice_pool, bob_pool=bob_pool, round_number=round_number,
+                             attack=attack, alice_pki=alice_pki, bob_pki=bob_pki, timings_s={"quantum": quantum_s})
+        return dataclasses.replace(result, report=dataclasses.replace(result.report, chsh=chsh))
+    sifted = _sifted(record)
+    true_errors = int((record.alice_bits[sifted] != record.bob_results[sifted]).sum())
+    true_q = estimate_qber(true_errors, int(sifted.sum()), epsilon=config.qber_epsilon)
+    p = record.provenance
+    report = Report(
+        exchanges=len(record), detected=int(record.detected.sum()), sifted=int(sifted.sum()),
+        qber=QberSummary.of(config.abort_qber, true_q.estimate if true_q.n else None, None,
+                            _true_by_basis(record, sifted)),
+        aborted=True, abort_reason=AbortReason.CHSH_NOT_VIOLATED, final_key_bits=0, timings_s={"quantum": quantum_s},
+        backend=p.backend, mode=p.mode, seed=p.seed, eve=_eve_summary(record, sifted), provenance=p.to_dict(),
+        abort_detail=(f"the {estimate.test_rounds:,} test rounds give S = {estimate.s:.3f}, S_lower = "
+                      f"{estimate.s_lower:.3f} <= 2 at epsilon {estimate.epsilon:g}: no Bell violation at confidence, "
+                      "so nothing certifies the pairs; the round stopped before any post-processing message"
+                      + ("; the point estimate is above 2, so more test rounds may certify it" if estimate.s > 2 else "")),
+        protocol=p.protocol, chsh=chsh)
+    return BB84Result(report, record, None, None, None)
 
 
 @dataclass(frozen=True)

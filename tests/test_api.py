@@ -279,7 +279,8 @@ NAMESPACES: dict[str, set[str]] = {
         "ExchangeTemplate", "MODES", "build_exchange_circuit"
     },
     "qkd_circuits.quantum.e91": {
-        "E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit", "draw_e91_choices", "run_e91"
+        "E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit", "draw_e91_choices",
+        "e91_measurement_record", "run_e91", "run_e91_exchanges"
     },
     "qkd_circuits.quantum.entangled": {
         "ARMS", "EntangledTemplate", "SOURCES", "build_bbm92_circuit", "build_six_state_circuit",
@@ -315,7 +316,8 @@ NAMESPACES: dict[str, set[str]] = {
         "PhotonNumberSplitting", "WcpRecord", "WeakCoherentSource", "build_pulse_circuit", "run_wcp_exchanges"
     },
     "qkd_circuits.protocols": {
-        "BB84", "BBM92", "PROTOCOLS", "Protocol", "SIX_STATE", "SixState", "get_protocol", "six_state_privacy_cost",
+        "BB84", "BBM92", "E91", "E91Protocol", "PROTOCOLS", "Protocol", "SIX_STATE", "SixState", "get_protocol",
+        "six_state_privacy_cost",
         "six_state_rate"
     },
     "qkd_circuits.records": {

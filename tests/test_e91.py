@@ -329,3 +329,134 @@ def test_between_the_thresholds_a_device_dependent_key_but_no_di_key():
     assert est.violation  # S_lower > 2 at ε = 10^-6
     assert est.di_rate == 0.0 and est.bb84_rate > 0.05
     assert chsh.di_key_rate(theory.s, theory.qber) == 0.0 and chsh.bb84_key_rate(theory.qber) > 0.1
+
+
+# -- E91 through the protocol seam: run_round(protocol="e91") and qkd run --protocol e91 --------
+
+from qkd_circuits.exceptions import AbortReason  # noqa: E402
+from qkd_circuits.protocols import E91, get_protocol  # noqa: E402
+
+_E91_PULSES = 60_000  # 13,401 key rounds at seed 1: enough for a key after the 1,024-bit pool refill
+
+
+@pytest.mark.parametrize("link", ["perfect", "depolarizing 0.04", "misalignment 0.02", "depolarizing 0.1"])
+def test_e91_round_gives_identical_keys_or_aborts_with_the_measured_reason(link):
+    from qkd_circuits.quantum.models import Channel
+    from qkd_circuits.session import run_round
+
+    channel = {"perfect": Channel(), "depolarizing 0.04": Channel(depolarizing=0.04),
+               "misalignment 0.02": Channel(misalignment=0.02), "depolarizing 0.1": Channel(depolarizing=0.1)}[link]
+    result = run_round(_E91_PULSES, protocol="e91", seed=1, channel=channel)
+    r = result.report
+    assert r.protocol == "e91" and r.exchanges == _E91_PULSES
+    h = r.chsh
+    # S on the depolarizing line, 2√2(1 − λ) (misalignment e: 2√2(1 − 2e)), within 5σ of the data.
+    v = {"perfect": 1.0, "depolarizing 0.04": 0.96, "misalignment 0.02": 0.96, "depolarizing 0.1": 0.9}[link]
+    assert abs(h["s"] - 2 * SQRT2 * v) < 5 * 0.012, h["s"]  # σ(Ŝ) <= 0.012 at 26,685 test rounds
+    if r.aborted:
+        # the only abort these links can measure: the violation holds, so it is the key's own length
+        assert h["s_lower"] > 2 and r.abort_reason in (AbortReason.KEY_TOO_SHORT,
+                                                        AbortReason.NO_KEY_LEFT_AFTER_REPLENISHMENT), r.abort_reason
+        assert result.alice_key is None and result.bob_key is None
+    else:
+        assert h["violation"] and h["s_lower"] > 2
+        assert result.alice_key.matches(result.bob_key) and len(result.bob_key) == r.final_key_bits > 0
+        assert r.alice_key_sha256 == r.bob_key_sha256
+
+
+def test_e91_full_intercept_resend_aborts_on_chsh_before_any_message():
+    from qkd_circuits.quantum.models import InterceptResend
+    from qkd_circuits.session import run_round
+
+    result = run_round(_E91_PULSES, protocol="e91", seed=1, eve=InterceptResend(1.0))
+    r = result.report
+    # Eve's measurement makes the pairs separable: S = √2 exactly (chsh.intercept_resend_chsh), far
+    # below 2, and the key rounds' QBER is 25% (above the 11% abort too).  The CHSH test runs first,
+    # so the reason is chsh_not_violated and no post-processing message (no pool bit) was spent.
+    assert r.aborted and r.abort_reason is AbortReason.CHSH_NOT_VIOLATED
+    assert abs(r.chsh["s"] - SQRT2) < 0.06 and r.chsh["s_lower"] <= 2 and not r.chsh["violation"]
+    assert abs(r.qber.true_sifted - 0.25) < 0.02
+    assert r.sample_bits == 0 and r.cascade is None and r.auth is None and r.final_key_bits == 0
+    assert result.alice_key is None and result.bob_key is None
+    assert "S_lower" in r.abort_detail and "1.133" in r.abort_detail
+
+
+def test_e91_report_fields_and_the_test_rounds_are_disclosed_not_keyed():
+    import json
+
+    from qkd_circuits.session import run_round
+
+    result = run_round(_E91_PULSES, protocol="e91", seed=1)
+    d = result.report.to_dict()
+    json.dumps(d)
+    h = d["chsh"]
+    for key in ("s", "s_lower", "s_upper", "epsilon", "test_rounds", "di_rate", "di_rate_lower", "bb84_rate"):
+        assert key in h, key
+    assert h["s_lower"] < h["s"] < h["s_upper"] and h["epsilon"] == 1e-6
+    rec = result.record
+    settings = 3 * rec.alice_bases.astype(int) + rec.bob_bases
+    test = np.isin(settings, [3 * i + j for i, j, _ in chsh.CHSH_TERMS])
+    key = E91.sift(rec.alice_bases, rec.bob_bases, rec.detected)
+    assert h["test_rounds"] == int(test.sum()) and h["disclosed_test_bits"] == 2 * h["test_rounds"]
+    assert not (test & key).any()  # no test round is ever a key round
+    assert d["sifted"] == int(key.sum()) == h["key_rounds"]
+    assert abs(d["sifted"] / d["exchanges"] - E91.sifting_fraction) < 5 * math.sqrt(2 / 9 * 7 / 9 / d["exchanges"])
+    assert d["key_length"]["n"] + d["sample_bits"] == d["sifted"]  # the key comes from the key rounds only
+    assert get_protocol("e91").describe()["estimates"] == ["qber", "chsh"]
+
+
+def test_bb84_report_has_no_chsh_part():
+    from qkd_circuits.session import run_round
+
+    assert "chsh" not in run_round(2_000, seed=3).report.to_dict()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"source": "alice"}, "BBM92 pair source"),
+    ({"mode": "qrng"}, "parties' own choices"),
+    ({"detector": "tight"}, "no detector"),
+    ({"probe": 1}, "take backend, channel, eve, seed and lanes"),
+])
+def test_e91_round_misuse(kwargs, match):
+    from qkd_circuits.quantum.models import Detector
+    from qkd_circuits.session import run_round
+
+    if kwargs.get("detector") == "tight":
+        kwargs = {"detector": Detector(efficiency=0.5)}
+    with pytest.raises(ConfigurationError, match=match):
+        run_round(1_000, protocol="e91", seed=1, **kwargs)
+
+
+def test_e91_round_too_small_for_the_chsh_test():
+    from qkd_circuits.session import run_round
+
+    with pytest.raises(ConfigurationError, match="no rounds"):
+        run_round(2, protocol="e91", seed=1)
+
+
+def test_e91_sift_keeps_the_key_pairs_only():
+    a = np.array([0, 1, 2, 1, 2, 2, 0, 1], dtype=np.uint8)
+    b = np.array([0, 0, 1, 1, 0, 1, 2, 0], dtype=np.uint8)
+    d = np.array([1, 1, 1, 1, 1, 0, 1, 1], dtype=bool)
+    assert E91.sift(a, b, d).tolist() == [False, True, True, False, False, False, False, True]
+    with pytest.raises(ValueError, match="one length"):
+        E91.sift(a, b[:3], d)
+
+
+def test_cli_run_protocol_e91_json_and_exit_codes():
+    import json
+
+    from click.testing import CliRunner
+
+    from qkd_circuits.cli import main
+
+    ok = CliRunner().invoke(main, ["run", "--protocol", "e91", "-n", str(_E91_PULSES), "--seed", "1", "--json"])
+    assert ok.exit_code == 0, ok.output
+    d = json.loads(ok.output)
+    assert d["protocol"] == "e91" and d["chsh"]["s_lower"] > 2 and d["final_key_bits"] > 0
+    bad = CliRunner().invoke(main, ["run", "--protocol", "e91", "-n", str(_E91_PULSES), "--seed", "1", "--json",
+                                    "--eve", "intercept-resend:1"])
+    assert bad.exit_code == 3, bad.output
+    assert json.loads(bad.output)["abort_reason"] == "chsh_not_violated"
+    text = CliRunner().invoke(main, ["run", "--protocol", "e91", "-n", str(_E91_PULSES), "--seed", "1"])
+    assert text.exit_code == 0 and "E91 round" in text.output and "CHSH           S 2.800" in text.output

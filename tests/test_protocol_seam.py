@@ -94,11 +94,12 @@ def test_bb84_sift_requests_are_the_frames_bb84_always_sent():
 def test_every_protocol_describes_itself_and_unknown_names_are_refused():
     for proto in PROTOCOLS.values():
         facts = proto.describe()
-        assert facts["name"] == proto.name and facts["estimates"] == ["qber"]
+        assert facts["name"] == proto.name
+        assert facts["estimates"] == (["qber", "chsh"] if proto.name == "e91" else ["qber"])
         assert 0.10 < facts["threshold"] < 0.13 and facts["abort_qber"] <= facts["threshold"]
         assert get_protocol(proto.name) is proto and get_protocol(proto) is proto
-    with pytest.raises(ConfigurationError, match="unknown protocol 'e91'"):
-        get_protocol("e91")
+    with pytest.raises(ConfigurationError, match="unknown protocol 'b92'"):
+        get_protocol("b92")
 
 
 def test_run_round_bb84_is_run_bb84():

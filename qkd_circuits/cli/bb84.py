@@ -21,13 +21,14 @@ PROGRESS_MIN_EXCHANGES = 1 << 21
 
 
 #: ``--protocol`` choices (:data:`qkd_circuits.protocols.PROTOCOLS`; listed here so that ``--help`` loads nothing).
-PROTOCOL_NAMES = ("bb84", "bbm92", "six-state")
+PROTOCOL_NAMES = ("bb84", "bbm92", "six-state", "e91")
 
 
 @click.command()
 @round_options()
 @click.option("--protocol", type=click.Choice(PROTOCOL_NAMES), default="bb84", show_default=True,
-              help="bb84; bbm92 (Bell pairs, Z/X); six-state (Z/X/Y). bbm92 and six-state run prepared, one lane "
+              help="bb84; bbm92 (Bell pairs, Z/X); six-state (Z/X/Y); e91 (Bell pairs, CHSH test rounds; aborts "
+                   "chsh_not_violated when S_lower <= 2). bbm92, six-state and e91 run prepared, one lane "
                    "(bbm92 over a lossy link only with --source alice); their default --abort-qber is the "
                    "protocol's threshold (11.0%, 12.6%).")
 @click.option("--source", type=click.Choice(("alice", "middle", "bob")), default=None,

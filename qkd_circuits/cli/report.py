@@ -23,7 +23,7 @@ def echo_json(value: Any, **kwargs: Any) -> None:
 
 
 #: How the text report names each protocol's round.
-_PROTOCOL_NAMES = {"bb84": "BB84", "bbm92": "BBM92", "six-state": "Six-state"}
+_PROTOCOL_NAMES = {"bb84": "BB84", "bbm92": "BBM92", "six-state": "Six-state", "e91": "E91"}
 
 
 def _percent(value) -> str:
@@ -73,6 +73,11 @@ def print_report(report) -> None:
         f"  QBER           {_percent(q.get('estimate')):>12}   upper bound {_percent(q.get('upper'))} "
         f"on {report.sample_bits:,} sampled bits",
     ]
+    if getattr(report, "chsh", None):
+        h = report.chsh
+        lines.append(f"  CHSH           S {h['s']:.3f}  [{h['s_lower']:.3f}, {h['s_upper']:.3f}] on {h['test_rounds']:,} "
+                     f"test rounds (eps {h['epsilon']:g}); DI rate {h['di_rate']:.3f} (at bounds "
+                     f"{h['di_rate_lower']:.3f}), BB84 rate {h['bb84_rate']:.3f}")
     if report.cascade:
         c = report.cascade
         eff = f", efficiency {c['efficiency']:.3f}" if "efficiency" in c else ""

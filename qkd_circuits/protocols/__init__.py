@@ -24,8 +24,10 @@ rest of the stack does the same way for all of them:
 Three protocols fill it (:data:`PROTOCOLS`): ``bb84`` (prepare and measure, Z/X), ``bbm92``
 (entanglement-based BB84: the same bases, sifting and finite-key analysis; Bennett, Brassard &
 Mermin, PRL 68, 557 (1992)) and ``six-state`` (Z/X/Y; Bruß, PRL 81, 3018 (1998); one-way key rate
-of Lo, Quantum Inf. Comput. 1, 81 (2001)).  ``docs/protocols.md`` says how E91, B92, SARG04, MDI
-and twin-field would fill it, and what it cannot hold yet.
+of Lo, Quantum Inf. Comput. 1, 81 (2001)); a fourth, ``e91`` (:class:`E91Protocol`: Ekert 1991
+with the CHSH test, BB84's finite-key length on its key rounds, its sifting rule by equal
+angles), is run by :func:`qkd_circuits.session.run_round`.  ``docs/protocols.md`` says how E91
+fills it and how B92, SARG04, MDI and twin-field would, and what it cannot hold yet.
 
 Six-state's key length.  The one-way (Devetak–Winter) rate of the six-state protocol on the
 depolarizing-symmetric state with QBER Q is
@@ -63,7 +65,7 @@ from ..analysis.finite_key import (TOLERANCE_STEP, TOLERANCE_VALUES, KeyLength, 
                                    finite_key_length as _tlgr_length)
 from ..exceptions import ConfigurationError
 
-__all__ = ["BB84", "BBM92", "PROTOCOLS", "Protocol", "SIX_STATE", "SixState", "get_protocol",
+__all__ = ["BB84", "BBM92", "E91", "E91Protocol", "PROTOCOLS", "Protocol", "SIX_STATE", "SixState", "get_protocol",
            "six_state_privacy_cost", "six_state_rate"]
 
 #: The post-processing frames every BB84-family round exchanges (``qkd_circuits.hazmat.messages``).
@@ -291,8 +293,54 @@ SIX_STATE = SixState("six-state", "Six-state: Alice prepares Z/X/Y states, Bob m
                      references=("Bruss, PRL 81, 3018 (1998)", "Lo, Quantum Inf. Comput. 1, 81 (2001)",
                                  "Tomamichel, Lim, Gisin & Renner, Nat. Commun. 3, 634 (2012)"))
 
+
+
+@dataclass(frozen=True)
+class E91Protocol(Protocol):
+    """E91 with the CHSH test (Ekert 1991; ``qkd_circuits.quantum.e91``, ``qkd_circuits.analysis.chsh``).
+
+    The basis codes are each party's setting index 0, 1, 2 (Alice's angles
+    :data:`~qkd_circuits.analysis.chsh.ALICE_ANGLES` 0, π/4, π/2; Bob's
+    :data:`~qkd_circuits.analysis.chsh.BOB_ANGLES` π/4, π/2, 3π/4; the labels give both in
+    degrees), so the sifting rule is not "codes equal" but "angles equal": :meth:`sift` keeps
+    exactly the two key pairs (Alice 1, Bob 0) = (π/4, π/4) and (Alice 2, Bob 1) = (π/2, π/2)
+    (:data:`~qkd_circuits.analysis.chsh.KEY_PAIRS`), 2 of the 9 setting pairs.
+    The four CHSH pairs are the *test* rounds: both parties announce their outcomes there, S and
+    its Hoeffding bound come from them (:func:`~qkd_circuits.analysis.chsh.estimate_chsh`), and
+    the round aborts with ``chsh_not_violated`` when S_lower <= 2.  The key length is BB84's
+    device-dependent TLGR length on the key rounds (:class:`Protocol`'s methods, unchanged); the
+    device-independent rate of Acín et al. 2007 is reported beside it, not used
+    (``docs/protocols.md``).
+    """
+
+    @property
+    def sifting_fraction(self) -> float:
+        """2/9: two of the nine uniformly chosen setting pairs are key pairs."""
+        return 2.0 / 9.0
+
+    def sift(self, alice_bases: np.ndarray, bob_bases: np.ndarray, detected: np.ndarray) -> np.ndarray:
+        """``bool`` mask: the pulses kept, those of a key pair (equal angles) that clicked."""
+        from ..analysis.chsh import KEY_PAIRS
+
+        keep = super().sift(alice_bases, np.asarray(alice_bases), detected)  # shape checks; detected & True
+        a, b = (np.asarray(x).astype(np.int16) for x in (alice_bases, bob_bases))
+        if a.shape != b.shape:
+            raise ValueError(f"bases must be 1-D arrays of one length, got shapes {a.shape}, {b.shape}")
+        pair = np.zeros(a.shape, dtype=bool)
+        for i, j in KEY_PAIRS:
+            pair |= (a == i) & (b == j)
+        return keep & pair
+
+
+E91 = E91Protocol("e91", "E91: a source of Bell pairs, three CHSH settings per party; key from matching settings, "
+                         "S from the test rounds", bases=("A0/B45", "A45/B90", "A90/B135"), source="entangled-pairs",
+                  circuits="e91", estimates=("qber", "chsh"),
+                  references=("Ekert, PRL 67, 661 (1991)",
+                              "Acin, Brunner, Gisin, Massar, Pironio & Scarani, PRL 98, 230501 (2007)",
+                              *BB84.references[1:]))
+
 #: The protocols a round can run, by name.
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (BB84, BBM92, SIX_STATE)}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (BB84, BBM92, SIX_STATE, E91)}
 
 
 def get_protocol(protocol: str | Protocol) -> Protocol:

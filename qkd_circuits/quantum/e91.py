@@ -68,7 +68,8 @@ from .circuits import EVE_BASIS_BREIDBART, EVE_BASIS_X, EVE_BASIS_Z, _intercept_
     _ry_for_probability
 from .models import Channel, InterceptResend
 
-__all__ = ["E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit", "draw_e91_choices", "run_e91"]
+__all__ = ["E91Choices", "E91Record", "E91Template", "PAIRS", "build_e91_circuit", "draw_e91_choices", "e91_measurement_record",
+           "run_e91", "run_e91_exchanges"]
 
 #: The 9 setting pairs (Alice's setting, Bob's setting) in binding order: pair k = 3·i + j.
 PAIRS = tuple((i, j) for i in range(3) for j in range(3))
@@ -391,3 +392,41 @@ def run_e91(n: int, *, backend: str | Backend = "aer", channel: Channel | None =
                      alice_results=columns["alice_result"], bob_results=columns["bob_result"],
                      backend=backend.spec, lanes=lanes, executions=9 * shots, seed=seed, models=models,
                      **eve_arrays)
+
+
+def e91_measurement_record(record: E91Record, backend: str | Backend, *, circuit: dict | None = None) -> "MeasurementRecord":
+    """The :class:`~qkd_circuits.records.MeasurementRecord` of an E91 round, for the post-processing.
+
+    Basis codes are each party's setting index 0-2 (the record's codes stop at 2), and the
+    ``e91`` protocol's :meth:`~qkd_circuits.protocols.E91Protocol.sift` keeps the key pairs only;
+    ``alice_bits`` are Alice's outcomes (the key side), every pair is detected (fair sampling,
+    as in :func:`run_e91`), provenance ``protocol="e91"``; ``circuit``: the executed circuit's
+    size for the provenance.
+    """
+    from ..records import MeasurementRecord, Provenance
+    from .execution import simulator_seed_bits
+
+    backend = resolve_backend(backend)
+    provenance = Provenance.build(backend, mode="prepared", schedule="grouped", lanes=record.lanes,
+                                  shots=record.executions, seed=record.seed, models=record.models,
+                                  simulator_seed_bits=simulator_seed_bits(backend, record.seed),
+                                  circuit=circuit, protocol="e91")
+    eve = {}
+    if record.eve_results is not None:
+        eve = {"eve_active": record.eve_active, "eve_bases": record.eve_bases.astype(np.int8),
+               "eve_results": record.eve_results}
+    return MeasurementRecord(alice_bits=record.alice_results, alice_bases=record.alice_settings,
+                             bob_bases=record.bob_settings, bob_results=record.bob_results,
+                             detected=np.ones(record.n, dtype=bool), provenance=provenance, **eve)
+
+
+def run_e91_exchanges(n: int, *, backend: str | Backend = "aer", channel: Channel | None = None,
+                      eve: InterceptResend | None = None, seed: int | None = None,
+                      lanes: int | None = None) -> tuple["MeasurementRecord", E91Record]:
+    """:func:`run_e91`, then :func:`e91_measurement_record`: the round's record and the E91 view of it."""
+    backend = resolve_backend(backend)
+    e91 = run_e91(n, backend=backend, channel=channel, eve=eve, seed=seed, lanes=lanes)
+    template = build_e91_circuit(channel=_check_channel(channel or Channel()), eve=eve, lanes=e91.lanes)
+    circuit = {"num_qubits": template.circuit.num_qubits,
+               "ops": {k: int(v) for k, v in template.circuit.count_ops().items()}}
+    return e91_measurement_record(e91, backend, circuit=circuit), e91

@@ -367,9 +367,13 @@ class MeasurementRecord:
         return EveView(active=self.eve_active, bases=self.eve_bases, results=self.eve_results)
 
     def sifted_mask(self) -> np.ndarray:
-        """``bool`` mask, shape (n,): Bob clicked and measured in Alice's basis
-        (:func:`sift_mask`; the simulator's view)."""
-        return sift_mask(self.alice_bases, self.bob_bases, self.detected)
+        """``bool`` mask, shape (n,): the pulses the record's protocol keeps (BB84, BBM92,
+        six-state: Bob clicked and measured in Alice's basis, :func:`sift_mask`; E91: a key pair of
+        settings); the simulator's view."""
+        from .protocols import get_protocol
+
+        return get_protocol(getattr(self.provenance, "protocol", None) or "bb84").sift(
+            self.alice_bases, self.bob_bases, self.detected)
 
     def label_mask(self, label: str) -> np.ndarray:
         """``bool`` mask, shape (n,): the pulses Alice sent at intensity ``label``."""

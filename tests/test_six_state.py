@@ -159,7 +159,7 @@ def test_misuse():
     with pytest.raises(ConfigurationError, match="six-state has none"):
         run_round(100, protocol="six-state", source="alice")
     with pytest.raises(ConfigurationError, match="unknown protocol"):
-        PostProcessingConfig(protocol="e91")
+        PostProcessingConfig(protocol="bb85")
     with pytest.raises(ConfigurationError, match="intercept-resend only"):
         from qkd_circuits.quantum.models import EntanglingProbe
 

@@ -396,6 +396,41 @@ def _bits(n: int, rng: np.random.Generator | None) -> np.ndarray:
     return rng.integers(0, 2, size=n).astype(np.uint8)  # sim-rng: the parties' choices, seeded
 
 
+#: The 16 settings (Alice's bit and basis, Bob's bit and basis) as 4-bit indices, and their angles.
+_SETTINGS = np.arange(16)
+_THETA = {"alice_theta": np.pi * (_SETTINGS >> 3 & 1) + np.pi / 2 * (_SETTINGS >> 2 & 1),
+          "bob_theta": np.pi * (_SETTINGS >> 1 & 1) + np.pi / 2 * (_SETTINGS & 1)}
+
+
+def _setting_index(a_bits, a_bases, b_bits, b_bases) -> np.ndarray:
+    return (a_bits.astype(np.int64) << 3 | a_bases.astype(np.int64) << 2
+            | b_bits.astype(np.int64) << 1 | b_bases.astype(np.int64))
+
+
+def _sample_by_setting(circuit: QuantumCircuit, idx: np.ndarray, setting: np.ndarray, *, backend, seed):
+    """One job for the pulse pairs ``idx`` (one photon configuration): one binding per setting,
+    each pair taking the next unused shot of its setting's binding.
+
+    Returns ``(idx, data, pick, executions)``: ``idx`` in the order ``pick`` follows, the job's
+    register bits, ``pick(bits)`` mapping a register's (bindings, shots, ...) bits to one row per
+    pair of ``idx``, and the executions the job cost.
+    """
+    params = sorted(circuit.parameters, key=lambda p: p.name)
+    idx = idx[np.argsort(setting[idx], kind="stable")]
+    if params:
+        counts = np.bincount(setting[idx], minlength=16)
+        values = {tuple(params): np.stack([_THETA[p.name] for p in params], axis=-1)}
+        shots = int(counts.max())
+    else:
+        values, shots = None, int(idx.size)
+    data = sample_circuit(circuit, shots, backend=backend, seed=seed, parameter_values=values)
+    if params:
+        s_of = setting[idx]
+        rank = np.arange(idx.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[s_of]
+        return idx, data, (lambda bits: bits[s_of, rank]), shots * 16
+    return idx, data, (lambda bits: bits[:idx.size]), shots
+
+
 def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, channel_bob: Channel | None = None,
                       detector: Detector | None = None, relay: Relay | None = None, seed: int | None = None,
                       backend: str | Backend = "aer") -> MdiRecord:
@@ -437,11 +472,7 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
     a_bits, a_bases, b_bits, b_bases = (_bits(pairs, choice_rng) for _ in range(4))
     etas = [c.transmittance * detector.efficiency for c in channels]
     arrived = np.stack([fibre_rng.random(pairs) < eta for eta in etas], axis=1)
-    setting = (a_bits.astype(np.int64) << 3 | a_bases.astype(np.int64) << 2
-               | b_bits.astype(np.int64) << 1 | b_bases.astype(np.int64))
-    k = np.arange(16)
-    theta = {"alice_theta": np.pi * (k >> 3 & 1) + np.pi / 2 * (k >> 2 & 1),
-             "bob_theta": np.pi * (k >> 1 & 1) + np.pi / 2 * (k & 1)}
+    setting = _setting_index(a_bits, a_bases, b_bits, b_bases)
     announcement = np.zeros(pairs, dtype=np.int8)
     attack = isinstance(relay, InterceptRelay)
     eve_attacked = np.zeros(pairs, dtype=bool) if attack else None
@@ -457,27 +488,13 @@ def run_mdi_exchanges(pairs: int, *, channel_alice: Channel | None = None, chann
                                       detector=detector, relay=relay)
         if circuit.num_qubits == 0:  # nothing reaches a detector and nothing clicks by itself
             continue
-        params = sorted(circuit.parameters, key=lambda p: p.name)
-        idx = idx[np.argsort(setting[idx], kind="stable")]
-        counts = np.bincount(setting[idx], minlength=16)
-        if params:
-            values = {tuple(params): np.stack([theta[p.name] for p in params], axis=-1)}
-            shots = int(counts.max())
-        else:
-            values, shots = None, int(idx.size)
-        data = sample_circuit(circuit, shots, backend=backend, seed=seeds[config], parameter_values=values)
+        idx, data, pick, executions = _sample_by_setting(circuit, idx, setting, backend=backend, seed=seeds[config])
         jobs += 1
-        shots_total += shots * (16 if params else 1)
-        ann = relay_announcements(data, relay)
-        s_of = setting[idx]
-        if params:
-            rank = np.arange(idx.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[s_of]
-            announcement[idx] = ann[s_of, rank]
-            if "attacked" in data:
-                eve_attacked[idx] = data["attacked"][s_of, rank, 0]
-                eve_results[idx] = data["eve_result"][s_of, rank]
-        else:
-            announcement[idx] = ann[:idx.size]
+        shots_total += executions
+        announcement[idx] = pick(relay_announcements(data, relay))
+        if "attacked" in data:
+            eve_attacked[idx] = pick(data["attacked"])[:, 0]
+            eve_results[idx] = pick(data["eve_result"])
     models = {"channel_alice": asdict(channels[0]), "channel_bob": asdict(channels[1]),
               "detector": asdict(detector), "relay": relay.to_dict(), "backend": backend.spec,
               "seed": seed}
@@ -609,11 +626,7 @@ def run_mdi_wcp_exchanges(pairs: int, *, intensities: dict[str, float] | None = 
     sent = np.stack([laser_rng.poisson(mus[a_int]), laser_rng.poisson(mus[b_int])], axis=1)
     etas = np.array([c.transmittance * detector.efficiency for c in channels])
     photons = laser_rng.binomial(sent, etas[None, :]).astype(np.int16)
-    setting = (a_bits.astype(np.int64) << 3 | a_bases.astype(np.int64) << 2
-               | b_bits.astype(np.int64) << 1 | b_bases.astype(np.int64))
-    k = np.arange(16)
-    theta = {"alice_theta": np.pi * (k >> 3 & 1) + np.pi / 2 * (k >> 2 & 1),
-             "bob_theta": np.pi * (k >> 1 & 1) + np.pi / 2 * (k & 1)}
+    setting = _setting_index(a_bits, a_bases, b_bits, b_bases)
     announcement = np.zeros(pairs, dtype=np.int8)
     configs = sorted({(int(x), int(y)) for x, y in photons})
     if max(x + y for x, y in configs) > MAX_RELAY_PHOTONS:
@@ -630,24 +643,10 @@ def run_mdi_wcp_exchanges(pairs: int, *, intensities: dict[str, float] | None = 
                                            detector=detector)
         if circuit.num_qubits == 0:
             continue
-        params = sorted(circuit.parameters, key=lambda p: p.name)
-        idx = idx[np.argsort(setting[idx], kind="stable")]
-        counts = np.bincount(setting[idx], minlength=16)
-        if params:
-            values = {tuple(params): np.stack([theta[p.name] for p in params], axis=-1)}
-            shots = int(counts.max())
-        else:
-            values, shots = None, int(idx.size)
-        data = sample_circuit(circuit, shots, backend=backend, seed=job_seed, parameter_values=values)
+        idx, data, pick, executions = _sample_by_setting(circuit, idx, setting, backend=backend, seed=job_seed)
         jobs += 1
-        shots_total += shots * (16 if params else 1)
-        ann = relay_announcements(data)
-        if params:
-            s_of = setting[idx]
-            rank = np.arange(idx.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[s_of]
-            announcement[idx] = ann[s_of, rank]
-        else:
-            announcement[idx] = ann[:idx.size]
+        shots_total += executions
+        announcement[idx] = pick(relay_announcements(data))
     models = {"channel_alice": asdict(channels[0]), "channel_bob": asdict(channels[1]),
               "detector": asdict(detector), "relay": LinearOpticsRelay().to_dict(), "backend": backend.spec,
               "seed": seed, "intensities": intensities, "probabilities": dict(probabilities)}

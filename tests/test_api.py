@@ -205,11 +205,11 @@ NAMESPACES: dict[str, set[str]] = {
         "CascadePreset", "PRESETS", "block_size"
     },
     "qkd_circuits.hazmat.messages": {
-        "AmplifyReply", "AmplifyRequest", "EstimateReply", "EstimateRequest", "MAX_FRAME_BYTES",
-        "MESSAGE_TYPES", "RangeParitiesReply", "RangeParitiesRequest", "ReconcileAck", "ReconcileStart",
-        "SiftReply", "SiftRequest", "TopParitiesReply", "TopParitiesRequest", "VerifyReply", "VerifyRequest",
-        "IntensityRequest", "IntensityReply", "TestBitsRequest", "TestBitsReply", "KeyErrorsRequest", "KeyErrorsAck",
-        "decode", "encode"
+        "AmplifyReply", "AmplifyRequest", "EstimateReply", "EstimateRequest", "IntensityReply",
+        "IntensityRequest", "KeyErrorsAck", "KeyErrorsRequest", "MAX_FRAME_BYTES", "MESSAGE_TYPES",
+        "RangeParitiesReply", "RangeParitiesRequest", "ReconcileAck", "ReconcileStart", "SiftReply",
+        "SiftRequest", "TestBitsReply", "TestBitsRequest", "TopParitiesReply", "TopParitiesRequest",
+        "VerifyReply", "VerifyRequest", "decode", "encode", "register",
     },
     "qkd_circuits.hazmat.shuffle": {
         "derive_permutation", "inverse_permutation"

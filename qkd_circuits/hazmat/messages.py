@@ -29,7 +29,7 @@ import numpy as np
 
 from ..exceptions import ProtocolError
 
-__all__ = ["encode", "decode", "MESSAGE_TYPES", "MAX_FRAME_BYTES"] + [
+__all__ = ["encode", "decode", "register", "MESSAGE_TYPES", "MAX_FRAME_BYTES"] + [
     "SiftRequest", "SiftReply", "EstimateRequest", "EstimateReply", "ReconcileStart", "ReconcileAck",
     "TopParitiesRequest", "TopParitiesReply", "RangeParitiesRequest", "RangeParitiesReply",
     "VerifyRequest", "VerifyReply", "AmplifyRequest", "AmplifyReply",
@@ -233,6 +233,32 @@ MESSAGE_TYPES = {cls.TYPE: cls for cls in (
 
 _INT = {"u8": ">B", "u16": ">H", "u32": ">I"}
 _ARRAYS = {"u16s": ">u2", "u32s": ">u4"}
+
+
+def register(cls: type) -> type:
+    """Add a message class defined outside this module (a protocol's own frames) to :data:`MESSAGE_TYPES`.
+
+    Usable as a class decorator.  The class must be a frozen dataclass with an int ``TYPE`` in
+    1..255 that no other class holds and a ``SCHEMA`` naming one known field kind per field;
+    registering the same class twice is a no-op.  Anything else raises ``TypeError``.
+    """
+    type_id, schema = getattr(cls, "TYPE", None), getattr(cls, "SCHEMA", None)
+    if not isinstance(type_id, int) or isinstance(type_id, bool) or not 1 <= type_id <= 255:
+        raise TypeError(f"{cls.__name__}.TYPE must be an int in 1..255, got {type_id!r}")
+    try:
+        names = [f.name for f in fields(cls)]
+    except TypeError:
+        raise TypeError(f"{cls.__name__} is not a dataclass") from None
+    if not getattr(getattr(cls, "__dataclass_params__", None), "frozen", False):
+        raise TypeError(f"{cls.__name__} must be a frozen dataclass")
+    known = set(_INT) | set(_ARRAYS) | {"f64", "bytes", "str", "bits"}
+    if not isinstance(schema, tuple) or len(schema) != len(names) or not set(schema) <= known:
+        raise TypeError(f"{cls.__name__}.SCHEMA must give one of {sorted(known)} per field {names}, got {schema!r}")
+    held = MESSAGE_TYPES.get(type_id)
+    if held is not None and held is not cls:
+        raise TypeError(f"message TYPE {type_id} is already {held.__name__}; {cls.__name__} needs another id")
+    MESSAGE_TYPES[type_id] = cls
+    return cls
 
 
 def _encode_field(kind: str, value, name: str) -> bytes:
